@@ -1,0 +1,89 @@
+// Command tokenctl reads tokens from tokend for shells, cron jobs and
+// scripts:
+//
+//	tokenctl header | curl -H @- https://api.example.com/v1/things
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/tokend/tokend/socket"
+)
+
+const usage = `usage: tokenctl [--socket PATH] COMMAND [NAME]
+
+commands:
+  get [NAME]      print the access token
+  header [NAME]   print "Authorization: <type> <token>", for curl -H @-
+  info [NAME]     print the token's metadata (never the token)
+  list            print the token names you may read
+  ping            check that tokend answers
+
+PATH is --socket, else $TOKEND_SOCKET, else ` + socket.DefaultPath + `.
+NAME defaults to the daemon's default token. Exit status: 0 ok, 1 the
+daemon answered an error (its code is printed), 2 usage, 3 unreachable.
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tokenctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	path := fs.String("socket", "", "tokend socket path")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *path == "" {
+		*path = os.Getenv("TOKEND_SOCKET")
+	}
+	if *path == "" {
+		*path = socket.DefaultPath
+	}
+	verbs := map[string]string{"get": "TOKEN", "header": "HEADER", "info": "INFO", "list": "LIST", "ping": "PING"}
+	if fs.NArg() == 0 || verbs[fs.Arg(0)] == "" {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	verb, rest := verbs[fs.Arg(0)], fs.Args()[1:]
+	takesName := verb == "TOKEN" || verb == "HEADER" || verb == "INFO"
+	if len(rest) > 1 || (len(rest) == 1 && !takesName) {
+		fmt.Fprintf(stderr, "tokenctl: too many arguments for %s\n", fs.Arg(0))
+		return 2
+	}
+	req := verb
+	if len(rest) == 1 {
+		if !socket.ValidName(rest[0]) {
+			fmt.Fprintf(stderr, "tokenctl: malformed token name %q\n", rest[0])
+			return 2
+		}
+		req += " " + rest[0]
+	}
+	out, err := socket.Client{Path: *path}.Do(context.Background(), req)
+	if err != nil {
+		var perr *socket.Error
+		if errors.As(err, &perr) {
+			fmt.Fprintf(stderr, "tokenctl: %s: %s\n", perr.Code, perr.Msg)
+			return 1
+		}
+		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+		return 3
+	}
+	switch verb {
+	case "HEADER":
+		out = "Authorization: " + out
+	case "INFO":
+		out = strings.TrimSpace(out)
+	}
+	fmt.Fprintln(stdout, out)
+	return 0
+}

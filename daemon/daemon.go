@@ -1,0 +1,325 @@
+// Package daemon is tokend's core: configuration, the keepers that hold one
+// fresh OAuth2 token each, and the lifecycle that ties them to Vault, the
+// Unix socket and systemd.
+//
+// Each configured token has a keeper whose single loop reads the client
+// credentials from Vault, performs the client-credentials grant, and
+// sleeps until the next refresh is due (75–80% of the lifetime, jittered,
+// and early enough to beat min_remaining) or the next retry (full-jitter
+// exponential backoff). Requests never wait on the network while a valid
+// token exists: they load an atomic pointer.
+//
+// A registry maps names to keepers and allow lists; SIGHUP swaps in a new
+// one, keeping the keepers (and tokens) whose fetch settings did not change.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// Version is stamped at build time (-ldflags -X).
+var Version = "dev"
+
+// Options are what main hands to Run.
+type Options struct {
+	ConfigPath string
+	Log        *LogWriter
+}
+
+// Run loads the configuration, serves until ctx ends, and returns nil on a
+// clean stop. A bad configuration is returned as *ConfigError.
+func Run(ctx context.Context, opts Options) error {
+	cfg, err := LoadConfig(opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	opts.Log.SetLevel(cfg.LogLevel)
+	log := opts.Log.Logger()
+	d := &daemon{
+		path:  opts.ConfigPath,
+		logw:  opts.Log,
+		log:   log,
+		cfg:   cfg,
+		hc:    &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}},
+		poke:  make(chan struct{}, 1),
+		creds: &credsRef{},
+	}
+	return d.run(ctx)
+}
+
+type daemon struct {
+	path  string
+	logw  *LogWriter
+	log   zerolog.Logger
+	cfg   *Config // run goroutine only
+	hc    *http.Client
+	creds *credsRef
+	reg   atomic.Pointer[registry]
+	srv   *socket.Server
+	ln    net.Listener
+	poke  chan struct{}
+
+	ctx         context.Context // lives as long as the keepers
+	wg          sync.WaitGroup
+	vaultCancel context.CancelFunc
+}
+
+// credsRef lets a reload swap the Vault source under running keepers.
+type credsRef struct{ p atomic.Pointer[vaultsrc.Source] }
+
+func (c *credsRef) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Credentials, error) {
+	return c.p.Load().Read(ctx, s)
+}
+
+type registry struct {
+	def     string
+	names   []string // sorted
+	entries map[string]*entry
+}
+
+type entry struct {
+	k      *keeper
+	access Access
+	cancel context.CancelFunc
+}
+
+var _ socket.Tokens = (*daemon)(nil)
+
+// Token implements socket.Tokens. It never touches the network.
+func (d *daemon) Token(ctx context.Context, name string, p socket.Peer) (socket.Token, error) {
+	reg := d.reg.Load()
+	if name == "" {
+		name = reg.def
+	}
+	e := reg.entries[name]
+	if e == nil {
+		return socket.Token{}, &socket.Error{Code: socket.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
+	}
+	if !e.access.allows(p) {
+		return socket.Token{}, &socket.Error{Code: socket.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
+	}
+	return e.k.get(ctx)
+}
+
+// Names implements socket.Tokens.
+func (d *daemon) Names(p socket.Peer) []string {
+	reg := d.reg.Load()
+	var out []string
+	for _, n := range reg.names {
+		if reg.entries[n].access.allows(p) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (d *daemon) run(ctx context.Context) error {
+	log := d.log
+	ln, activated, err := socket.Activated()
+	if err != nil {
+		return err
+	}
+	if activated {
+		log.Info().Str("socket", ln.Addr().String()).Msg("serving on the socket passed by systemd")
+	} else {
+		if ln, err = socket.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
+			return err
+		}
+		log.Info().Str("socket", d.cfg.Socket).Str("mode", fmt.Sprintf("%04o", d.cfg.SocketMode)).Msg("listening")
+	}
+	d.ln = ln
+
+	kctx, stopKeepers := context.WithCancel(context.Background())
+	defer stopKeepers()
+	d.ctx = kctx
+	if err := d.startVault(d.cfg.Vault); err != nil {
+		ln.Close()
+		return err
+	}
+	d.reg.Store(d.newRegistry(d.cfg, nil))
+
+	d.srv = &socket.Server{Tokens: d, Log: log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
+	d.srv.SetMaxConns(d.cfg.MaxConnections)
+	sctx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	served := make(chan error, 1)
+	go func() { served <- d.srv.Serve(sctx, ln) }()
+
+	n := newNotifier(log)
+	superCtx, stopSuper := context.WithCancel(context.Background())
+	superDone := make(chan struct{})
+	go func() { defer close(superDone); d.supervise(superCtx, n) }()
+	defer func() { stopSuper(); <-superDone }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info().Str("version", Version).Int("tokens", len(d.cfg.Tokens)).Msg("tokend started")
+
+	for {
+		select {
+		case <-ctx.Done():
+			n.send("STOPPING=1")
+			log.Info().Msg("stopping: finishing answers in flight")
+			stopServer()
+			select {
+			case <-served:
+			case <-time.After(3 * time.Second):
+				log.Warn().Msg("connections still open after 3s; exiting anyway")
+			}
+			stopKeepers()
+			d.wg.Wait()
+			log.Info().Msg("stopped")
+			return nil
+		case err := <-served:
+			return fmt.Errorf("socket server stopped: %w", err)
+		case <-hup:
+			n.send("RELOADING=1\n" + monotonicUsec())
+			d.reload()
+			n.send("READY=1\nSTATUS=" + d.status())
+		}
+	}
+}
+
+func (d *daemon) startVault(vc vaultsrc.Config) error {
+	src, err := vaultsrc.New(vc, d.log.With().Str("component", "vault").Logger())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); src.Run(ctx) }()
+	d.creds.p.Store(src)
+	if d.vaultCancel != nil {
+		d.vaultCancel()
+	}
+	d.vaultCancel = cancel
+	d.log.Info().Str("address", src.Address()).Str("auth", vc.Auth).Msg("vault source ready")
+	return nil
+}
+
+// newRegistry builds the registry for cfg, reusing keepers from old whose
+// fetch settings are unchanged, and starting the others.
+func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
+	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}}
+	for name, tc := range cfg.Tokens {
+		reg.names = append(reg.names, name)
+		if old != nil {
+			if e := old.entries[name]; e != nil && e.k.cfg.sameFetch(tc) {
+				reg.entries[name] = &entry{k: e.k, access: tc.Access, cancel: e.cancel}
+				continue
+			}
+		}
+		k := newKeeper(tc, d.creds, d.hc, d.log)
+		k.changed = d.pokeSupervisor
+		ctx, cancel := context.WithCancel(d.ctx)
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); k.run(ctx) }()
+		reg.entries[name] = &entry{k: k, access: tc.Access, cancel: cancel}
+	}
+	sort.Strings(reg.names)
+	return reg
+}
+
+// reload applies a new configuration file, or keeps the old one serving.
+func (d *daemon) reload() {
+	cfg, err := LoadConfig(d.path)
+	if err != nil {
+		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+		return
+	}
+	old := d.cfg
+	if cfg.Socket != old.Socket || cfg.SocketMode != old.SocketMode || cfg.SocketGID != old.SocketGID || cfg.IdleTimeout != old.IdleTimeout {
+		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
+	}
+	if cfg.Vault != old.Vault {
+		if err := d.startVault(cfg.Vault); err != nil {
+			d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+			return
+		}
+	}
+	d.logw.SetLevel(cfg.LogLevel)
+	d.srv.SetMaxConns(cfg.MaxConnections)
+	prev := d.reg.Load()
+	next := d.newRegistry(cfg, prev)
+	d.reg.Store(next)
+	var kept, stopped []string
+	for name, e := range prev.entries {
+		if n := next.entries[name]; n != nil && n.k == e.k {
+			kept = append(kept, name)
+		} else {
+			e.cancel()
+			stopped = append(stopped, name)
+		}
+	}
+	d.cfg = cfg
+	d.log.Info().Strs("kept", kept).Strs("restarted_or_removed", stopped).Int("tokens", len(next.names)).Msg("configuration reloaded")
+}
+
+func (d *daemon) pokeSupervisor() {
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+}
+
+// status is the one-line summary for systemd's STATUS=.
+func (d *daemon) status() string {
+	reg := d.reg.Load()
+	now := time.Now()
+	var waiting []string
+	for _, name := range reg.names {
+		k := reg.entries[name].k
+		t := k.tok.Load()
+		st := k.state.Load()
+		if t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining && (st == nil || st.err == "") {
+			continue
+		}
+		why := "first request in progress"
+		if st != nil && st.err != "" {
+			why = fmt.Sprintf("%s, retry in %ds", st.err, int64(max(st.retryAt.Sub(now), 0)/time.Second))
+		}
+		if t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining {
+			why = "still valid until " + t.ExpiresAt.UTC().Format("15:04:05Z") + "; " + why
+		}
+		waiting = append(waiting, name+": "+why)
+	}
+	if len(waiting) > 0 {
+		return "waiting: " + strings.Join(waiting, "; ")
+	}
+	def := reg.entries[reg.def].k.tok.Load()
+	return fmt.Sprintf("serving %d token%s; %s valid until %s", len(reg.names), plural(len(reg.names)), reg.def, def.ExpiresAt.UTC().Format("15:04:05Z"))
+}
+
+// allReady reports whether every configured token has been obtained once.
+func (d *daemon) allReady() bool {
+	for _, e := range d.reg.Load().entries {
+		if e.k.tok.Load() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

@@ -1,0 +1,258 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// CredentialSource reads an OAuth2 client's credentials (from Vault).
+type CredentialSource interface {
+	Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Credentials, error)
+}
+
+// clock is time as the keeper sees it; tests drive a fake one.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+const (
+	// vaultTimeout bounds a Vault read on the refresh path: an outage must
+	// not delay the token request, which then uses the credentials it has.
+	vaultTimeout = 3 * time.Second
+	// firstWait is how long a request waits for a token that is on its way.
+	firstWait = 5 * time.Second
+)
+
+// keeper keeps one token fresh. Its run loop is the only writer and the
+// only thing that talks to the network, so there is exactly one token
+// request in flight whatever the client load; readers only load an
+// atomic pointer.
+type keeper struct {
+	cfg   *TokenConfig
+	creds CredentialSource
+	hc    *http.Client
+	clock clock
+	rand  func() float64
+	log   zerolog.Logger
+	// changed is called after every attempt, for status reporting.
+	changed func()
+
+	tok       atomic.Pointer[socket.Token]
+	state     atomic.Pointer[keeperState]
+	busySince atomic.Int64 // unix nanos an attempt started; 0 when idle
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	cached vaultsrc.Credentials // last good credentials; run loop only
+}
+
+// keeperState is the outcome of the last attempt, for STATUS and errors.
+type keeperState struct {
+	err     string    // "" after a success
+	retryAt time.Time // when the next attempt is due
+}
+
+func newKeeper(cfg *TokenConfig, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
+	return &keeper{
+		cfg:     cfg,
+		creds:   creds,
+		hc:      hc,
+		clock:   realClock{},
+		rand:    rand.Float64,
+		log:     log.With().Str("token", cfg.Name).Logger(),
+		changed: func() {},
+		ready:   make(chan struct{}),
+	}
+}
+
+// get returns the current token if it has at least min_remaining left. A
+// request that comes before the first token waits a little for it.
+func (k *keeper) get(ctx context.Context) (socket.Token, error) {
+	t := k.tok.Load()
+	if t == nil {
+		timer := time.NewTimer(firstWait)
+		select {
+		case <-k.ready:
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		timer.Stop()
+		if t = k.tok.Load(); t == nil {
+			return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: "no token yet: " + k.why()}
+		}
+	}
+	if left := t.ExpiresAt.Sub(k.clock.Now()); left < k.cfg.MinRemaining {
+		return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: fmt.Sprintf(
+			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(left/time.Second), k.cfg.MinRemaining, k.why())}
+	}
+	return *t, nil
+}
+
+func (k *keeper) why() string {
+	if s := k.state.Load(); s != nil && s.err != "" {
+		return s.err
+	}
+	return "first request in progress"
+}
+
+// run refreshes the token until ctx ends.
+func (k *keeper) run(ctx context.Context) {
+	attempt := 0
+	for {
+		wait := k.attempt(ctx, &attempt)
+		k.changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.clock.After(wait):
+		}
+	}
+}
+
+// attempt makes one refresh attempt and says how long to wait for the next.
+func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
+	k.busySince.Store(time.Now().UnixNano())
+	defer k.busySince.Store(0)
+
+	sent := k.clock.Now()
+	g, creds, err := k.obtain(ctx)
+	if err == nil {
+		*failures = 0
+		t := &socket.Token{
+			Name: k.cfg.Name, Type: g.TokenType, Value: g.AccessToken, Scope: k.cfg.Scope,
+			// From the moment the request was sent: the token may have been
+			// minted at any point after it. Monotonic under a real clock.
+			ExpiresAt: sent.Add(g.Lifetime),
+			FetchedAt: k.clock.Now(),
+		}
+		k.tok.Store(t)
+		k.readyOnce.Do(func() { close(k.ready) })
+		next := sent.Add(refreshAfter(g.Lifetime, k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
+		k.state.Store(&keeperState{retryAt: next})
+		ev := k.log.Info()
+		if g.NoExpiry {
+			ev = k.log.Warn().Dur("assumed_lifetime", g.Lifetime)
+		}
+		if g.Lifetime <= k.cfg.MinRemaining {
+			ev = k.log.Warn().Dur("min_remaining", k.cfg.MinRemaining)
+		}
+		ev.Dur("lifetime", g.Lifetime).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).
+			Msg(refreshedMsg(g, k.cfg.MinRemaining))
+		return max(next.Sub(k.clock.Now()), 0)
+	}
+	*failures++
+	var retryAfter time.Duration
+	var ee *endpointError
+	if errors.As(err, &ee) {
+		retryAfter = ee.RetryAfter
+	}
+	wait := retryDelay(*failures, k.cfg.RetryMax, retryAfter, k.rand())
+	msg := redact(err.Error(), creds)
+	k.state.Store(&keeperState{err: msg, retryAt: k.clock.Now().Add(wait)})
+	ev := k.log.Warn()
+	if ee != nil && ee.rejected() {
+		ev = k.log.Error().Str("hint", "the token endpoint rejects the client credentials read from vault; check the secret at "+k.cfg.Secret.String())
+	}
+	ev.Str("error", msg).Int("failures", *failures).Dur("retry_in", wait).Msg("token refresh failed")
+	return wait
+}
+
+func refreshedMsg(g grant, minRemaining time.Duration) string {
+	switch {
+	case g.NoExpiry:
+		return "token refreshed; the answer had no expires_in, assuming a short lifetime"
+	case g.Lifetime <= minRemaining:
+		return "token refreshed, but its lifetime is not above min_remaining, so it cannot be served"
+	}
+	return "token refreshed"
+}
+
+// obtain reads the credentials and asks for a token. When the endpoint
+// rejects the client, the secret is read again at once (it may have just
+// been rotated) and the request retried if it changed.
+func (k *keeper) obtain(ctx context.Context) (grant, vaultsrc.Credentials, error) {
+	creds, err := k.credentials(ctx)
+	if err != nil {
+		return grant{}, creds, err
+	}
+	g, err := fetch(ctx, k.hc, k.cfg, creds)
+	var ee *endpointError
+	if errors.As(err, &ee) && ee.rejected() {
+		k.log.Warn().Str("error", redact(err.Error(), creds)).Msg("client credentials rejected; reading them again from vault")
+		fresh, verr := k.readVault(ctx)
+		switch {
+		case verr != nil:
+			k.log.Warn().Err(verr).Msg("vault read failed; cannot check for rotated credentials")
+		case fresh == creds:
+			k.log.Error().Str("secret", k.cfg.Secret.String()).Msg("vault holds the same credentials the token endpoint rejects")
+		default:
+			k.log.Info().Msg("credentials changed in vault; retrying with them")
+			creds = fresh
+			g, err = fetch(ctx, k.hc, k.cfg, creds)
+		}
+	}
+	return g, creds, err
+}
+
+// credentials reads the secret from Vault, falling back to the last good
+// credentials when Vault cannot answer quickly.
+func (k *keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) {
+	c, err := k.readVault(ctx)
+	if err == nil {
+		return c, nil
+	}
+	if k.cached.ID == "" {
+		return c, fmt.Errorf("no client credentials yet: %w", err)
+	}
+	k.log.Warn().Err(err).Msg("vault read failed; using the credentials in memory")
+	return k.cached, nil
+}
+
+func (k *keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
+	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
+	defer cancel()
+	c, err := k.creds.Read(ctx, k.cfg.Secret)
+	if err != nil {
+		return c, err
+	}
+	if k.cached.ID != "" && c != k.cached {
+		k.log.Info().Str("client_id", c.ID).Msg("client credentials changed in vault")
+	}
+	k.cached = c
+	return c, nil
+}
+
+// wedged reports whether an attempt has run far longer than its deadlines
+// allow, which means the loop is stuck (for the watchdog).
+func (k *keeper) wedged(now time.Time) bool {
+	since := k.busySince.Load()
+	limit := 2*(vaultTimeout+k.cfg.RequestTimeout) + 3*vaultTimeout + 10*time.Second
+	return since != 0 && now.Sub(time.Unix(0, since)) > limit
+}
+
+// redact removes the client secret from text that came from elsewhere
+// (a server's error description could echo it).
+func redact(s string, c vaultsrc.Credentials) string {
+	if c.Secret == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, c.Secret, "[redacted]")
+}

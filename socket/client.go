@@ -1,0 +1,61 @@
+package socket
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// DefaultPath is where tokend listens unless configured otherwise.
+const DefaultPath = "/run/tokend/tokend.sock"
+
+// Client sends requests to a tokend socket, one connection per call.
+type Client struct {
+	Path    string
+	Timeout time.Duration // whole call; default 15s (the daemon may wait for a first token)
+}
+
+// Do sends one request line and returns the text after "OK" (without the
+// separating space). An "ERR" answer is returned as *Error.
+func (c Client) Do(ctx context.Context, request string) (string, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Path)
+	if err != nil {
+		return "", fmt.Errorf("connecting to tokend at %q: %w", c.Path, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte(request + "\n")); err != nil {
+		return "", fmt.Errorf("sending to tokend at %q: %w", c.Path, err)
+	}
+	line, err := bufio.NewReaderSize(conn, 64<<10).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("reading from tokend at %q: %w", c.Path, err)
+	}
+	return ParseResponse(strings.TrimRight(line, "\r\n"))
+}
+
+// ParseResponse splits a response line into its OK payload or an *Error.
+func ParseResponse(line string) (string, error) {
+	switch {
+	case line == "OK":
+		return "", nil
+	case strings.HasPrefix(line, "OK "):
+		return line[3:], nil
+	case strings.HasPrefix(line, "ERR "):
+		code, msg, _ := strings.Cut(line[4:], " ")
+		return "", &Error{Code: code, Msg: msg}
+	}
+	return "", fmt.Errorf("unexpected answer from tokend: %q", clip([]byte(line)))
+}

@@ -1,0 +1,138 @@
+// Package socket serves tokens to local processes over a Unix socket.
+//
+// The protocol is line based and tiny, so that a shell, socat, curl or a
+// ten-line script in any language can speak it. A client sends one request
+// per line and reads one response line per request, in order:
+//
+//	TOKEN [NAME]   →  OK <access_token>
+//	HEADER [NAME]  →  OK <token_type> <access_token>
+//	INFO [NAME]    →  OK name=… token_type=… expires_in=… expires_at=… fetched_at=… scope=…
+//	LIST           →  OK <names this peer may read>
+//	PING           →  OK PONG
+//
+// and any failure is "ERR <code> <message>". A client that sends nothing and
+// closes its writing side gets the bare default token and EOF: that is what
+// `socat UNIX-CONNECT:… - </dev/null` and systemd's LoadCredential= do.
+//
+// Every connection carries its peer's kernel-verified credentials
+// (SO_PEERCRED, SO_PEERGROUPS); the Tokens implementation decides with them.
+// The package knows nothing of Vault or OAuth2.
+package socket
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// MaxLine is the longest request line accepted, without its line ending.
+const MaxLine = 1024
+
+// Error codes, the first word after ERR.
+const (
+	CodeDenied      = "denied"
+	CodeUnknown     = "unknown-token"
+	CodeUnavailable = "unavailable"
+	CodeBadRequest  = "bad-request"
+	CodeTooLong     = "too-long"
+	CodeBusy        = "busy"
+)
+
+// Error is a protocol error: what the server answers as "ERR <code> <msg>"
+// and what Client returns when the server said so.
+type Error struct {
+	Code string
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Msg }
+
+// Line is the wire form, without the newline.
+func (e *Error) Line() string { return "ERR " + e.Code + " " + e.Msg }
+
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Verb is a request's command.
+type Verb string
+
+const (
+	VerbToken  Verb = "TOKEN"
+	VerbHeader Verb = "HEADER"
+	VerbInfo   Verb = "INFO"
+	VerbList   Verb = "LIST"
+	VerbPing   Verb = "PING"
+)
+
+// Request is one parsed request line. Name is empty for the default token.
+type Request struct {
+	Verb Verb
+	Name string
+}
+
+// takesName reports whether the verb accepts an optional NAME.
+func (v Verb) takesName() bool {
+	return v == VerbToken || v == VerbHeader || v == VerbInfo
+}
+
+// Parse parses one request line, without its "\n" (a trailing "\r" is
+// accepted). The error is always a *Error with code bad-request or too-long,
+// and its message quotes the offending input so a human can see it.
+func Parse(line []byte) (Request, *Error) {
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) > MaxLine {
+		return Request{}, errorf(CodeTooLong, "request line longer than %d bytes", MaxLine)
+	}
+	for _, c := range line {
+		if c != ' ' && c != '\t' && (c < 0x21 || c > 0x7e) {
+			return Request{}, errorf(CodeBadRequest, "request has a non-printable byte 0x%02x", c)
+		}
+	}
+	words := bytes.Fields(line)
+	if len(words) == 0 {
+		return Request{}, errorf(CodeBadRequest, "empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST")
+	}
+	verb := Verb(bytes.ToUpper(words[0]))
+	switch verb {
+	case VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing:
+	default:
+		return Request{}, errorf(CodeBadRequest, "unknown verb %q; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST", clip(words[0]))
+	}
+	max := 1
+	if verb.takesName() {
+		max = 2
+	}
+	if len(words) > max {
+		return Request{}, errorf(CodeBadRequest, "too many words after %s: %q", verb, clip(bytes.Join(words[1:], []byte(" "))))
+	}
+	req := Request{Verb: verb}
+	if len(words) == 2 {
+		if !ValidName(string(words[1])) {
+			return Request{}, errorf(CodeBadRequest, "malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ -", clip(words[1]))
+		}
+		req.Name = string(words[1])
+	}
+	return req, nil
+}
+
+// ValidName reports whether s is a well-formed token name: [A-Za-z0-9._-]{1,64}.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// clip keeps quoted bad input short in error messages.
+func clip(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}
