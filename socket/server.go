@@ -105,8 +105,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.active.Add(-1)
 			s.Log.Warn().Int64("max_connections", s.maxConns.Load()).Msg("connection refused: too many connections")
 			c.SetWriteDeadline(time.Now().Add(time.Second))
-			io.WriteString(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line()+"\n")
-			c.Close()
+			go refuse(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line())
 			continue
 		}
 		s.track(c, true)
@@ -169,7 +168,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > MaxLine {
 			log.Warn().Msg("request line too long; connection closed")
-			s.reply(c, w, (&Error{Code: CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", MaxLine)}).Line())
+			w.Flush()
+			refuse(c, (&Error{Code: CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", MaxLine)}).Line())
 			return
 		}
 		eof := errors.Is(err, io.EOF)
@@ -198,11 +198,19 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	}
 }
 
-func (s *Server) reply(c net.Conn, w *bufio.Writer, line string) {
-	c.SetWriteDeadline(time.Now().Add(s.IdleTimeout))
-	w.WriteString(line)
-	w.WriteByte('\n')
-	w.Flush()
+// refuse writes a last error line and closes. It reads away what the
+// client is still sending for a moment first: closing with unread input
+// makes the kernel send a reset, and the client would lose the answer.
+func refuse(c net.Conn, line string) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 }
 
 // answer turns one request line into one response line.

@@ -1,0 +1,84 @@
+// A real, independent OAuth2 authorization server for tokend's end-to-end
+// tests: panva/oidc-provider serving only the client-credentials grant at
+// /oauth2/token on 127.0.0.1.
+//
+// Env: PORT, CLIENT_ID, CLIENT_SECRET, AUTH_METHOD (client_secret_basic |
+// client_secret_post), TTL (seconds), SCOPE, RESOURCE, ACCEPT_BOTH=1 (act as
+// a lenient server that tolerates Basic plus client_secret in the body, as
+// the documented API recipe sends).
+// Test-only: POST /__fault?status=503&count=2 fails the next token requests.
+import Provider, { errors } from 'oidc-provider';
+
+const env = process.env;
+const PORT = Number(env.PORT || 9000);
+const ISSUER = `http://127.0.0.1:${PORT}`;
+const TTL = Number(env.TTL || 60);
+const SCOPE = env.SCOPE || 'https://rbm.vibes.com/rbm.agents';
+const RESOURCE = env.RESOURCE || 'https://rbm.vibes.com/';
+const ACCEPT_BOTH = env.ACCEPT_BOTH === '1';
+
+const provider = new Provider(ISSUER, {
+  clients: [{
+    client_id: env.CLIENT_ID || 'rbm-client',
+    client_secret: env.CLIENT_SECRET || 'rbm-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: env.AUTH_METHOD || 'client_secret_basic',
+  }],
+  routes: { token: '/oauth2/token' },
+  scopes: [],
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // Bind scope-only requests to our API, and be strict about scopes
+      // (oidc-provider would silently drop unknown ones).
+      defaultResource: () => RESOURCE,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, indicator) => {
+        if (indicator !== RESOURCE) throw new errors.InvalidTarget();
+        const asked = (ctx.oidc.params.scope || '').split(' ').filter(Boolean);
+        const bad = asked.find((s) => !SCOPE.split(' ').includes(s));
+        if (bad) throw new errors.InvalidScope('requested scope is not allowed', bad);
+        return { scope: SCOPE, audience: RESOURCE, accessTokenTTL: TTL, accessTokenFormat: 'opaque' };
+      },
+    },
+  },
+  ttl: { ClientCredentials: () => TTL },
+});
+
+let fault = { status: 0, count: 0 };
+let served = 0;
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/__fault') {
+    fault = { status: Number(ctx.query.status || 0), count: Number(ctx.query.count || 1) };
+    ctx.body = fault;
+    return;
+  }
+  if (ctx.path === '/__stats') {
+    ctx.body = { served };
+    return;
+  }
+  if (ctx.path === '/oauth2/token') {
+    served += 1;
+    if (fault.count > 0 && fault.status) {
+      fault.count -= 1;
+      ctx.status = fault.status;
+      ctx.body = { error: fault.status >= 500 ? 'server_error' : 'invalid_request', error_description: 'injected fault' };
+      return;
+    }
+    if (ACCEPT_BOTH && ctx.get('authorization') && ctx.is('application/x-www-form-urlencoded')) {
+      const chunks = [];
+      for await (const c of ctx.req) chunks.push(c);
+      const form = new URLSearchParams(Buffer.concat(chunks).toString());
+      form.delete('client_secret');
+      ctx.req.body = form.toString();
+    }
+  }
+  await next();
+});
+
+provider.listen(PORT, '127.0.0.1', () => console.log(`listening ${ISSUER}/oauth2/token`));

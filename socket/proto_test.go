@@ -1,0 +1,112 @@
+package socket
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	long := strings.Repeat("a", MaxLine+1)
+	tests := []struct {
+		name, line string
+		want       Request
+		code       string
+	}{
+		{"token default", "TOKEN", Request{Verb: VerbToken}, ""},
+		{"token named", "TOKEN vibes", Request{Verb: VerbToken, Name: "vibes"}, ""},
+		{"lower case verb", "token vibes", Request{Verb: VerbToken, Name: "vibes"}, ""},
+		{"mixed case verb", "HeAdEr a.b_c-1", Request{Verb: VerbHeader, Name: "a.b_c-1"}, ""},
+		{"crlf", "INFO x\r", Request{Verb: VerbInfo, Name: "x"}, ""},
+		{"extra spaces", "  PING  ", Request{Verb: VerbPing}, ""},
+		{"list", "list", Request{Verb: VerbList}, ""},
+		{"64 char name", "TOKEN " + strings.Repeat("n", 64), Request{Verb: VerbToken, Name: strings.Repeat("n", 64)}, ""},
+		{"empty", "", Request{}, CodeBadRequest},
+		{"blank", " \t ", Request{}, CodeBadRequest},
+		{"unknown verb", "GIVE", Request{}, CodeBadRequest},
+		{"extra words", "TOKEN a b", Request{}, CodeBadRequest},
+		{"name on ping", "PING x", Request{}, CodeBadRequest},
+		{"name on list", "LIST x", Request{}, CodeBadRequest},
+		{"65 char name", "TOKEN " + strings.Repeat("n", 65), Request{}, CodeBadRequest},
+		{"slash in name", "TOKEN a/b", Request{}, CodeBadRequest},
+		{"control byte", "TOKEN a\x00", Request{}, CodeBadRequest},
+		{"utf8", "TOKEN é", Request{}, CodeBadRequest},
+		{"too long", long, Request{}, CodeTooLong},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.line))
+			if tt.code != "" {
+				if err == nil || err.Code != tt.code {
+					t.Fatalf("Parse(%q) = %+v, %v; want code %s", tt.line, got, err, tt.code)
+				}
+				if !strings.HasPrefix(err.Line(), "ERR "+tt.code+" ") {
+					t.Errorf("wire form %q", err.Line())
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("Parse(%q) = %+v, %v; want %+v", tt.line, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseResponse(t *testing.T) {
+	if v, err := ParseResponse("OK abc"); err != nil || v != "abc" {
+		t.Errorf("OK abc: %q %v", v, err)
+	}
+	if v, err := ParseResponse("OK"); err != nil || v != "" {
+		t.Errorf("OK: %q %v", v, err)
+	}
+	_, err := ParseResponse("ERR denied uid 5 may not")
+	if e, ok := err.(*Error); !ok || e.Code != "denied" || e.Msg != "uid 5 may not" {
+		t.Errorf("ERR: %#v", err)
+	}
+	if _, err := ParseResponse("HELLO"); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+func TestCredentialAddr(t *testing.T) {
+	tests := []struct{ addr, unit, id string }{
+		{"@f00d/unit/api-call.service/api-token", "api-call.service", "api-token"},
+		{"@1/unit/x.service/vibes", "x.service", "vibes"},
+		{"@", "", ""},
+		{"@abc", "", ""},
+		{"@1/unit/x.service/", "", ""},
+	}
+	for _, tt := range tests {
+		unit, id, ok := Peer{Addr: tt.addr}.Credential()
+		if ok != (tt.unit != "") || unit != tt.unit || id != tt.id {
+			t.Errorf("Credential(%q) = %q %q %v", tt.addr, unit, id, ok)
+		}
+	}
+}
+
+// FuzzParse: random bytes never panic, and whatever parses is well formed.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"TOKEN", "TOKEN vibes", "header x\r", "INFO", "LIST", "PING", "", "\x00\xff", strings.Repeat("T", 2000)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		req, err := Parse(line)
+		if err != nil {
+			if err.Code != CodeBadRequest && err.Code != CodeTooLong {
+				t.Fatalf("unexpected code %q", err.Code)
+			}
+			return
+		}
+		switch req.Verb {
+		case VerbToken, VerbHeader, VerbInfo:
+			if req.Name != "" && !ValidName(req.Name) {
+				t.Fatalf("bad name %q accepted", req.Name)
+			}
+		case VerbList, VerbPing:
+			if req.Name != "" {
+				t.Fatalf("name on %s", req.Verb)
+			}
+		default:
+			t.Fatalf("unknown verb %q accepted", req.Verb)
+		}
+	})
+}

@@ -1,0 +1,318 @@
+package socket
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+type fakeTokens struct {
+	mu    sync.Mutex
+	peers []Peer
+}
+
+func (f *fakeTokens) Token(ctx context.Context, name string, p Peer) (Token, error) {
+	f.mu.Lock()
+	f.peers = append(f.peers, p)
+	f.mu.Unlock()
+	switch name {
+	case "", "main":
+		return Token{Name: "main", Type: "Bearer", Value: "tok-main", Scope: "s1 s2",
+			ExpiresAt: time.Now().Add(100 * time.Second), FetchedAt: time.Now()}, nil
+	case "other":
+		return Token{Name: "other", Type: "Bearer", Value: "tok-other", ExpiresAt: time.Now().Add(time.Hour)}, nil
+	case "locked":
+		return Token{}, &Error{Code: CodeDenied, Msg: "no"}
+	case "down":
+		return Token{}, &Error{Code: CodeUnavailable, Msg: "endpoint down"}
+	}
+	return Token{}, &Error{Code: CodeUnknown, Msg: "no such token"}
+}
+
+func (f *fakeTokens) Names(Peer) []string { return []string{"main", "other"} }
+
+// serve starts a server on a fresh socket and returns its path and log.
+func serve(t *testing.T, tune func(*Server)) (string, *syncBuffer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "t.sock")
+	ln, err := Listen(path, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	s := &Server{Tokens: &fakeTokens{}, Log: zerolog.New(logs)}
+	if tune != nil {
+		tune(s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return path, logs
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// converse sends raw bytes, half-closes, and returns everything read.
+func converse(t *testing.T, path, send string) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if send != "" {
+		if _, err := io.WriteString(c, send); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.(*net.UnixConn).CloseWrite()
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(out)
+}
+
+func TestServerProtocol(t *testing.T) {
+	path, _ := serve(t, nil)
+	tests := []struct{ name, send, want string }{
+		{"token", "TOKEN\n", "OK tok-main\n"},
+		{"token named", "TOKEN other\n", "OK tok-other\n"},
+		{"header", "HEADER\n", "OK Bearer tok-main\n"},
+		{"ping", "ping\r\n", "OK PONG\n"},
+		{"list", "LIST\n", "OK main other\n"},
+		{"pipelined in order", "PING\nTOKEN other\nTOKEN\n", "OK PONG\nOK tok-other\nOK tok-main\n"},
+		{"last line without newline", "TOKEN", "OK tok-main\n"},
+		{"unknown", "TOKEN nope\n", "ERR unknown-token no such token\n"},
+		{"denied", "TOKEN locked\n", "ERR denied no\n"},
+		{"unavailable", "HEADER down\n", "ERR unavailable endpoint down\n"},
+		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST\nOK PONG\n"},
+		{"connect and read", "", "tok-main"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := converse(t, path, tt.send); got != tt.want {
+				t.Errorf("sent %q: got %q, want %q", tt.send, got, tt.want)
+			}
+		})
+	}
+	t.Run("info", func(t *testing.T) {
+		got := converse(t, path, "INFO\n")
+		if !strings.HasPrefix(got, "OK name=main token_type=Bearer expires_in=") || !strings.HasSuffix(got, " scope=s1 s2\n") ||
+			strings.Contains(got, "tok-main") || !strings.Contains(got, " expires_at=") || !strings.Contains(got, " fetched_at=") {
+			t.Errorf("INFO = %q", got)
+		}
+		var in int
+		fmt.Sscanf(got[strings.Index(got, "expires_in=")+len("expires_in="):], "%d", &in)
+		if in < 95 || in > 100 {
+			t.Errorf("expires_in = %d, want about 100", in)
+		}
+	})
+}
+
+func TestServerTooLong(t *testing.T) {
+	path, _ := serve(t, nil)
+	got := converse(t, path, strings.Repeat("A", 5000)+"\nPING\n")
+	if got != "ERR too-long request line longer than 1024 bytes\n" {
+		t.Errorf("got %q", got)
+	}
+	// Exactly MaxLine bytes plus CRLF is still a line.
+	got = converse(t, path, "PING"+strings.Repeat(" ", MaxLine-4)+"\r\n")
+	if got != "OK PONG\n" {
+		t.Errorf("max line: got %q", got)
+	}
+}
+
+// A LoadCredential= client binds an abstract address naming its unit and
+// credential id; it gets that token, or the default when no token has the id.
+func TestServerLoadCredential(t *testing.T) {
+	path, logs := serve(t, nil)
+	for id, want := range map[string]string{"other": "tok-other", "api-token": "tok-main"} {
+		local := &net.UnixAddr{Name: fmt.Sprintf("@%x/unit/api-call.service/%s", time.Now().UnixNano(), id), Net: "unix"}
+		c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.CloseWrite()
+		out, _ := io.ReadAll(c)
+		c.Close()
+		if string(out) != want {
+			t.Errorf("credential %s: got %q, want %q", id, out, want)
+		}
+	}
+	if !strings.Contains(logs.String(), `"unit":"api-call.service"`) {
+		t.Errorf("unit not logged: %s", logs)
+	}
+	if strings.Contains(logs.String(), "tok-") {
+		t.Errorf("token in logs: %s", logs)
+	}
+}
+
+func TestServerPeerCredentials(t *testing.T) {
+	f := &fakeTokens{}
+	path, _ := serve(t, func(s *Server) { s.Tokens = f })
+	converse(t, path, "TOKEN\n")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.peers) != 1 {
+		t.Fatalf("peers: %v", f.peers)
+	}
+	p := f.peers[0]
+	if p.UID != uint32(os.Getuid()) || p.GID != uint32(os.Getgid()) || p.PID != int32(os.Getpid()) {
+		t.Errorf("peer %+v, want uid %d gid %d pid %d", p, os.Getuid(), os.Getgid(), os.Getpid())
+	}
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if !p.InGroup(uint32(g)) {
+			t.Errorf("peer lacks supplementary group %d: %v", g, p.Groups)
+		}
+	}
+}
+
+func TestServerBusyAndIdle(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(2); s.IdleTimeout = 300 * time.Millisecond })
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// Prove each is being served before opening the next.
+		fmt.Fprint(c, "PING\n")
+		if l, _ := bufio.NewReader(c).ReadString('\n'); l != "OK PONG\n" {
+			t.Fatalf("conn %d: %q", i, l)
+		}
+		held = append(held, c)
+	}
+	if got := converse(t, path, "PING\n"); got != "ERR busy too many connections, try again\n" {
+		t.Errorf("third connection: %q", got)
+	}
+	// Idle connections are closed, which frees the slots.
+	for _, c := range held {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("idle connection not closed: %v", err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for converse(t, path, "PING\n") != "OK PONG\n" {
+		if time.Now().After(deadline) {
+			t.Fatal("slots not freed after idle timeout")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Random bytes never crash the server or yield a token.
+func TestServerGarbage(t *testing.T) {
+	path, _ := serve(t, nil)
+	junk := []string{"\x00\x01\x02\n", "\xff\xfe TOKEN\n", "TOKEN ../../etc\n", "TOKEN main extra\n", "\r\n", "TOKEN\x00main\n"}
+	for _, j := range junk {
+		got := converse(t, path, j)
+		if strings.Contains(got, "tok-") || !strings.HasPrefix(got, "ERR bad-request ") {
+			t.Errorf("sent %q: got %q", j, got)
+		}
+	}
+}
+
+func TestListenStaleAndLive(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+
+	// A stale socket (nobody listening) is replaced.
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	ln, err := Listen(path, 0o640, -1)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o640 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	}
+
+	// A live one is not taken over.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := Listen(path, 0o600, -1); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("second Listen on a live socket: %v", err)
+	}
+	ln.Close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("socket file left after Close: %v", err)
+	}
+
+	// A regular file is never removed.
+	os.WriteFile(path, []byte("precious"), 0o600)
+	if _, err := Listen(path, 0o600, -1); err == nil {
+		t.Fatal("Listen replaced a regular file")
+	}
+	if b, _ := os.ReadFile(path); string(b) != "precious" {
+		t.Error("regular file damaged")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("temporary files left: %v", entries)
+	}
+}
+
+func TestListenGroup(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("SKIP: chown to another group needs root")
+	}
+	path := filepath.Join(t.TempDir(), "g.sock")
+	ln, err := Listen(path, 0o660, 65534)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, _ := os.Stat(path)
+	if st := fi.Sys().(*syscall.Stat_t); st.Gid != 65534 || fi.Mode().Perm() != 0o660 {
+		t.Errorf("gid %d mode %v", st.Gid, fi.Mode())
+	}
+}
