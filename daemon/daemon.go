@@ -81,7 +81,9 @@ type daemon struct {
 }
 
 // credsRef lets a reload swap the Vault source under running keepers.
-type credsRef struct{ p atomic.Pointer[vaultsrc.Source] }
+type credsRef struct {
+	p atomic.Pointer[vaultsrc.Source]
+}
 
 func (c *credsRef) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Credentials, error) {
 	return c.p.Load().Read(ctx, s)

@@ -97,4 +97,3 @@ type wedgedError struct{ token string }
 func (e *wedgedError) Error() string {
 	return "the refresh loop of token " + e.token + " is stuck far past its deadlines"
 }
-

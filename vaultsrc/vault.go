@@ -53,7 +53,9 @@ type Credentials struct {
 	Secret string
 }
 
-func (c Credentials) String() string   { return fmt.Sprintf("client_id=%q client_secret=[redacted]", c.ID) }
+func (c Credentials) String() string {
+	return fmt.Sprintf("client_id=%q client_secret=[redacted]", c.ID)
+}
 func (c Credentials) GoString() string { return c.String() }
 
 // Source reads secrets from one Vault. It is safe for concurrent use.

@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `
+socket = "/run/tokend/tokend.sock"
+socket_mode = "0660"
+log_level = "debug"
+default_token = "vibes"
+
+[vault]
+address = "http://127.0.0.1:8200"
+auth = "approle"
+role_id_file = "/etc/tokend/role-id"
+secret_id_file = "${CREDENTIALS_DIRECTORY}/vault-secret-id"
+
+[token.vibes]
+token_url = "https://api.example.com/oauth2/token"
+scope = "https://rbm.vibes.com/rbm.agents"
+kv_path = "tokend/vibes"
+min_remaining = "90s"
+allow_uids = [1000]
+allow_groups = ["root"]
+
+[token.other]
+token_url = "https://idp.example.com/oauth2/token"
+client_auth = "basic"
+kv_mount = "kv1"
+kv_version = 1
+kv_path = "other"
+`
+
+func TestConfigGood(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/tokend.service")
+	c, err := ParseConfig("t.toml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SocketMode != 0o660 || c.DefaultToken != "vibes" || len(c.Tokens) != 2 || c.MaxConnections != 1024 {
+		t.Errorf("top level: %+v", c)
+	}
+	if c.Vault.SecretIDFile != "/run/credentials/tokend.service/vault-secret-id" {
+		t.Errorf("CREDENTIALS_DIRECTORY not expanded: %q", c.Vault.SecretIDFile)
+	}
+	v := c.Tokens["vibes"]
+	if v.ClientAuth != "basic+body" || v.MinRemaining != 90*time.Second || v.RetryMax != 30*time.Second ||
+		v.RequestTimeout != 10*time.Second || v.Secret.Mount != "secret" || v.Secret.Version != 2 ||
+		v.Secret.IDField != "client_id" || v.Secret.SecretField != "client_secret" {
+		t.Errorf("vibes defaults: %+v", v)
+	}
+	if len(v.Access.UIDs) != 1 || v.Access.UIDs[0] != 1000 || len(v.Access.GIDs) != 1 || v.Access.GIDs[0] != 0 {
+		t.Errorf("vibes access: %+v", v.Access)
+	}
+	if o := c.Tokens["other"]; o.Secret.Version != 1 || o.Secret.Mount != "kv1" || o.ClientAuth != "basic" {
+		t.Errorf("other: %+v", o)
+	}
+}
+
+// Every problem is reported, with its key and line.
+func TestConfigProblems(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "")
+	t.Setenv("VAULT_TOKEN", "")
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	bad := `socket = "relative.sock"
+socket_mode = 660
+log_level = "loud"
+max_connections = "many"
+colour = "blue"
+
+[vault]
+auth = "kerberos"
+token_file = "${CREDENTIALS_DIRECTORY}/t"
+
+[token.a]
+token_url = "ftp://x"
+client_auth = "mtls"
+kv_version = 3
+min_remaining = 60
+retry_max = "soon"
+allow_users = ["no-such-user-here"]
+allow_uids = ["x"]
+spare = 1
+
+[token.b]
+token_url = "https://user:pw@x/oauth2/token"
+kv_path = "b"
+`
+	_, err := ParseConfig("bad.toml", []byte(bad))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("want *ConfigError, got %v", err)
+	}
+	want := []string{
+		`line 1: socket: "relative.sock" is not an absolute path`,
+		`socket_mode: bad mode 660`,
+		`line 3: log_level: unknown level "loud"`,
+		`line 4: max_connections: want an integer, got a string`,
+		`line 5: colour: unknown key`,
+		`line 8: vault.auth: unknown auth "kerberos"`,
+		`line 9: vault.token_file: "${CREDENTIALS_DIRECTORY}/t" uses ${CREDENTIALS_DIRECTORY}, which is not set`,
+		`vault.address: not set, and VAULT_ADDR is empty`,
+		`line 12: token.a.token_url: "ftp://x" is not an http(s) URL`,
+		`line 13: token.a.client_auth: unknown mode "mtls"`,
+		`line 14: token.a.kv_version: 3: want 1 or 2`,
+		`line 15: token.a.min_remaining: want a duration string`,
+		`line 16: token.a.retry_max: bad duration "soon"`,
+		`line 17: token.a.allow_users: unknown user "no-such-user-here"`,
+		`line 18: token.a.allow_uids: want numeric ids`,
+		`line 19: token.a.spare: unknown key`,
+		`token.a.kv_path: missing`,
+		`line 22: token.b.token_url: must not carry credentials`,
+		`default_token: needed when more than one token is configured (have a, b)`,
+	}
+	got := strings.Join(ce.Problems, "\n")
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing problem %q in:\n%s", w, got)
+		}
+	}
+	if strings.Contains(got, "pw@") || strings.Contains(err.Error(), "user:pw") {
+		t.Errorf("credentials from token_url echoed: %s", got)
+	}
+}
+
+func TestConfigSyntaxError(t *testing.T) {
+	_, err := ParseConfig("x.toml", []byte("socket = \"/a\"\nlog_level = = 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("syntax error without line: %v", err)
+	}
+}
+
+func TestConfigMinimal(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:8200")
+	t.Setenv("VAULT_TOKEN", "from-env")
+	c, err := ParseConfig("m.toml", []byte("[token.only]\ntoken_url = \"http://127.0.0.1/oauth2/token\"\nkv_path = \"p\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultToken != "only" || c.Socket != "/run/tokend/tokend.sock" || c.Vault.Auth != "token" {
+		t.Errorf("%+v", c)
+	}
+}
+
+// The example shipped with the package must stay valid.
+func TestConfigExample(t *testing.T) {
+	path := filepath.Join("..", "packaging", "tokend.toml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/tokend.service")
+	if _, err := ParseConfig(path, data); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,282 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// fakeClock moves only when told to.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+	waiting chan time.Duration // each After call reports its duration
+}
+
+type waiter struct {
+	at time.Time
+	c  chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), waiting: make(chan time.Duration, 100)}
+}
+
+func (f *fakeClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fakeClock) After(d time.Duration) <-chan time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := make(chan time.Time, 1)
+	f.waiters = append(f.waiters, waiter{f.now.Add(d), c})
+	f.waiting <- d
+	return c
+}
+
+func (f *fakeClock) Advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	kept := f.waiters[:0]
+	for _, w := range f.waiters {
+		if !w.at.After(f.now) {
+			w.c <- f.now
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	f.waiters = kept
+}
+
+// nextWait waits for the keeper to go to sleep and returns for how long.
+func (f *fakeClock) nextWait(t *testing.T) time.Duration {
+	t.Helper()
+	select {
+	case d := <-f.waiting:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("keeper never went to sleep")
+		return 0
+	}
+}
+
+// fakeVault is a CredentialSource whose answers the test controls.
+type fakeVault struct {
+	mu    sync.Mutex
+	creds vaultsrc.Credentials
+	queue []vaultsrc.Credentials // answered first, one per read
+	err   error
+	reads int
+}
+
+func (v *fakeVault) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Credentials, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.reads++
+	if len(v.queue) > 0 {
+		c := v.queue[0]
+		v.queue = v.queue[1:]
+		return c, nil
+	}
+	return v.creds, v.err
+}
+
+func (v *fakeVault) set(c vaultsrc.Credentials, err error) {
+	v.mu.Lock()
+	v.creds, v.err = c, err
+	v.mu.Unlock()
+}
+
+type keeperRig struct {
+	k     *keeper
+	clock *fakeClock
+	vault *fakeVault
+	ep    *endpoint
+	logs  *bytes.Buffer
+	mu    *sync.Mutex
+}
+
+func startKeeper(t *testing.T, mode string) *keeperRig {
+	t.Helper()
+	const id, pw = "client-1", "s3cr3t+/=value"
+	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
+		ep: newEndpoint(t, mode, id, pw), logs: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	log := zerolog.New(lockedWriter{rig.mu, rig.logs})
+	rig.k = newKeeper(tokenConfig(rig.ep.tokenURL(), mode), rig.vault, http.DefaultClient, log)
+	rig.k.clock = rig.clock
+	rig.k.rand = func() float64 { return 0.5 }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rig.k.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		rig.mu.Lock()
+		defer rig.mu.Unlock()
+		for _, secret := range append([]string{pw, "rotated-secret"}, rig.ep.issued...) {
+			if strings.Contains(rig.logs.String(), secret) {
+				t.Errorf("secret or token %q in logs:\n%s", secret, rig.logs)
+			}
+		}
+	})
+	return rig
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (r *keeperRig) get(t *testing.T) (socket.Token, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return r.k.get(ctx)
+}
+
+func TestKeeperRefreshSchedule(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	d := r.clock.nextWait(t)
+	if d < 45*time.Minute || d > 48*time.Minute {
+		t.Fatalf("first refresh in %v, want 75-80%% of an hour", d)
+	}
+	tok, err := r.get(t)
+	if err != nil || tok.Value != r.ep.lastToken() || tok.Type != "Bearer" || tok.Scope != rbmScope {
+		t.Fatalf("get: %+v %v", tok, err)
+	}
+	first := tok.Value
+	r.clock.Advance(d)
+	r.clock.nextWait(t)
+	if tok, _ = r.get(t); tok.Value == first || r.ep.calls.Load() != 2 {
+		t.Fatalf("not refreshed: %q, %d calls", tok.Value, r.ep.calls.Load())
+	}
+	if !tok.ExpiresAt.Equal(r.clock.Now().Add(time.Hour)) {
+		t.Errorf("expiry not counted from the request: %v", tok.ExpiresAt)
+	}
+}
+
+// While the endpoint fails, the old token is served until it falls under
+// min_remaining, never after; retries back off up to retry_max.
+func TestKeeperFailuresAndMinRemaining(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	d := r.clock.nextWait(t)
+	for i := 0; i < 200; i++ {
+		r.ep.push(fault{status: 503, body: `{"error":"server_error"}`})
+	}
+	r.clock.Advance(d)
+	var waits []time.Duration
+	elapsed := d
+	for elapsed < time.Hour-time.Minute-time.Second {
+		w := r.clock.nextWait(t)
+		waits = append(waits, w)
+		if w > 30*time.Second {
+			t.Fatalf("retry wait %v over retry_max", w)
+		}
+		if _, err := r.get(t); err != nil {
+			t.Fatalf("token refused at %v with %v left: %v", elapsed, time.Hour-elapsed, err)
+		}
+		r.clock.Advance(w)
+		elapsed += w
+	}
+	if waits[0] > time.Second || waits[len(waits)-1] < 14*time.Second {
+		t.Errorf("backoff did not grow: %v ... %v", waits[0], waits[len(waits)-1])
+	}
+	r.clock.nextWait(t)
+	r.clock.Advance(time.Hour - time.Minute - elapsed + time.Second)
+	_, err := r.get(t)
+	var perr *socket.Error
+	if !errors.As(err, &perr) || perr.Code != socket.CodeUnavailable || !strings.Contains(perr.Msg, "503") {
+		t.Fatalf("token under min_remaining served or wrong error: %v", err)
+	}
+}
+
+// A rotated secret: the endpoint rejects the old one, the keeper reads
+// Vault again at once and succeeds in the same attempt.
+func TestKeeperRotatedSecret(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	d := r.clock.nextWait(t)
+	r.ep.setCreds("client-1", "rotated-secret")
+	// Vault's first answer is still the old secret; the re-read brings the new one.
+	r.vault.mu.Lock()
+	r.vault.queue = []vaultsrc.Credentials{r.vault.creds}
+	r.vault.creds = vaultsrc.Credentials{ID: "client-1", Secret: "rotated-secret"}
+	r.vault.mu.Unlock()
+	r.clock.Advance(d)
+	if w := r.clock.nextWait(t); w < 40*time.Minute {
+		t.Fatalf("rotation not recovered in one attempt: next wait %v", w)
+	}
+	if r.ep.calls.Load() != 3 {
+		t.Errorf("token endpoint calls = %d, want 3 (first, rejected, retried)", r.ep.calls.Load())
+	}
+}
+
+// Vault down: the refresh goes ahead with the credentials in memory.
+func TestKeeperVaultDown(t *testing.T) {
+	r := startKeeper(t, "basic")
+	d := r.clock.nextWait(t)
+	r.vault.set(vaultsrc.Credentials{}, errors.New("vault is sealed"))
+	r.clock.Advance(d)
+	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.calls.Load() != 2 {
+		t.Fatalf("refresh failed with vault down: wait %v calls %d", w, r.ep.calls.Load())
+	}
+}
+
+// Exactly one request in flight, whatever the load; early readers wait for
+// the first token and get it.
+func TestKeeperSingleFlight(t *testing.T) {
+	clock := newFakeClock()
+	ep := newEndpoint(t, "body", "a", "b")
+	ep.mu.Lock()
+	ep.hang = make(chan struct{})
+	ep.mu.Unlock()
+	k := newKeeper(tokenConfig(ep.tokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
+	k.clock = clock
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go k.run(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := k.get(context.Background())
+			errs <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	ep.mu.Lock()
+	close(ep.hang)
+	ep.hang = nil
+	ep.mu.Unlock()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("early reader: %v", err)
+		}
+	}
+	if ep.calls.Load() != 1 || ep.maxInflight.Load() != 1 {
+		t.Errorf("calls %d, max in flight %d; want 1 and 1", ep.calls.Load(), ep.maxInflight.Load())
+	}
+}

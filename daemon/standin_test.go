@@ -1,0 +1,168 @@
+package daemon
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const rbmScope = "https://rbm.vibes.com/rbm.agents"
+
+// endpoint is a strict stand-in for the API's token endpoint: it accepts
+// only the documented recipe, byte for byte, for its client_auth mode.
+type endpoint struct {
+	*httptest.Server
+	t    testing.TB
+	mode string // basic+body, basic or body
+
+	mu       sync.Mutex
+	id, pw   string
+	ttl      any // expires_in as sent: int, string or nil (omitted)
+	faults   []fault
+	hang     chan struct{} // when set, requests block on it
+	issued   []string
+	problems []string
+
+	calls, inflight, maxInflight atomic.Int32
+}
+
+type fault struct {
+	status     int
+	retryAfter string
+	body       string
+}
+
+func newEndpoint(t testing.TB, mode, id, pw string) *endpoint {
+	e := &endpoint{t: t, mode: mode, id: id, pw: pw, ttl: 3600}
+	e.Server = httptest.NewServer(http.HandlerFunc(e.serve))
+	t.Cleanup(func() {
+		e.mu.Lock()
+		if e.hang != nil {
+			close(e.hang)
+			e.hang = nil
+		}
+		e.mu.Unlock()
+		e.Close()
+		for _, p := range e.problems {
+			t.Errorf("token endpoint saw a request off the recipe: %s", p)
+		}
+	})
+	return e
+}
+
+func (e *endpoint) tokenURL() string { return e.URL + "/oauth2/token" }
+
+func (e *endpoint) setCreds(id, pw string) {
+	e.mu.Lock()
+	e.id, e.pw = id, pw
+	e.mu.Unlock()
+}
+
+func (e *endpoint) push(f ...fault) {
+	e.mu.Lock()
+	e.faults = append(e.faults, f...)
+	e.mu.Unlock()
+}
+
+func (e *endpoint) lastToken() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.issued) == 0 {
+		return ""
+	}
+	return e.issued[len(e.issued)-1]
+}
+
+// recipe is the exact body the API documents.
+func recipe(mode, id, pw string) string {
+	b := "grant_type=client_credentials"
+	if mode != "basic" {
+		b += "&client_id=" + url.QueryEscape(id) + "&client_secret=" + url.QueryEscape(pw)
+	}
+	return b + "&scope=" + url.QueryEscape(rbmScope)
+}
+
+func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
+	e.calls.Add(1)
+	if n := e.inflight.Add(1); n > e.maxInflight.Load() {
+		e.maxInflight.Store(n)
+	}
+	defer e.inflight.Add(-1)
+	e.mu.Lock()
+	hang := e.hang
+	var f *fault
+	if len(e.faults) > 0 {
+		f = &e.faults[0]
+		e.faults = e.faults[1:]
+	}
+	id, pw, ttl := e.id, e.pw, e.ttl
+	e.mu.Unlock()
+	if hang != nil {
+		<-hang
+	}
+	body, _ := io.ReadAll(r.Body)
+	bad := func(format string, args ...any) {
+		e.mu.Lock()
+		e.problems = append(e.problems, fmt.Sprintf(format, args...))
+		e.mu.Unlock()
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":"invalid_request"}`)
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/oauth2/token" {
+		bad("%s %s", r.Method, r.URL.Path)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/x-www-form-urlencoded" {
+		bad("Content-Type %q", ct)
+		return
+	}
+	if f != nil {
+		if f.retryAfter != "" {
+			w.Header().Set("Retry-After", f.retryAfter)
+		}
+		w.WriteHeader(f.status)
+		io.WriteString(w, f.body)
+		return
+	}
+	// Credentials: compare against what this endpoint currently accepts.
+	wantAuth := ""
+	switch e.mode {
+	case "basic+body":
+		wantAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+pw))
+	case "basic":
+		wantAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(pw)))
+	}
+	gotAuth := r.Header.Get("Authorization")
+	if string(body) != recipe(e.mode, id, pw) || gotAuth != wantAuth {
+		// Same shape with other credentials is a wrong secret, not a broken recipe.
+		form, err := url.ParseQuery(string(body))
+		shapeOK := err == nil && form.Get("grant_type") == "client_credentials" && form.Get("scope") == rbmScope &&
+			(e.mode == "body") == (gotAuth == "") && (e.mode == "basic") == (form.Get("client_secret") == "")
+		if !shapeOK {
+			bad("body %q, Authorization header present: %v", body, gotAuth != "")
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="api"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"invalid_client","error_description":"client authentication failed"}`)
+		return
+	}
+	tok := fmt.Sprintf("tok-%d-%d", time.Now().UnixNano(), e.calls.Load())
+	e.mu.Lock()
+	e.issued = append(e.issued, tok)
+	e.mu.Unlock()
+	resp := map[string]any{"access_token": tok, "token_type": "Bearer"}
+	if ttl != nil {
+		resp["expires_in"] = ttl
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
