@@ -1,0 +1,368 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/socket"
+)
+
+// daemonProc is a running tokend binary.
+type daemonProc struct {
+	*proc
+	t        *testing.T
+	sock     string
+	config   string
+	tokenctl string
+}
+
+// startTokend writes cfg (with %SOCK% replaced) and runs tokend on it until
+// it answers PING.
+func startTokend(t *testing.T, cfg string, env ...string) *daemonProc {
+	t.Helper()
+	tokend, tokenctl := binaries(t)
+	dir := t.TempDir()
+	d := &daemonProc{t: t, sock: filepath.Join(dir, "tokend.sock"), config: filepath.Join(dir, "tokend.toml"), tokenctl: tokenctl}
+	d.write(cfg)
+	d.proc = start(t, append([]string{"VAULT_ADDR=", "VAULT_TOKEN="}, env...), tokend, "--config", d.config)
+	waitFor(t, "tokend to listen", 10*time.Second, func() bool {
+		if d.exited() {
+			t.Fatalf("tokend exited: %v\n%s", d.err, d.out)
+		}
+		_, err := socket.Client{Path: d.sock, Timeout: time.Second}.Do(context.Background(), "PING")
+		return err == nil
+	})
+	return d
+}
+
+func (d *daemonProc) write(cfg string) {
+	if err := os.WriteFile(d.config, []byte(strings.ReplaceAll(cfg, "%SOCK%", d.sock)), 0o600); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// ctl runs tokenctl and returns stdout, stderr and the exit code.
+func (d *daemonProc) ctl(args ...string) (string, string, int) {
+	return d.ctlAs(nil, args...)
+}
+
+func (d *daemonProc) ctlAs(cred *syscall.Credential, args ...string) (string, string, int) {
+	d.t.Helper()
+	cmd := exec.Command(d.tokenctl, append([]string{"--socket", d.sock}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatal(err)
+	}
+	return strings.TrimSuffix(out.String(), "\n"), errb.String(), code
+}
+
+// token reads the default (or named) token, failing the test on error.
+func (d *daemonProc) token(name ...string) string {
+	d.t.Helper()
+	out, errs, code := d.ctl(append([]string{"get"}, name...)...)
+	if code != 0 {
+		d.t.Fatalf("tokenctl get %v: exit %d: %s\nlogs:\n%s", name, code, errs, d.out)
+	}
+	return out
+}
+
+// noLeaks fails if any secret appears in the daemon's logs.
+func (d *daemonProc) noLeaks(secrets ...string) {
+	d.t.Helper()
+	logs := d.out.String()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			d.t.Errorf("secret %.6s… found in tokend's logs", s)
+		}
+	}
+}
+
+// The main path: AppRole login to a real Vault, KV v2 secret, the strict
+// stand-in for the documented recipe, every verb, connect-and-read, a
+// rotated secret, and no secret in the logs.
+func TestE2EVaultAppRoleRecipe(t *testing.T) {
+	v := startVault(t)
+	dir := t.TempDir()
+	roleIDFile, secretIDFile, secretID := v.approle(dir, "tokend/vibes", "20m")
+	const id, pw, pw2 = "rbm-client", "p+s/w:d=1%&first", "second/secret=="
+	v.putSecret("tokend/vibes", id, pw)
+	ep := newEndpoint(t, "basic+body", id, pw)
+	ep.mu.Lock()
+	ep.ttl = 3
+	ep.mu.Unlock()
+
+	d := startTokend(t, fmt.Sprintf(`
+socket = "%%SOCK%%"
+log_level = "debug"
+[vault]
+address = %q
+auth = "approle"
+role_id_file = %q
+secret_id_file = %q
+[token.vibes]
+token_url = %q
+scope = "https://rbm.vibes.com/rbm.agents"
+kv_path = "tokend/vibes"
+min_remaining = "1s"
+`, v.addr, roleIDFile, secretIDFile, ep.tokenURL()))
+
+	tok := d.token()
+	if !strings.HasPrefix(tok, "tok-") {
+		t.Fatalf("token %q", tok)
+	}
+	if hdr, _, code := d.ctl("header", "vibes"); code != 0 || !strings.HasPrefix(hdr, "Authorization: Bearer tok-") {
+		t.Errorf("header: %q %d", hdr, code)
+	}
+	info, _, _ := d.ctl("info")
+	if !strings.HasPrefix(info, "name=vibes token_type=Bearer expires_in=") || !strings.HasSuffix(info, "scope=https://rbm.vibes.com/rbm.agents") || strings.Contains(info, "tok-") {
+		t.Errorf("info: %q", info)
+	}
+	if list, _, _ := d.ctl("list"); list != "vibes" {
+		t.Errorf("list: %q", list)
+	}
+	// Connect-and-read, as socat and LoadCredential= do.
+	c, err := net.Dial("unix", d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.UnixConn).CloseWrite()
+	bare, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(bare), "tok-") || strings.ContainsAny(string(bare), " \n") {
+		t.Errorf("connect-and-read: %q", bare)
+	}
+	// With a 3s lifetime the token is refreshed about every 1-2s.
+	waitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.token() != tok })
+
+	// Rotation: the endpoint now wants the new secret, Vault has it.
+	ep.setCreds(id, pw2)
+	v.putSecret("tokend/vibes", id, pw2)
+	rotatedAt := ep.calls.Load()
+	waitFor(t, "a token obtained with the rotated secret", 15*time.Second, func() bool {
+		return ep.calls.Load() > rotatedAt+1 && d.token() == ep.lastToken()
+	})
+
+	d.noLeaks(append([]string{pw, pw2, secretID, "hvs."}, ep.issued...)...)
+	if exited := d.stop(t, 5*time.Second); !exited || d.err != nil {
+		t.Errorf("SIGTERM: exited %v, err %v", exited, d.err)
+	}
+	if _, err := os.Lstat(d.sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
+
+// One test per client_auth mode against the real oidc-provider, with a
+// secret that form-encoding changes; Vault token auth and KV v1.
+func TestE2EOAuthServerModes(t *testing.T) {
+	v := startVault(t)
+	v.call("POST", "sys/mounts/kv1", map[string]any{"type": "kv", "options": map[string]any{"version": "1"}})
+	const id, pw = "rbm-client", "p+s/w:d=1"
+	v.call("POST", "kv1/tokend", map[string]any{"id": id, "pw": pw})
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	os.WriteFile(tokenFile, []byte("root\n"), 0o600)
+
+	for _, tc := range []struct{ mode, method string }{
+		{"basic", "client_secret_basic"},
+		{"body", "client_secret_post"},
+		{"basic+body", "client_secret_basic"}, // a lenient server; strict ones refuse two mechanisms
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			env := []string{"CLIENT_ID=" + id, "CLIENT_SECRET=" + pw, "AUTH_METHOD=" + tc.method, "TTL=3"}
+			if tc.mode == "basic+body" {
+				env = append(env, "ACCEPT_BOTH=1")
+			}
+			idp := startIdP(t, env...)
+			d := startTokend(t, fmt.Sprintf(`
+socket = "%%SOCK%%"
+[vault]
+address = %q
+token_file = %q
+[token.api]
+token_url = "%s/oauth2/token"
+scope = "https://rbm.vibes.com/rbm.agents"
+client_auth = %q
+kv_mount = "kv1"
+kv_version = 1
+kv_path = "tokend"
+client_id_field = "id"
+client_secret_field = "pw"
+min_remaining = "1s"
+`, v.addr, tokenFile, idp.url, tc.mode))
+			first := d.token("api")
+			if len(first) < 20 {
+				t.Fatalf("token %q", first)
+			}
+			waitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.token() != first })
+			d.noLeaks(pw, "root")
+		})
+	}
+}
+
+// Faults: Vault down at start, token endpoint 503 then back, a broken and a
+// good SIGHUP, a flood of connections, over-long lines, a denied peer, a
+// second tokend on the same socket.
+func TestE2EFaults(t *testing.T) {
+	port := freePort(t)
+	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	os.WriteFile(tokenFile, []byte("root"), 0o600)
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep.push(fault{status: 503, retryAfter: "1", body: `{"error":"temporarily_unavailable"}`}, fault{status: 429, body: "slow down"})
+	cfg := fmt.Sprintf(`
+socket = "%%SOCK%%"
+socket_mode = "0666"
+max_connections = 64
+[vault]
+address = %q
+token_file = %q
+[token.vibes]
+token_url = %q
+scope = "https://rbm.vibes.com/rbm.agents"
+kv_path = "tokend/vibes"
+allow_uids = [4242]
+retry_max = "2s"
+`, addr, tokenFile, ep.tokenURL())
+	d := startTokend(t, cfg)
+
+	// Vault is down: the daemon runs and says why.
+	_, errs, code := d.ctl("get")
+	if code != 1 || !strings.Contains(errs, "unavailable") {
+		t.Fatalf("with vault down: exit %d %q", code, errs)
+	}
+	v := startVaultAt(t, port)
+	v.putSecret("tokend/vibes", "cid", "csecret")
+	var tok string
+	waitFor(t, "a token once vault is up (through 503 and 429)", 30*time.Second, func() bool {
+		out, _, code := d.ctl("get")
+		tok = out
+		return code == 0
+	})
+
+	// Denied peer: another uid, not on the allow list.
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	if os.Getuid() != 0 {
+		need(t, "root", "running tokenctl as another uid needs root")
+	}
+	_, errs, code = d.ctlAs(nobody, "get")
+	if code != 1 || !strings.Contains(errs, "denied") || strings.Contains(errs, tok) {
+		t.Errorf("denied peer: exit %d %q", code, errs)
+	}
+	if list, _, _ := d.ctlAs(nobody, "list"); list != "" {
+		t.Errorf("denied peer lists %q", list)
+	}
+	if !strings.Contains(d.out.String(), `"uid":65534`) {
+		t.Errorf("denial not logged with the uid")
+	}
+	if _, _, code := d.ctlAs(&syscall.Credential{Uid: 4242, Gid: 4242}, "get"); code != 0 {
+		t.Errorf("allowed uid 4242 refused: %d", code)
+	}
+
+	// A broken reload keeps the old configuration and token.
+	d.write(cfg + "\nbogus_key = 1\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the failed reload to be logged", 5*time.Second, func() bool { return strings.Contains(d.out.String(), "reload failed") })
+	if got := d.token(); got != tok {
+		t.Errorf("token changed after a broken reload")
+	}
+	// A good reload that changes only the allow lists keeps the token.
+	d.write(strings.Replace(cfg, "allow_uids = [4242]", "allow_uids = [65534]", 1))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.out.String(), "configuration reloaded") })
+	if got, _, code := d.ctlAs(nobody, "get"); code != 0 || got != tok {
+		t.Errorf("after reload: uid 65534 got exit %d; same token: %v", code, got == tok)
+	}
+
+	// Flood: many concurrent connections; each gets an answer, never a crash.
+	var ok, busy, other atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 400; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("unix", d.sock, 5*time.Second)
+			if err != nil {
+				other.Add(1)
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprint(c, "TOKEN\n")
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			switch {
+			case line == "OK "+tok+"\n":
+				ok.Add(1)
+			case strings.HasPrefix(line, "ERR busy"):
+				busy.Add(1)
+			default:
+				other.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("flood of 400: %d ok, %d busy, %d other", ok.Load(), busy.Load(), other.Load())
+	if other.Load() != 0 || ok.Load() == 0 {
+		t.Errorf("flood: %d ok, %d busy, %d other", ok.Load(), busy.Load(), other.Load())
+	}
+
+	// Over-long line.
+	c, _ := net.Dial("unix", d.sock)
+	fmt.Fprint(c, strings.Repeat("x", 4096)+"\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if !strings.HasPrefix(line, "ERR too-long") {
+		t.Errorf("over-long line: %q", line)
+	}
+
+	// A second tokend on the same socket refuses to start.
+	tokend, _ := binaries(t)
+	out, err := exec.Command(tokend, "--config", d.config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), d.sock) {
+		t.Errorf("second tokend: %v %s", err, out)
+	}
+	if got := d.token(); got != tok {
+		t.Errorf("first tokend disturbed by the second")
+	}
+	d.noLeaks("csecret", tok)
+}
+
+func TestE2ECheck(t *testing.T) {
+	tokend, _ := binaries(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte("[vault]\naddress = \"http://127.0.0.1:1\"\ntoken_file = \"/dev/null\"\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\n"), 0o600)
+	if out, err := exec.Command(tokend, "check", "--config", good).CombinedOutput(); err != nil {
+		t.Errorf("check good: %v %s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("colour = 1\n[token.a]\ntoken_url = 5\n"), 0o600)
+	out, err := exec.Command(tokend, "check", "--config", bad).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("check bad: %v", err)
+	}
+	for _, want := range []string{"line 1: colour: unknown key", "line 3: token.a.token_url: want a string", "token.a.kv_path: missing"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(tokend, "version").Output(); err != nil || !strings.HasPrefix(string(out), "tokend ") {
+		t.Errorf("version: %v %q", err, out)
+	}
+}
