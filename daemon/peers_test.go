@@ -69,6 +69,7 @@ func binaries(t *testing.T) (tokend, tokenctl string) {
 		if buildErr != nil {
 			return
 		}
+		os.Chmod(binDir, 0o755) // tests run tokenctl as other users too
 		args := []string{"build", "-o", binDir}
 		if raceEnabled {
 			args = append(args, "-race")
