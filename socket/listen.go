@@ -88,6 +88,9 @@ type ownedListener struct {
 	fi   os.FileInfo
 }
 
+// Addr is the socket's final path, not the private name it was bound to.
+func (l *ownedListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
 func (l *ownedListener) Close() error {
 	err := l.UnixListener.Close()
 	// Remove the file only if it is still the one we created: a newer
