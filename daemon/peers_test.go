@@ -42,8 +42,10 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Fprintf(os.Stderr, "!!! run .ci/test to provide Vault and the OAuth2 server (CI fails instead of skipping)\n\n")
 	}
-	if binDir != "" {
-		os.RemoveAll(binDir)
+	for _, d := range []string{binDir, staticDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }

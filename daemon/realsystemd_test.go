@@ -1,0 +1,268 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/socket"
+)
+
+var (
+	staticOnce sync.Once
+	staticDir  string
+	staticErr  error
+)
+
+// staticBinaries builds tokend and tokenctl as the packages do (static, no
+// race detector), to run inside a hardened unit.
+func staticBinaries(t *testing.T) string {
+	staticOnce.Do(func() {
+		staticDir, staticErr = os.MkdirTemp("", "tokend-static-")
+		if staticErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-o", staticDir, "../cmd/tokend", "../cmd/tokenctl")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			staticErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if staticErr != nil {
+		t.Fatal(staticErr)
+	}
+	return staticDir
+}
+
+// systemdNS is a real systemd running as PID 1 in fresh namespaces.
+type systemdNS struct {
+	t       *testing.T
+	dir, cg string
+	pid     string
+}
+
+func (s *systemdNS) ctl(args ...string) (string, error) {
+	out, err := exec.Command("nsenter", append([]string{"-t", s.pid, "-m", "-p", "--", "systemctl", "--no-pager"}, args...)...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (s *systemdNS) must(args ...string) string {
+	s.t.Helper()
+	out, err := s.ctl(args...)
+	if err != nil {
+		s.t.Fatalf("systemctl %s: %v\n%s\nconsole:\n%s", strings.Join(args, " "), err, out, s.console())
+	}
+	return out
+}
+
+func (s *systemdNS) console() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "console.log"))
+	return string(b)
+}
+
+// sock is tokend's socket inside the namespaces, as the host reaches it.
+func (s *systemdNS) sock() string { return "/proc/" + s.pid + "/root/run/tokend/tokend.sock" }
+
+func bootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *systemdNS {
+	t.Helper()
+	if os.Getuid() != 0 {
+		need(t, "root", "booting systemd in namespaces needs root")
+	}
+	for _, tool := range []string{"/usr/lib/systemd/systemd", "unshare", "nsenter", "script", "systemd-sysusers"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			need(t, tool, "apt-get install systemd util-linux bsdutils")
+		}
+	}
+	dir, err := os.MkdirTemp("", "tokend-sd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &systemdNS{t: t, dir: dir}
+	cgroot := "/sys/fs/cgroup"
+	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil {
+		cgroot = "/sys/fs/cgroup/unified" // hybrid layout
+	}
+	s.cg = filepath.Join(cgroot, filepath.Base(dir))
+	for _, d := range []string{"units", "srv", "empty"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	for _, f := range []string{"boot.sh", "start.sh", "stop.sh"} {
+		data, err := os.ReadFile(filepath.Join("testdata/systemd-ns", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), data, 0o755)
+	}
+	for name, text := range units {
+		p := filepath.Join(dir, "units", name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(text), 0o644)
+	}
+	for name, data := range srv {
+		mode := os.FileMode(0o644)
+		if name == "tokend" || name == "tokenctl" {
+			mode = 0o755
+		}
+		os.WriteFile(filepath.Join(dir, "srv", name), data, mode)
+	}
+	out, err := exec.Command(filepath.Join(dir, "start.sh"), dir, s.cg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("booting systemd: %v\n%s", err, out)
+	}
+	s.pid = strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", s.console())
+		}
+		exec.Command(filepath.Join(dir, "stop.sh"), dir, s.cg).Run()
+		os.RemoveAll(dir)
+	})
+	return s
+}
+
+func sha(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])[:16]
+}
+
+// The project's units under a real systemd: socket activation, readiness,
+// a consumer service, LoadCredential= from the socket, reload, kill -9
+// with clients asking, and the STATUS= line in systemctl status.
+func TestRealSystemd(t *testing.T) {
+	bin := staticBinaries(t)
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	sysusers, _ := filepath.Abs("../packaging/sysusers.d/tokend.conf")
+	if out, err := exec.Command("systemd-sysusers", sysusers).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v %s", err, out)
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tokendBin, _ := os.ReadFile(filepath.Join(bin, "tokend"))
+	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
+	cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
+	tokenFile := regexp.MustCompile(`token_file = "([^"]+)"`).FindStringSubmatch(cfg)[1]
+	cfg = strings.ReplaceAll(cfg, tokenFile, "/srv/vault-token")
+	vaultToken, _ := os.ReadFile(tokenFile)
+
+	s := bootSystemd(t, map[string]string{
+		"tokend.service": read("../systemd/tokend.service"),
+		"tokend.socket":  read("../systemd/tokend.socket"),
+		// The installed unit, pointed at the test's binary and config.
+		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\nWatchdogSec=4s\n",
+		"consumer.service": `[Unit]
+Requires=tokend.socket
+After=tokend.service
+[Service]
+Type=oneshot
+DynamicUser=yes
+SupplementaryGroups=tokend-clients
+ExecStart=/bin/sh -c 'echo "consumer-token=$(/srv/tokenctl --socket /run/tokend/tokend.sock get | tr -d "\\n" | sha256sum | cut -c1-16)"'
+`,
+		"api-call.service": `[Unit]
+Requires=tokend.socket
+After=tokend.service
+[Service]
+Type=oneshot
+DynamicUser=yes
+LoadCredential=api-token:/run/tokend/tokend.sock
+ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTORY/api-token" | cut -c1-16)"'
+`,
+	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": vaultToken})
+
+	s.must("start", "tokend.socket")
+	if st, _ := s.ctl("is-active", "tokend.service"); st == "active" {
+		t.Errorf("tokend.service started before anyone connected")
+	}
+
+	// (a) A consumer ordered after the socket reads a token with tokenctl.
+	s.must("start", "consumer.service")
+	tok := ep.lastToken()
+	if !strings.Contains(s.console(), "consumer-token="+sha(tok)) {
+		t.Errorf("consumer did not print the token's hash %s", sha(tok))
+	}
+	if st := s.must("show", "tokend.service", "-p", "Type,ActiveState,SubState", "--value"); st != "notify\nactive\nrunning" {
+		t.Errorf("tokend.service: %q", st)
+	}
+
+	// (b) LoadCredential= straight from the socket.
+	s.must("start", "api-call.service")
+	if !strings.Contains(s.console(), "credential-token="+sha(tok)) {
+		t.Errorf("LoadCredential= did not deliver the token (hash %s)", sha(tok))
+	}
+
+	// (e) The STATUS= line in systemctl status.
+	status, _ := s.ctl("status", "tokend.service")
+	if !strings.Contains(status, "Status: \"serving 1 token; vibes valid until ") {
+		t.Errorf("systemctl status lacks the STATUS= line:\n%s", status)
+	}
+
+	// (c) Reload keeps serving, with the same token.
+	s.must("reload", "tokend.service")
+	c := socket.Client{Path: s.sock(), Timeout: 20 * time.Second}
+	if got, err := c.Do(context.Background(), "TOKEN"); err != nil || got != tok {
+		t.Errorf("after reload: %v, same token %v", err, got == tok)
+	}
+
+	// (d) kill -9 while clients keep asking: none lost once systemd restarts it.
+	var ok, failed atomic.Int32
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := c.Do(context.Background(), "TOKEN"); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	waitFor(t, "clients answered", 10*time.Second, func() bool { return ok.Load() > 10 })
+	s.must("kill", "-s", "KILL", "tokend.service")
+	waitFor(t, "systemd to restart tokend", 20*time.Second, func() bool {
+		out, _ := s.ctl("show", "tokend.service", "-p", "NRestarts", "--value")
+		return out == "1"
+	})
+	atRestart := ok.Load()
+	waitFor(t, "answers from the restarted tokend", 20*time.Second, func() bool { return ok.Load() > atRestart+20 })
+	// Outlive a few watchdog intervals: the watchdog is petted, no restart.
+	time.Sleep(5 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d answered, %d failed across kill -9 and systemd's restart", ok.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d requests lost; first: %v", failed.Load(), firstErr.Load())
+	}
+	if n, _ := s.ctl("show", "tokend.service", "-p", "NRestarts", "--value"); n != "1" {
+		t.Errorf("NRestarts = %s, want 1 (a watchdog timeout restarts it too)", n)
+	}
+	if con := s.console(); strings.Contains(con, "csecret") || strings.Contains(con, tok) {
+		t.Errorf("a secret or token reached the console")
+	}
+}
