@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon"
 )
@@ -23,7 +26,12 @@ FILE defaults to ` + daemon.DefaultConfigPath + `.
 Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT stops.
 `
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	// Durations in logs as seconds ("retry_in":2.5), not zerolog's default milliseconds.
+	zerolog.DurationFieldUnit = time.Second
+	zerolog.DurationFieldInteger = false
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 // run returns the exit code: 0 stop, 1 runtime error, 2 config or usage.
 func run(args []string, stdout, stderr io.Writer) int {
