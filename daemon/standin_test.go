@@ -81,6 +81,19 @@ func (e *endpoint) lastToken() string {
 	return e.issued[len(e.issued)-1]
 }
 
+// issuedSince reports whether tok is among the tokens issued after the
+// first n.
+func (e *endpoint) issuedSince(n int, tok string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, t := range e.issued[n:] {
+		if t == tok {
+			return true
+		}
+	}
+	return false
+}
+
 // recipe is the exact body the API documents.
 func recipe(mode, id, pw string) string {
 	b := "grant_type=client_credentials"
