@@ -393,3 +393,42 @@ func TestE2ECheck(t *testing.T) {
 		t.Errorf("version: %v %q", err, out)
 	}
 }
+
+// Short Vault token TTLs: the LifetimeWatcher renews, and at the max TTL
+// tokend logs in again; token refreshes never notice.
+func TestE2EVaultRenewalAndRelogin(t *testing.T) {
+	v := startVault(t)
+	dir := t.TempDir()
+	roleIDFile, secretIDFile, _ := v.approle(dir, "tokend/vibes", "2s")
+	v.call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": "2s", "token_max_ttl": "4s"})
+	v.putSecret("tokend/vibes", "cid", "csecret")
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep.mu.Lock()
+	ep.ttl = 3
+	ep.mu.Unlock()
+	d := startTokend(t, fmt.Sprintf(`
+socket = "%%SOCK%%"
+log_level = "debug"
+[vault]
+address = %q
+auth = "approle"
+role_id_file = %q
+secret_id_file = %q
+[token.vibes]
+token_url = %q
+scope = "https://rbm.vibes.com/rbm.agents"
+kv_path = "tokend/vibes"
+min_remaining = "1s"
+`, v.addr, roleIDFile, secretIDFile, ep.tokenURL()))
+	waitFor(t, "three approle logins", 30*time.Second, func() bool {
+		return strings.Count(d.out.String(), "logged in to vault with approle") >= 3
+	})
+	logs := d.out.String()
+	if !strings.Contains(logs, "vault token renewed") {
+		t.Errorf("no renewal logged")
+	}
+	if strings.Contains(logs, "using the credentials in memory") || strings.Contains(logs, "token refresh failed") {
+		t.Errorf("vault reads failed around re-logins:\n%s", logs)
+	}
+	d.token()
+}
