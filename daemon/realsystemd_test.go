@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,7 +154,7 @@ func TestRealSystemd(t *testing.T) {
 	tokendBin, _ := os.ReadFile(filepath.Join(bin, "tokend"))
 	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
 	cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
-	tokenFile := regexp.MustCompile(`token_file = "([^"]+)"`).FindStringSubmatch(cfg)[1]
+	tokenFile := filepathFromConfig(cfg, "token_file")
 	cfg = strings.ReplaceAll(cfg, tokenFile, "/srv/vault-token")
 	vaultToken, _ := os.ReadFile(tokenFile)
 

@@ -1,0 +1,176 @@
+package daemon
+
+import (
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestPackage checks the .deb and .rpm that packaging/build.sh wrote to
+// $TOKEND_PACKAGES, installs the .deb on this machine, runs the installed
+// units under a real systemd, and purges it again. .ci/test builds the
+// packages and sets the variables.
+func TestPackage(t *testing.T) {
+	dir, version := os.Getenv("TOKEND_PACKAGES"), os.Getenv("TOKEND_PACKAGE_VERSION")
+	if dir == "" || version == "" {
+		need(t, "built packages", "packaging/build.sh --version V --out DIR, then TOKEND_PACKAGES=DIR TOKEND_PACKAGE_VERSION=V")
+	}
+	if os.Getuid() != 0 {
+		need(t, "root", "installing a package needs root")
+	}
+	for _, tool := range []string{"dpkg-deb", "apt-get", "rpm", "lintian"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			need(t, tool, "apt-get install dpkg rpm lintian")
+		}
+	}
+	debs, _ := filepath.Glob(filepath.Join(dir, "tokend_*.deb"))
+	rpms, _ := filepath.Glob(filepath.Join(dir, "tokend-*.rpm"))
+	if len(debs) != 1 || len(rpms) != 1 {
+		t.Fatalf("want exactly one .deb and one .rpm in %s: %v %v", dir, debs, rpms)
+	}
+	deb, rpm := debs[0], rpms[0]
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	// Metadata and contents.
+	if got := run("dpkg-deb", "--showformat=${Package} ${Version} ${Architecture} ${Depends}", "-W", deb); got != "tokend "+version+"-1 amd64 systemd" {
+		t.Errorf("deb metadata: %q", got)
+	}
+	if got := run("dpkg-deb", "-I", deb, "conffiles"); strings.TrimSpace(got) != "/etc/tokend/tokend.toml" {
+		t.Errorf("conffiles: %q", got)
+	}
+	listing := run("dpkg-deb", "-c", deb)
+	for _, want := range []string{
+		"-rwxr-xr-x root/root .* ./usr/bin/tokend\n", "-rwxr-xr-x root/root .* ./usr/bin/tokenctl\n",
+		"-rw-r--r-- root/root .* ./usr/lib/systemd/system/tokend.service\n", "-rw-r--r-- root/root .* ./usr/lib/systemd/system/tokend.socket\n",
+		"-rw-r--r-- root/root .* ./usr/lib/sysusers.d/tokend.conf\n", "-rw-r----- root/root .* ./etc/tokend/tokend.toml\n",
+		".* ./usr/share/doc/tokend/README.md\n", ".* ./usr/share/doc/tokend/copyright\n", ".* ./usr/share/doc/tokend/examples/api-call.timer\n",
+		".* ./usr/share/man/man8/tokend.8.gz\n", ".* ./usr/share/man/man1/tokenctl.1.gz\n",
+	} {
+		if !matchLine(listing, want) {
+			t.Errorf("deb lacks %q:\n%s", want, listing)
+		}
+	}
+	rpmList := run("rpm", "-qpl", rpm)
+	for _, f := range []string{"/usr/bin/tokend", "/usr/bin/tokenctl", "/usr/lib/systemd/system/tokend.service", "/usr/lib/systemd/system/tokend.socket",
+		"/usr/lib/sysusers.d/tokend.conf", "/etc/tokend/tokend.toml", "/usr/share/doc/tokend/README.md"} {
+		if !strings.Contains(rpmList, f+"\n") {
+			t.Errorf("rpm lacks %s:\n%s", f, rpmList)
+		}
+	}
+	if got := run("rpm", "-qp", "--queryformat", "%{NAME} %{VERSION} %{ARCH}", rpm); got != "tokend "+version+" x86_64" {
+		t.Errorf("rpm metadata: %q", got)
+	}
+	if got := run("rpm", "-qp", "--configfiles", rpm); strings.TrimSpace(got) != "/etc/tokend/tokend.toml" {
+		t.Errorf("rpm config files: %q", got)
+	}
+	if out, err := exec.Command("lintian", "--fail-on", "error,warning", deb).CombinedOutput(); err != nil {
+		t.Errorf("lintian: %v\n%s", err, out)
+	}
+
+	// Install on this machine.
+	abs, _ := filepath.Abs(deb)
+	t.Cleanup(func() { exec.Command("apt-get", "purge", "-y", "tokend").Run() })
+	run("apt-get", "install", "-y", "--no-install-recommends", abs)
+	u, err := user.Lookup("tokend")
+	if err != nil {
+		t.Fatalf("user tokend: %v", err)
+	}
+	if _, err := user.LookupGroup("tokend-clients"); err != nil {
+		t.Errorf("group tokend-clients: %v", err)
+	}
+	gid, _ := strconv.Atoi(u.Gid)
+	for path, mode := range map[string]os.FileMode{"/etc/tokend": 0o750 | os.ModeDir, "/etc/tokend/tokend.toml": 0o640} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			continue
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != mode || st.Uid != 0 || int(st.Gid) != gid {
+			t.Errorf("%s: mode %v uid %d gid %d, want %v root:tokend", path, fi.Mode(), st.Uid, st.Gid, mode)
+		}
+	}
+	if fi, err := os.Stat("/usr/bin/tokend"); err != nil || fi.Mode() != 0o755 {
+		t.Errorf("/usr/bin/tokend: %v %v", fi, err)
+	}
+	if got := run("/usr/bin/tokend", "version"); got != "tokend "+version+"\n" {
+		t.Errorf("tokend version: %q", got)
+	}
+	run("/usr/bin/tokend", "check", "--config", "/etc/tokend/tokend.toml")
+	if _, err := os.Lstat("/etc/systemd/system/sockets.target.wants/tokend.socket"); err != nil {
+		t.Errorf("tokend.socket not enabled: %v", err)
+	}
+
+	// The installed units and binary under a real systemd.
+	t.Run("systemd", func(t *testing.T) {
+		ep := newEndpoint(t, "basic+body", "cid", "csecret")
+		cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
+		tokenFile := filepathFromConfig(cfg, "token_file")
+		vaultToken, _ := os.ReadFile(tokenFile)
+		cfg = strings.ReplaceAll(cfg, tokenFile, "/srv/vault-token")
+		svc, _ := os.ReadFile("/usr/lib/systemd/system/tokend.service")
+		sock, _ := os.ReadFile("/usr/lib/systemd/system/tokend.socket")
+		s := bootSystemd(t, map[string]string{
+			"tokend.service":             string(svc),
+			"tokend.socket":              string(sock),
+			"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/tokend --config /srv/tokend.toml\n",
+		}, map[string][]byte{"tokend.toml": []byte(cfg), "vault-token": vaultToken})
+		s.must("start", "tokend.socket")
+		out, err := exec.Command("nsenter", "-t", s.pid, "-m", "-p", "--", "/usr/bin/tokenctl", "get").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != ep.lastToken() {
+			t.Errorf("installed tokenctl get: %v %q", err, out)
+		}
+		if st := s.must("show", "tokend.service", "-p", "ActiveState", "--value"); st != "active" {
+			t.Errorf("tokend.service %s", st)
+		}
+	})
+
+	// Remove and purge.
+	run("apt-get", "purge", "-y", "tokend")
+	for _, gone := range []string{"/usr/bin/tokend", "/usr/bin/tokenctl", "/etc/tokend", "/usr/lib/systemd/system/tokend.socket", "/etc/systemd/system/sockets.target.wants/tokend.socket"} {
+		if _, err := os.Lstat(gone); !os.IsNotExist(err) {
+			t.Errorf("%s left after purge: %v", gone, err)
+		}
+	}
+}
+
+// matchLine reports whether some line of text matches pattern, where ".*"
+// stands for any run of characters.
+func matchLine(text, pattern string) bool {
+	parts := strings.Split(strings.TrimSuffix(pattern, "\n"), ".*")
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := line, true
+		for i, p := range parts {
+			j := strings.Index(rest, p)
+			if j < 0 || (i == 0 && j != 0) {
+				ok = false
+				break
+			}
+			rest = rest[j+len(p):]
+		}
+		if ok && rest == "" {
+			return true
+		}
+	}
+	return false
+}
+
+func filepathFromConfig(cfg, key string) string {
+	i := strings.Index(cfg, key+` = "`)
+	if i < 0 {
+		return ""
+	}
+	rest := cfg[i+len(key)+4:]
+	return rest[:strings.IndexByte(rest, '"')]
+}
