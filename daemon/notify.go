@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -86,10 +87,12 @@ func (d *daemon) alive() error {
 	}
 	addr := d.ln.Addr().String()
 	c := socket.Client{Path: addr, Timeout: 2 * time.Second}
-	if _, err := c.Do(context.Background(), "PING"); err != nil {
-		return err
+	_, err := c.Do(context.Background(), "PING")
+	var perr *socket.Error
+	if errors.As(err, &perr) && perr.Code == socket.CodeBusy {
+		return nil // answering "busy" under a flood is alive, not wedged
 	}
-	return nil
+	return err
 }
 
 type wedgedError struct{ token string }

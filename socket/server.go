@@ -161,10 +161,12 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	r := bufio.NewReaderSize(c, MaxLine+2) // room for the longest line and its CRLF
 	w := bufio.NewWriter(c)
 	for first := true; ; first = false {
+		c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		// Checked after setting the deadline: a shutdown that woke idle
+		// readers just before must not be undone by it.
 		if ctx.Err() != nil {
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > MaxLine {
 			log.Warn().Msg("request line too long; connection closed")
