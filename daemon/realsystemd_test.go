@@ -155,14 +155,17 @@ func TestRealSystemd(t *testing.T) {
 	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
 	cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
 	tokenFile := filepathFromConfig(cfg, "token_file")
-	cfg = strings.ReplaceAll(cfg, tokenFile, "/srv/vault-token")
+	// The Vault token comes in through LoadCredential=, as an AppRole
+	// secret_id would: tokend reads it from ${CREDENTIALS_DIRECTORY}.
+	cfg = strings.ReplaceAll(cfg, tokenFile, "${CREDENTIALS_DIRECTORY}/vault-token")
 	vaultToken, _ := os.ReadFile(tokenFile)
 
 	s := bootSystemd(t, map[string]string{
 		"tokend.service": read("../systemd/tokend.service"),
 		"tokend.socket":  read("../systemd/tokend.socket"),
 		// The installed unit, pointed at the test's binary and config.
-		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\nWatchdogSec=4s\n",
+		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\nWatchdogSec=4s\n" +
+			"LoadCredential=vault-token:/srv/vault-token\n",
 		"consumer.service": `[Unit]
 Requires=tokend.socket
 After=tokend.service
