@@ -9,6 +9,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,9 +20,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokend/tokend/socket"
 )
 
 var (
@@ -299,4 +303,49 @@ func startIdP(t *testing.T, env ...string) *idp {
 		return strings.Contains(i.proc.out.String(), "listening")
 	})
 	return i
+}
+
+// askers are clients that keep asking for a token until stopped, counting
+// answers and failures: what must survive a daemon's death and restart.
+type askers struct {
+	ok, failed atomic.Int32
+	firstErr   atomic.Value
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startAskers(c socket.Client, n int, pause time.Duration) *askers {
+	a := &askers{stop: make(chan struct{})}
+	for i := 0; i < n; i++ {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			for {
+				select {
+				case <-a.stop:
+					return
+				default:
+				}
+				if _, err := c.Do(context.Background(), "TOKEN"); err != nil {
+					a.failed.Add(1)
+					a.firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					a.ok.Add(1)
+				}
+				time.Sleep(pause)
+			}
+		}()
+	}
+	return a
+}
+
+// finish stops the askers and fails the test if any request was lost.
+func (a *askers) finish(t *testing.T, what string) {
+	t.Helper()
+	close(a.stop)
+	a.wg.Wait()
+	t.Logf("%d answered, %d failed across %s", a.ok.Load(), a.failed.Load(), what)
+	if a.failed.Load() != 0 {
+		t.Errorf("%d requests lost; first: %v", a.failed.Load(), a.firstErr.Load())
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,46 +220,18 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 	}
 
 	// (d) kill -9 while clients keep asking: none lost once systemd restarts it.
-	var ok, failed atomic.Int32
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := c.Do(context.Background(), "TOKEN"); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}()
-	}
-	waitFor(t, "clients answered", 10*time.Second, func() bool { return ok.Load() > 10 })
+	ask := startAskers(c, 4, 20*time.Millisecond)
+	waitFor(t, "clients answered", 10*time.Second, func() bool { return ask.ok.Load() > 10 })
 	s.must("kill", "-s", "KILL", "tokend.service")
 	waitFor(t, "systemd to restart tokend", 20*time.Second, func() bool {
 		out, _ := s.ctl("show", "tokend.service", "-p", "NRestarts", "--value")
 		return out == "1"
 	})
-	atRestart := ok.Load()
-	waitFor(t, "answers from the restarted tokend", 20*time.Second, func() bool { return ok.Load() > atRestart+20 })
+	atRestart := ask.ok.Load()
+	waitFor(t, "answers from the restarted tokend", 20*time.Second, func() bool { return ask.ok.Load() > atRestart+20 })
 	// Outlive a few watchdog intervals: the watchdog is petted, no restart.
 	time.Sleep(5 * time.Second)
-	close(stop)
-	wg.Wait()
-	t.Logf("%d answered, %d failed across kill -9 and systemd's restart", ok.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d requests lost; first: %v", failed.Load(), firstErr.Load())
-	}
+	ask.finish(t, "kill -9 and systemd's restart")
 	if n, _ := s.ctl("show", "tokend.service", "-p", "NRestarts", "--value"); n != "1" {
 		t.Errorf("NRestarts = %s, want 1 (a watchdog timeout restarts it too)", n)
 	}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -234,44 +232,15 @@ func TestSocketActivationKillWhileAsking(t *testing.T) {
 	defer f.Close()
 
 	first := activated(t, cfgPath, f)
-	var ok, failed atomic.Int32
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_, err := socket.Client{Path: sock, Timeout: 20 * time.Second}.Do(context.Background(), "TOKEN")
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
-	}
-	waitFor(t, "answers from the first daemon", 10*time.Second, func() bool { return ok.Load() > 10 })
+	ask := startAskers(socket.Client{Path: sock, Timeout: 20 * time.Second}, 4, 10*time.Millisecond)
+	waitFor(t, "answers from the first daemon", 10*time.Second, func() bool { return ask.ok.Load() > 10 })
 	first.cmd.Process.Signal(syscall.SIGKILL)
 	<-first.done
-	atDeath := ok.Load()
+	atDeath := ask.ok.Load()
 	time.Sleep(time.Second) // clients keep connecting to a socket nobody accepts on
 	activated(t, cfgPath, f)
-	waitFor(t, "answers from the second daemon", 15*time.Second, func() bool { return ok.Load() > atDeath+20 })
-	close(stop)
-	wg.Wait()
-	t.Logf("%d answered, %d failed across a kill -9 and a 1s outage", ok.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d requests lost; first: %v", failed.Load(), firstErr.Load())
-	}
+	waitFor(t, "answers from the second daemon", 15*time.Second, func() bool { return ask.ok.Load() > atDeath+20 })
+	ask.finish(t, "a kill -9 and a 1s outage")
 }
 
 // Anything but exactly one Unix stream listener is refused, clearly.
