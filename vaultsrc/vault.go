@@ -66,6 +66,7 @@ type Source struct {
 
 	mu       sync.Mutex // serialises logins
 	loggedIn bool
+	current  *api.Secret      // the last login
 	relogin  chan *api.Secret // tells Run about a login done by Read
 }
 
@@ -176,32 +177,54 @@ func isForbidden(err error) bool {
 	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
 }
 
+// ensureLogin logs in unless a login is in place already.
 func (s *Source) ensureLogin(ctx context.Context) error {
-	s.mu.Lock()
-	ok := s.loggedIn
-	s.mu.Unlock()
-	if ok {
-		return nil
+	_, fresh, err := s.authenticate(ctx, false)
+	if fresh {
+		s.tellRun()
 	}
-	return s.login(ctx)
+	return err
 }
 
-// login authenticates and installs the new Vault token.
+// login logs in again, whatever the current state.
 func (s *Source) login(ctx context.Context) error {
-	sec, err := s.authenticate(ctx)
-	if err != nil {
-		return err
+	_, _, err := s.authenticate(ctx, true)
+	if err == nil {
+		s.tellRun()
 	}
+	return err
+}
+
+// tellRun hands a login done on the read path to Run, which watches it.
+func (s *Source) tellRun() {
+	s.mu.Lock()
+	sec := s.current
+	s.mu.Unlock()
 	select {
 	case s.relogin <- sec:
 	default:
 	}
-	return nil
 }
 
-func (s *Source) authenticate(ctx context.Context) (*api.Secret, error) {
+// authenticate logs in and installs the new Vault token; without force it
+// returns the current login when there is one (concurrent first reads and
+// Run would otherwise each log in). fresh says whether it logged in.
+func (s *Source) authenticate(ctx context.Context, force bool) (sec *api.Secret, fresh bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !force && s.loggedIn && s.current != nil {
+		return s.current, false, nil
+	}
+	sec, err = s.logIn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	s.current, s.loggedIn = sec, true
+	return sec, true, nil
+}
+
+// logIn does the login itself; s.mu is held.
+func (s *Source) logIn(ctx context.Context) (*api.Secret, error) {
 	switch s.cfg.Auth {
 	case "approle":
 		roleID, err := readFile(s.cfg.RoleIDFile, "role_id_file")
@@ -223,7 +246,6 @@ func (s *Source) authenticate(ctx context.Context) (*api.Secret, error) {
 			return nil, fmt.Errorf("vault approle login at %q: no token in the answer", path)
 		}
 		s.client.SetToken(sec.Auth.ClientToken)
-		s.loggedIn = true
 		s.log.Info().Str("mount", s.cfg.AppRoleMount).Dur("ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second).
 			Bool("renewable", sec.Auth.Renewable).Msg("logged in to vault with approle")
 		return sec, nil
@@ -239,7 +261,6 @@ func (s *Source) authenticate(ctx context.Context) (*api.Secret, error) {
 			return nil, errors.New("vault auth = \"token\": no token_file configured and VAULT_TOKEN is empty")
 		}
 		s.client.SetToken(tok)
-		s.loggedIn = true
 		// TTL and renewability are learnt by Run (lookup-self), off the read path.
 		return &api.Secret{Auth: &api.SecretAuth{ClientToken: tok}}, nil
 	}
@@ -264,10 +285,11 @@ func readFile(path, key string) (string, error) {
 func (s *Source) Run(ctx context.Context) error {
 	delay := time.Second
 	var sec *api.Secret
+	force := false // the first time, a login done by a read counts
 	for ctx.Err() == nil {
 		if sec == nil {
 			var err error
-			if sec, err = s.authenticate(ctx); err != nil {
+			if sec, _, err = s.authenticate(ctx, force); err != nil {
 				s.log.Warn().Err(err).Dur("retry_in", delay).Msg("vault login failed")
 				if !sleep(ctx, delay) {
 					break
@@ -278,6 +300,7 @@ func (s *Source) Run(ctx context.Context) error {
 			delay = time.Second
 		}
 		sec = s.watch(ctx, sec)
+		force = true
 	}
 	return nil
 }
