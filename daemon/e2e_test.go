@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -431,4 +433,83 @@ min_remaining = "1s"
 		t.Errorf("vault reads failed around re-logins:\n%s", logs)
 	}
 	d.token()
+}
+
+// The README's examples, run for real: tokenctl header | curl -H @-, the
+// socat one-liners, and tokenctl's exit codes.
+func TestE2EDocumentedUsage(t *testing.T) {
+	for _, tool := range []string{"curl", "socat", "sh"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			need(t, tool, "apt-get install "+tool)
+		}
+	}
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	d := startTokend(t, standInConfig(t, ep, ""))
+	tok := d.token()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+tok {
+			w.WriteHeader(401)
+			return
+		}
+		io.WriteString(w, "hello")
+	}))
+	defer api.Close()
+	sh := func(script string) string {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "TOKEND_SOCKET="+d.sock, "PATH="+filepath.Dir(d.tokenctl)+":"+os.Getenv("PATH"), "API="+api.URL)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", script, err, out)
+		}
+		return string(out)
+	}
+	if got := sh(`tokenctl header | curl -fsS -H @- "$API"`); got != "hello" {
+		t.Errorf("tokenctl header | curl -H @-: %q", got)
+	}
+	if got := sh(`curl -fsS -H "Authorization: Bearer $(socat UNIX-CONNECT:$TOKEND_SOCKET - </dev/null)" "$API"`); got != "hello" {
+		t.Errorf("socat connect-and-read with curl: %q", got)
+	}
+	got := sh(`printf 'INFO\nLIST\nping\n' | socat - UNIX-CONNECT:$TOKEND_SOCKET`)
+	if lines := strings.Split(got, "\n"); len(lines) != 4 || !strings.HasPrefix(lines[0], "OK name=vibes ") || lines[1] != "OK vibes" || lines[2] != "OK PONG" {
+		t.Errorf("pipelined socat: %q", got)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"get", "nope"}, 1, "tokenctl: unknown-token: "},
+		{[]string{"get", "bad/name"}, 2, "malformed token name"},
+		{[]string{"frobnicate"}, 2, "usage:"},
+		{[]string{"list", "x"}, 2, "too many arguments"},
+	} {
+		if _, errs, code := d.ctl(tc.args...); code != tc.code || !strings.Contains(errs, tc.err) {
+			t.Errorf("tokenctl %v: exit %d %q", tc.args, code, errs)
+		}
+	}
+	cmd := exec.Command(d.tokenctl, "--socket", "/nonexistent/tokend.sock", "ping")
+	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "/nonexistent/tokend.sock") {
+		t.Errorf("unreachable: %v %s", err, out)
+	}
+	if python, err := exec.LookPath("python3"); err == nil {
+		// The README's Python snippet.
+		script := `
+import socket, sys
+def tokend(request="HEADER", path="/run/tokend/tokend.sock"):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(request.encode() + b"\n")
+        line = s.makefile().readline().rstrip("\n")
+    status, _, rest = line.partition(" ")
+    if status != "OK":
+        raise RuntimeError(rest)
+    return rest
+print(tokend(path=sys.argv[1]))
+`
+		out, err := exec.Command(python, "-c", script, d.sock).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "Bearer "+tok {
+			t.Errorf("python snippet: %v %q", err, out)
+		}
+	}
 }
