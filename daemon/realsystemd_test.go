@@ -164,7 +164,10 @@ func TestRealSystemd(t *testing.T) {
 		"tokend.socket":  read("../systemd/tokend.socket"),
 		// The installed unit, pointed at the test's binary and config.
 		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\nWatchdogSec=4s\n" +
-			"LoadCredential=vault-token:/srv/vault-token\n",
+			"LoadCredential=vault-token:/srv/vault-token\nStandardError=journal\n",
+		// journald, as on a real host: tokend logs to it natively.
+		"systemd-journald.socket":  read("/usr/lib/systemd/system/systemd-journald.socket"),
+		"systemd-journald.service": read("/usr/lib/systemd/system/systemd-journald.service"),
 		"consumer.service": `[Unit]
 Requires=tokend.socket
 After=tokend.service
@@ -185,6 +188,7 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 `,
 	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": vaultToken})
 
+	s.must("start", "systemd-journald.socket", "systemd-journald.service")
 	s.must("start", "tokend.socket")
 	if st, _ := s.ctl("is-active", "tokend.service"); st == "active" {
 		t.Errorf("tokend.service started before anyone connected")
@@ -237,5 +241,21 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 	}
 	if con := s.console(); strings.Contains(con, "csecret") || strings.Contains(con, tok) {
 		t.Errorf("a secret or token reached the console")
+	}
+
+	// The journal has tokend's entries with priorities and fields.
+	journal, err := exec.Command("nsenter", "-t", s.pid, "-m", "-p", "--", "journalctl", "--no-pager", "-o", "json",
+		"_SYSTEMD_UNIT=tokend.service").CombinedOutput()
+	if err != nil {
+		t.Fatalf("journalctl: %v\n%s", err, journal)
+	}
+	j := string(journal)
+	for _, want := range []string{`"MESSAGE":"token refreshed"`, `"TOKEN":"vibes"`, `"PRIORITY":"6"`, `"MESSAGE":"ready"`} {
+		if !strings.Contains(j, want) {
+			t.Errorf("journal lacks %s:\n%.3000s", want, j)
+		}
+	}
+	if strings.Contains(j, "csecret") || strings.Contains(j, tok) {
+		t.Errorf("a secret or token reached the journal")
 	}
 }

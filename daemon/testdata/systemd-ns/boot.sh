@@ -17,6 +17,10 @@ mount --bind "$T" /dev/console
 mount --make-rshared /
 mkdir -p /run/systemd/system.conf.d
 printf '[Manager]\nDefaultStandardOutput=tty\nDefaultStandardError=tty\n' > /run/systemd/system.conf.d/50-test.conf
+# A journald started by a test keeps its journal in memory, never in the
+# host's /var/log/journal.
+mkdir -p /run/systemd/journald.conf.d
+printf '[Journal]\nStorage=volatile\n' > /run/systemd/journald.conf.d/50-test.conf
 export SYSTEMD_UNIT_PATH=$N/units
 export SYSTEMD_GENERATOR_PATH=$N/empty SYSTEMD_ENVIRONMENT_GENERATOR_PATH=$N/empty
 export container=tokend-test
