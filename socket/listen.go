@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -108,6 +109,9 @@ func (l *ownedListener) Close() error {
 func Activated() (ln net.Listener, ok bool, err error) {
 	if os.Getenv("LISTEN_FDS") == "" {
 		return nil, false, nil
+	}
+	if pid := os.Getenv("LISTEN_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return nil, false, nil // meant for another process (inherited environment)
 	}
 	files := activation.Files(true)
 	if len(files) != 1 {
