@@ -133,6 +133,10 @@ func (d *daemon) Names(p socket.Peer) []string {
 
 func (d *daemon) run(ctx context.Context) error {
 	log := d.log
+	// First, so that an early SIGHUP is a reload, not the default "terminate".
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ln, activated, err := socket.Activated()
 	if err != nil {
 		return err
@@ -169,9 +173,6 @@ func (d *daemon) run(ctx context.Context) error {
 	go func() { defer close(superDone); d.supervise(superCtx, n) }()
 	defer func() { stopSuper(); <-superDone }()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	log.Info().Str("version", Version).Int("tokens", len(d.cfg.Tokens)).Msg("tokend started")
 
 	for {
