@@ -65,6 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok (%d token(s), default %q, socket %s)\n", *config, len(cfg.Tokens), cfg.DefaultToken, cfg.Socket)
 		return 0
 	}
+	// The process holds client secrets and tokens: no core dumps of it, and
+	// no ptrace by other processes of the same user.
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); errno != 0 {
+		fmt.Fprintf(stderr, "tokend: prctl(PR_SET_DUMPABLE): %v\n", errno)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := daemon.Run(ctx, daemon.Options{ConfigPath: *config, Log: daemon.NewLogWriter(os.Stderr)})
