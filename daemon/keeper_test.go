@@ -81,11 +81,17 @@ type fakeVault struct {
 	creds vaultsrc.Credentials
 	queue []vaultsrc.Credentials // answered first, one per read
 	err   error
+	hang  bool // block until the caller's deadline
 	reads int
 }
 
 func (v *fakeVault) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Credentials, error) {
 	v.mu.Lock()
+	if v.hang {
+		v.mu.Unlock()
+		<-ctx.Done()
+		return vaultsrc.Credentials{}, ctx.Err()
+	}
 	defer v.mu.Unlock()
 	v.reads++
 	if len(v.queue) > 0 {
@@ -278,5 +284,23 @@ func TestKeeperSingleFlight(t *testing.T) {
 	}
 	if ep.calls.Load() != 1 || ep.maxInflight.Load() != 1 {
 		t.Errorf("calls %d, max in flight %d; want 1 and 1", ep.calls.Load(), ep.maxInflight.Load())
+	}
+}
+
+// A Vault that hangs costs a refresh at most vaultTimeout: the request
+// then goes ahead with the credentials in memory.
+func TestKeeperVaultHangs(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	d := r.clock.nextWait(t)
+	r.vault.mu.Lock()
+	r.vault.hang = true
+	r.vault.mu.Unlock()
+	start := time.Now()
+	r.clock.Advance(d)
+	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.calls.Load() != 2 {
+		t.Fatalf("refresh failed with vault hanging: wait %v calls %d", w, r.ep.calls.Load())
+	}
+	if took := time.Since(start); took > vaultTimeout+5*time.Second {
+		t.Errorf("refresh took %v with vault hanging; the deadline is %v", took, vaultTimeout)
 	}
 }

@@ -367,3 +367,52 @@ func TestUnitExposure(t *testing.T) {
 		t.Errorf("exposure %.1f, want at most 1.5:\n%s", level, out)
 	}
 }
+
+// Reload: a new Vault address and a new token take effect; the token whose
+// fetch settings did not change keeps its token; a removed token is gone.
+func TestReloadVaultAndTokens(t *testing.T) {
+	ep1 := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep2 := newEndpoint(t, "body", "cid2", "csecret2")
+	cfg := standInConfig(t, ep1, "")
+	d := startTokend(t, cfg)
+	tokA := d.token("vibes")
+
+	vault2 := vaultStandIn(t, "cid2", "csecret2")
+	vault1 := regexp.MustCompile(`address = "([^"]+)"`).FindStringSubmatch(cfg)[1]
+	cfg2 := strings.Replace(cfg, vault1, vault2, 1) + fmt.Sprintf(`
+[token.second]
+token_url = %q
+client_auth = "body"
+scope = "https://rbm.vibes.com/rbm.agents"
+kv_path = "tokend/second"
+`, ep2.tokenURL())
+	cfg2 = strings.Replace(cfg2, "%SOCK%\"\n", "%SOCK%\"\ndefault_token = \"vibes\"\n", 1)
+	d.write(cfg2)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.out.String(), "configuration reloaded") })
+	if got := d.token("second"); got != ep2.lastToken() {
+		t.Errorf("new token not served from the new vault: %q", got)
+	}
+	if got := d.token("vibes"); got != tokA {
+		t.Errorf("unchanged token was refetched")
+	}
+	if list, _, _ := d.ctl("list"); list != "second vibes" {
+		t.Errorf("list: %q", list)
+	}
+
+	// Remove vibes (and its default); second stays.
+	cfg3 := strings.Replace(cfg2, "default_token = \"vibes\"\n", "", 1)
+	cfg3 = cfg3[:strings.Index(cfg3, "[token.vibes]")] + cfg3[strings.Index(cfg3, "[token.second]"):]
+	d.write(cfg3)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the second reload", 5*time.Second, func() bool {
+		return strings.Count(d.out.String(), "configuration reloaded") == 2
+	})
+	if _, errs, code := d.ctl("get", "vibes"); code != 1 || !strings.Contains(errs, "unknown-token") {
+		t.Errorf("removed token: %d %q", code, errs)
+	}
+	if got := d.token(); got != ep2.lastToken() {
+		t.Errorf("default after removal: %q", got)
+	}
+	d.noLeaks("csecret", "csecret2", tokA)
+}
