@@ -109,21 +109,13 @@ func (d *daemonProc) noLeaks(secrets ...string) {
 	}
 }
 
-// The main path: AppRole login to a real Vault, KV v2 secret, the strict
-// stand-in for the documented recipe, every verb, connect-and-read, a
-// rotated secret, and no secret in the logs.
-func TestE2EVaultAppRoleRecipe(t *testing.T) {
-	v := startVault(t)
-	dir := t.TempDir()
-	roleIDFile, secretIDFile, secretID := v.approle(dir, "tokend/vibes", "20m")
-	const id, pw, pw2 = "rbm-client", "p+s/w:d=1%&first", "second/secret=="
-	v.putSecret("tokend/vibes", id, pw)
-	ep := newEndpoint(t, "basic+body", id, pw)
+// approleConfig is one short-lived token (3s lifetimes at the stand-in,
+// min_remaining 1s) whose credentials come from Vault through AppRole.
+func approleConfig(v *vault, roleIDFile, secretIDFile string, ep *endpoint) string {
 	ep.mu.Lock()
 	ep.ttl = 3
 	ep.mu.Unlock()
-
-	d := startTokend(t, fmt.Sprintf(`
+	return fmt.Sprintf(`
 socket = "%%SOCK%%"
 log_level = "debug"
 [vault]
@@ -136,7 +128,21 @@ token_url = %q
 scope = "https://rbm.vibes.com/rbm.agents"
 kv_path = "tokend/vibes"
 min_remaining = "1s"
-`, v.addr, roleIDFile, secretIDFile, ep.tokenURL()))
+`, v.addr, roleIDFile, secretIDFile, ep.tokenURL())
+}
+
+// The main path: AppRole login to a real Vault, KV v2 secret, the strict
+// stand-in for the documented recipe, every verb, connect-and-read, a
+// rotated secret, and no secret in the logs.
+func TestE2EVaultAppRoleRecipe(t *testing.T) {
+	v := startVault(t)
+	dir := t.TempDir()
+	roleIDFile, secretIDFile, secretID := v.approle(dir, "tokend/vibes", "20m")
+	const id, pw, pw2 = "rbm-client", "p+s/w:d=1%&first", "second/secret=="
+	v.putSecret("tokend/vibes", id, pw)
+	ep := newEndpoint(t, "basic+body", id, pw)
+
+	d := startTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
 
 	tok := d.token()
 	if !strings.HasPrefix(tok, "tok-") {
@@ -405,23 +411,7 @@ func TestE2EVaultRenewalAndRelogin(t *testing.T) {
 	v.call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": "2s", "token_max_ttl": "4s"})
 	v.putSecret("tokend/vibes", "cid", "csecret")
 	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.mu.Lock()
-	ep.ttl = 3
-	ep.mu.Unlock()
-	d := startTokend(t, fmt.Sprintf(`
-socket = "%%SOCK%%"
-log_level = "debug"
-[vault]
-address = %q
-auth = "approle"
-role_id_file = %q
-secret_id_file = %q
-[token.vibes]
-token_url = %q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/vibes"
-min_remaining = "1s"
-`, v.addr, roleIDFile, secretIDFile, ep.tokenURL()))
+	d := startTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
 	waitFor(t, "three approle logins", 30*time.Second, func() bool {
 		return strings.Count(d.out.String(), "logged in to vault with approle") >= 3
 	})
