@@ -221,8 +221,9 @@ func printable(s string, max int) string {
 	return string(b)
 }
 
-// scrubURLError drops the request body, which url.Error never carries, but
-// keeps its shape readable: `Post "https://…/oauth2/token": dial tcp …`.
+// scrubURLError shortens timeouts to `Post "…/oauth2/token": timed out`;
+// other transport errors keep their shape (`dial tcp …: connection
+// refused`). A url.Error names the URL, never the request body.
 func scrubURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
