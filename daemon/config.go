@@ -49,8 +49,9 @@ type TokenConfig struct {
 	Access         Access
 }
 
-// fetchSettings is everything that changes how a token is obtained. Tokens
-// whose fetch settings survive a reload keep their current token.
+// sameFetch reports whether o obtains the token as t does: everything but
+// the allow lists. Tokens whose fetch settings survive a reload keep their
+// current token.
 func (t *TokenConfig) sameFetch(o *TokenConfig) bool {
 	a, b := *t, *o
 	a.Access, b.Access = Access{}, Access{}

@@ -116,7 +116,7 @@ func TestPackage(t *testing.T) {
 	t.Run("systemd", func(t *testing.T) {
 		ep := newEndpoint(t, "basic+body", "cid", "csecret")
 		cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
-		tokenFile := filepathFromConfig(cfg, "token_file")
+		tokenFile := configValue(cfg, "token_file")
 		vaultToken, _ := os.ReadFile(tokenFile)
 		cfg = strings.ReplaceAll(cfg, tokenFile, "/srv/vault-token")
 		svc, _ := os.ReadFile("/usr/lib/systemd/system/tokend.service")
@@ -166,7 +166,8 @@ func matchLine(text, pattern string) bool {
 	return false
 }
 
-func filepathFromConfig(cfg, key string) string {
+// configValue returns the quoted value of key in a config text.
+func configValue(cfg, key string) string {
 	i := strings.Index(cfg, key+` = "`)
 	if i < 0 {
 		return ""

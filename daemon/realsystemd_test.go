@@ -153,7 +153,7 @@ func TestRealSystemd(t *testing.T) {
 	tokendBin, _ := os.ReadFile(filepath.Join(bin, "tokend"))
 	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
 	cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
-	tokenFile := filepathFromConfig(cfg, "token_file")
+	tokenFile := configValue(cfg, "token_file")
 	// The Vault token comes in through LoadCredential=, as an AppRole
 	// secret_id would: tokend reads it from ${CREDENTIALS_DIRECTORY}.
 	cfg = strings.ReplaceAll(cfg, tokenFile, "${CREDENTIALS_DIRECTORY}/vault-token")

@@ -104,7 +104,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if s.active.Add(1) > s.maxConns.Load() {
 			s.active.Add(-1)
 			s.Log.Warn().Int64("max_connections", s.maxConns.Load()).Msg("connection refused: too many connections")
-			c.SetWriteDeadline(time.Now().Add(time.Second))
 			go refuse(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line())
 			continue
 		}

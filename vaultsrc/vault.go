@@ -64,10 +64,9 @@ type Source struct {
 	client *api.Client
 	log    zerolog.Logger
 
-	mu       sync.Mutex // serialises logins
-	loggedIn bool
-	current  *api.Secret      // the last login
-	relogin  chan *api.Secret // tells Run about a login done by Read
+	mu      sync.Mutex       // serialises logins
+	current *api.Secret      // the login in use; nil when a new one is needed
+	relogin chan *api.Secret // tells Run about a login done by Read
 }
 
 // New builds a Source. It does not contact Vault: a Vault that is down at
@@ -212,14 +211,14 @@ func (s *Source) tellRun() {
 func (s *Source) authenticate(ctx context.Context, force bool) (sec *api.Secret, fresh bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !force && s.loggedIn && s.current != nil {
+	if !force && s.current != nil {
 		return s.current, false, nil
 	}
 	sec, err = s.logIn(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	s.current, s.loggedIn = sec, true
+	s.current = sec
 	return sec, true, nil
 }
 
@@ -367,7 +366,7 @@ func (s *Source) watch(ctx context.Context, sec *api.Secret) *api.Secret {
 				s.log.Info().Msg("vault token reached its max TTL; logging in again")
 			}
 			s.mu.Lock()
-			s.loggedIn = false
+			s.current = nil
 			s.mu.Unlock()
 			return nil
 		}
