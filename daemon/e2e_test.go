@@ -261,20 +261,7 @@ func TestE2EFaults(t *testing.T) {
 	os.WriteFile(tokenFile, []byte("root"), 0o600)
 	ep := newEndpoint(t, "basic+body", "cid", "csecret")
 	ep.push(fault{status: 503, retryAfter: "1", body: `{"error":"temporarily_unavailable"}`}, fault{status: 429, body: "slow down"})
-	cfg := fmt.Sprintf(`
-socket = "%%SOCK%%"
-socket_mode = "0666"
-max_connections = 64
-[vault]
-address = %q
-token_file = %q
-[token.vibes]
-token_url = %q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/vibes"
-allow_uids = [4242]
-retry_max = "2s"
-`, addr, tokenFile, ep.tokenURL())
+	cfg := oneTokenConfig(addr, tokenFile, ep.tokenURL(), "socket_mode = \"0666\"\nmax_connections = 64", "allow_uids = [4242]\nretry_max = \"2s\"")
 	d := startTokend(t, cfg)
 
 	// Vault is down: the daemon runs and says why.
@@ -428,7 +415,7 @@ func TestE2EVaultRenewalAndRelogin(t *testing.T) {
 // The README's examples, run for real: tokenctl header | curl -H @-, the
 // socat one-liners, and tokenctl's exit codes.
 func TestE2EDocumentedUsage(t *testing.T) {
-	for _, tool := range []string{"curl", "socat", "sh"} {
+	for _, tool := range []string{"curl", "socat", "sh", "python3"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			need(t, tool, "apt-get install "+tool)
 		}
@@ -482,9 +469,8 @@ func TestE2EDocumentedUsage(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "/nonexistent/tokend.sock") {
 		t.Errorf("unreachable: %v %s", err, out)
 	}
-	if python, err := exec.LookPath("python3"); err == nil {
-		// The README's Python snippet.
-		script := `
+	// The README's Python snippet.
+	script := `
 import socket, sys
 def tokend(request="HEADER", path="/run/tokend/tokend.sock"):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -497,9 +483,8 @@ def tokend(request="HEADER", path="/run/tokend/tokend.sock"):
     return rest
 print(tokend(path=sys.argv[1]))
 `
-		out, err := exec.Command(python, "-c", script, d.sock).CombinedOutput()
-		if err != nil || strings.TrimSpace(string(out)) != "Bearer "+tok {
-			t.Errorf("python snippet: %v %q", err, out)
-		}
+	out, err := exec.Command("python3", "-c", script, d.sock).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "Bearer "+tok {
+		t.Errorf("python snippet: %v %q", err, out)
 	}
 }

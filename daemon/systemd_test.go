@@ -49,18 +49,7 @@ func standInConfig(t *testing.T, ep *endpoint, extra string) string {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "vault-token")
 	os.WriteFile(tok, []byte("test-token"), 0o644)
-	return fmt.Sprintf(`
-socket = "%%SOCK%%"
-%s
-[vault]
-address = %q
-token_file = %q
-[token.vibes]
-token_url = %q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/vibes"
-retry_max = "1s"
-`, extra, vaultStandIn(t, "cid", "csecret"), tok, ep.tokenURL())
+	return oneTokenConfig(vaultStandIn(t, "cid", "csecret"), tok, ep.tokenURL(), extra, `retry_max = "1s"`)
 }
 
 // notifySocket is a real unixgram NOTIFY_SOCKET collecting messages.
