@@ -5,6 +5,11 @@
 set -e
 N=$1
 T=$(tty)
+# The host's pid of this process, which becomes systemd: /proc is still the
+# host's here, so /proc/self names us as the host sees us. start.sh drives
+# systemd through it (the process tree above us depends on $SHELL).
+read -r hostpid _ < /proc/self/stat
+echo "$hostpid" > "$N/systemd.hostpid"
 mount --make-rprivate /
 mount -t proc proc /proc
 mount -t tmpfs -o mode=755 tmpfs /run

@@ -13,14 +13,21 @@ printf '[Unit]\nDescription=test boot target\nRequires=basic.target\nAfter=basic
 for u in network-online.target multi-user.target; do printf '[Unit]\nDescription=%s (test stub)\n' $u > "$N/units/$u"; done
 mkdir -p "$N/empty" "$CG"
 : > "$N/console.log"
-setsid script -q -f -e -c "bash -c 'echo \$\$ > $CG/cgroup.procs; exec unshare --pid --fork --mount --uts --ipc --cgroup --propagation private $N/boot.sh $N'" "$N/console.log" < /dev/null > /dev/null 2>&1 &
+# script runs its command with $SHELL, which CI may not set.
+SHELL=/bin/bash setsid script -q -f -e -c "bash -c 'echo \$\$ > $CG/cgroup.procs; exec unshare --pid --fork --mount --uts --ipc --cgroup --propagation private $N/boot.sh $N'" "$N/console.log" < /dev/null > /dev/null 2>&1 &
 echo $! > "$N/script.pid"
+why="boot.sh did not start"
 for i in $(seq 1 200); do
-  S=$(pgrep -P "$(pgrep -P "$(cat "$N/script.pid")" | head -1)" 2>/dev/null | head -1)
-  if [ -n "$S" ] && [ "$(readlink /proc/$S/exe)" = /usr/lib/systemd/systemd ] &&
-     nsenter -t "$S" -m -p -- systemctl is-system-running --wait >/dev/null 2>&1; then
-    echo "$S" > "$N/systemd.pid"; echo "$S"; exit 0
+  S=$(cat "$N/systemd.hostpid" 2>/dev/null)
+  if [ -n "$S" ] && [ "$(readlink /proc/$S/exe)" = /usr/lib/systemd/systemd ]; then
+    st=$(nsenter -t "$S" -m -p -- systemctl is-system-running --wait 2>&1)
+    case $st in
+      running) echo "$S" > "$N/systemd.pid"; echo "$S"; exit 0 ;;
+    esac
+    why="systemctl is-system-running: $st"
+  elif [ -n "$S" ]; then
+    why="pid $S is $(readlink /proc/$S/exe), not systemd"
   fi
   sleep 0.1
 done
-echo "systemd did not boot; console:" >&2; cat "$N/console.log" >&2; exit 1
+echo "systemd did not boot ($why); console:" >&2; cat "$N/console.log" >&2; exit 1
