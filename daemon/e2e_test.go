@@ -412,6 +412,63 @@ func TestE2EVaultRenewalAndRelogin(t *testing.T) {
 	d.token()
 }
 
+// A renewable Vault token in token_file, as an operator or Vault Agent
+// leaves it: the LifetimeWatcher renews it past its TTL, and at its max TTL
+// tokend reads token_file again and goes on with the token it finds there.
+func TestE2EVaultTokenFileRenewal(t *testing.T) {
+	v := startVault(t)
+	v.call("PUT", "sys/policies/acl/tokend", map[string]any{"policy": `path "secret/data/tokend/vibes" { capabilities = ["read"] }`})
+	newToken := func(ttl, maxTTL string) string {
+		r := v.call("POST", "auth/token/create", map[string]any{"policies": []string{"tokend"}, "ttl": ttl, "explicit_max_ttl": maxTTL, "renewable": true})
+		return r["auth"].(map[string]any)["client_token"].(string)
+	}
+	expired := func(tok string) bool {
+		req, _ := http.NewRequest("GET", v.addr+"/v1/auth/token/lookup-self", nil)
+		req.Header.Set("X-Vault-Token", tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusForbidden
+	}
+	first := newToken("2s", "6s")
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	if err := os.WriteFile(tokenFile, []byte(first+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.putSecret("tokend/vibes", "cid", "csecret")
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep.mu.Lock()
+	ep.ttl = 3
+	ep.mu.Unlock()
+	d := startTokend(t, oneTokenConfig(v.addr, tokenFile, ep.tokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
+
+	waitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
+		return strings.Count(d.out.String(), "vault token renewed") >= 2
+	})
+	// The next token is in the file before the first reaches its max TTL
+	// (its TTL outlives the wait: nobody renews it until tokend reads it).
+	second := newToken("30s", "1h")
+	if err := os.WriteFile(tokenFile, []byte(second+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first token to expire", 15*time.Second, func() bool { return expired(first) })
+
+	// Reads now succeed only through the second token: a rotated secret
+	// reaches the token endpoint.
+	ep.setCreds("cid", "rotated")
+	v.putSecret("tokend/vibes", "cid", "rotated")
+	ep.mu.Lock()
+	before := len(ep.issued)
+	ep.mu.Unlock()
+	waitFor(t, "a token obtained with the rotated secret", 15*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	if !strings.Contains(d.out.String(), "vault token reached its max TTL") && !strings.Contains(d.out.String(), "vault token renewal failed") {
+		t.Errorf("the end of the first token's life was not noticed:\n%s", d.out)
+	}
+	d.noLeaks(first, second, "csecret", "rotated")
+}
+
 // The README's examples, run for real: tokenctl header | curl -H @-, the
 // socat one-liners, and tokenctl's exit codes.
 func TestE2EDocumentedUsage(t *testing.T) {
