@@ -45,6 +45,7 @@ type Server struct {
 
 	maxConns atomic.Int64
 	active   atomic.Int64
+	busy     refusals
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -103,7 +104,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		delay = 0
 		if s.active.Add(1) > s.maxConns.Load() {
 			s.active.Add(-1)
-			s.Log.Warn().Int64("max_connections", s.maxConns.Load()).Msg("connection refused: too many connections")
+			s.busy.note(s.Log, s.maxConns.Load())
 			go refuse(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line())
 			continue
 		}
@@ -122,6 +123,51 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.handle(ctx, c)
 		}()
 	}
+}
+
+// refusals logs connections refused as busy at most once per interval,
+// with how many there were: a flood of clients must not flood the log too.
+type refusals struct {
+	interval time.Duration // default 10s
+
+	mu      sync.Mutex
+	last    time.Time
+	pending int
+	max     int64
+	flush   *time.Timer
+}
+
+// note counts one refusal. The first after a quiet interval is logged at
+// once; later ones are summed into one line at the interval's end.
+func (r *refusals) note(log zerolog.Logger, max int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.interval <= 0 {
+		r.interval = 10 * time.Second
+	}
+	r.pending++
+	r.max = max
+	if wait := r.interval - time.Since(r.last); wait > 0 {
+		if r.flush == nil {
+			r.flush = time.AfterFunc(wait, func() {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				r.flush = nil
+				r.report(log)
+			})
+		}
+		return
+	}
+	r.report(log)
+}
+
+// report logs the refusals counted so far; r.mu is held.
+func (r *refusals) report(log zerolog.Logger) {
+	if r.pending == 0 {
+		return
+	}
+	log.Warn().Int64("max_connections", r.max).Int("refused", r.pending).Msg("connections refused: too many connections")
+	r.pending, r.last = 0, time.Now()
 }
 
 func (s *Server) track(c net.Conn, add bool) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -317,5 +318,56 @@ func TestListenGroup(t *testing.T) {
 	fi, _ := os.Stat(path)
 	if st := fi.Sys().(*syscall.Stat_t); st.Gid != 65534 || fi.Mode().Perm() != 0o660 {
 		t.Errorf("gid %d mode %v", st.Gid, fi.Mode())
+	}
+}
+
+// A flood of refused connections gives a few summary lines, not one each,
+// and the summaries count every refusal.
+func TestServerBusyLogSummary(t *testing.T) {
+	path, logs := serve(t, func(s *Server) { s.SetMaxConns(1); s.busy.interval = 500 * time.Millisecond })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "PING\n")
+	if l, _ := bufio.NewReader(c).ReadString('\n'); l != "OK PONG\n" {
+		t.Fatalf("first connection: %q", l)
+	}
+	const n = 50
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if got := converse(t, path, "PING\n"); !strings.HasPrefix(got, "ERR busy ") {
+			t.Fatalf("connection %d: %q", i, got)
+		}
+	}
+	total := func() (lines, refused int) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			var e struct {
+				Message string
+				Refused int
+			}
+			if json.Unmarshal([]byte(l), &e) == nil && e.Message == "connections refused: too many connections" {
+				lines++
+				refused += e.Refused
+			}
+		}
+		return lines, refused
+	}
+	// One line at the first refusal, then at most one per interval.
+	most := 2 + int(time.Since(start)/(500*time.Millisecond))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines, refused := total()
+		if refused == n {
+			if lines > most {
+				t.Errorf("%d log lines for %d refusals, want at most %d", lines, n, most)
+			}
+			break
+		}
+		if refused > n || time.Now().After(deadline) {
+			t.Fatalf("logged %d refusals in %d lines, want %d:\n%s", refused, lines, n, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
