@@ -244,8 +244,14 @@ func (k *keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
 // allow, which means the loop is stuck (for the watchdog).
 func (k *keeper) wedged(now time.Time) bool {
 	since := k.busySince.Load()
-	limit := 2*(vaultTimeout+k.cfg.RequestTimeout) + 3*vaultTimeout + 10*time.Second
-	return since != 0 && now.Sub(time.Unix(0, since)) > limit
+	return since != 0 && now.Sub(time.Unix(0, since)) > k.stuckAfter()
+}
+
+// stuckAfter is how long an attempt may take before it counts as stuck:
+// well past the sum of its deadlines (two Vault reads and token requests
+// around a 401, and a Vault login).
+func (k *keeper) stuckAfter() time.Duration {
+	return 2*(vaultTimeout+k.cfg.RequestTimeout) + 3*vaultTimeout + 10*time.Second
 }
 
 // redact removes the client secret from text that came from elsewhere

@@ -304,3 +304,47 @@ func TestKeeperVaultHangs(t *testing.T) {
 		t.Errorf("refresh took %v with vault hanging; the deadline is %v", took, vaultTimeout)
 	}
 }
+
+// stuckSource is a credential source with a bug below it: a read that
+// ignores its deadline and blocks until released.
+type stuckSource struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stuckSource) Read(context.Context, vaultsrc.Secret) (vaultsrc.Credentials, error) {
+	select {
+	case s.entered <- struct{}{}: // buffered: the first read is noted
+	default:
+	}
+	<-s.release
+	return vaultsrc.Credentials{}, errors.New("released")
+}
+
+// The watchdog's view of a keeper: an attempt stuck far past its deadlines
+// counts as wedged; one that is merely slow, or done, does not.
+func TestKeeperWedged(t *testing.T) {
+	src := &stuckSource{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	ep := newEndpoint(t, "basic+body", "id", "pw")
+	k := newKeeper(tokenConfig(ep.tokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); k.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	<-src.entered
+	limit := k.stuckAfter()
+	now := time.Now()
+	if k.wedged(now) {
+		t.Errorf("wedged as soon as the attempt started")
+	}
+	if k.wedged(now.Add(limit / 2)) {
+		t.Errorf("wedged while within its deadlines")
+	}
+	if !k.wedged(now.Add(limit + time.Second)) {
+		t.Errorf("not wedged %v into an attempt", limit+time.Second)
+	}
+	// Released, the attempt ends; the keeper backs off between attempts.
+	close(src.release)
+	waitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
+}
