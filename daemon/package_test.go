@@ -75,6 +75,36 @@ func TestPackage(t *testing.T) {
 	if got := run("rpm", "-qp", "--configfiles", rpm); strings.TrimSpace(got) != "/etc/tokend/tokend.toml" {
 		t.Errorf("rpm config files: %q", got)
 	}
+	// The .rpm installs into a scratch root: there is no dnf here, so its
+	// dependency on systemd is not resolved (--nodeps) and its scriptlets,
+	// the same scripts the .deb runs on this machine below, are checked as
+	// text only.
+	scripts := run("rpm", "-qp", "--scripts", rpm)
+	for _, want := range []string{"postinstall scriptlet", "tokend postinst", "preuninstall scriptlet", "tokend prerm", "postuninstall scriptlet", "tokend postrm"} {
+		if !strings.Contains(scripts, want) {
+			t.Errorf("rpm scriptlets lack %q:\n%s", want, scripts)
+		}
+	}
+	root := t.TempDir()
+	run("rpm", "--root", root, "--initdb")
+	run("rpm", "--root", root, "-i", "--nodeps", "--noscripts", rpm)
+	for path, mode := range map[string]os.FileMode{"/usr/bin/tokend": 0o755, "/usr/bin/tokenctl": 0o755, "/etc/tokend/tokend.toml": 0o640,
+		"/usr/lib/systemd/system/tokend.socket": 0o644, "/usr/lib/sysusers.d/tokend.conf": 0o644} {
+		if fi, err := os.Stat(filepath.Join(root, path)); err != nil {
+			t.Errorf("rpm-installed %s: %v", path, err)
+		} else if fi.Mode() != mode {
+			t.Errorf("rpm-installed %s: mode %v, want %v", path, fi.Mode(), mode)
+		}
+	}
+	if got := run(filepath.Join(root, "usr/bin/tokend"), "version"); got != "tokend "+version+"\n" {
+		t.Errorf("rpm-installed tokend version: %q", got)
+	}
+	run("rpm", "--root", root, "-V", "--nodeps", "tokend")
+	run("rpm", "--root", root, "-e", "--nodeps", "--noscripts", "tokend")
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/tokend")); !os.IsNotExist(err) {
+		t.Errorf("rpm -e left /usr/bin/tokend: %v", err)
+	}
+
 	if out, err := exec.Command("lintian", "--fail-on", "error,warning", deb).CombinedOutput(); err != nil {
 		t.Errorf("lintian: %v\n%s", err, out)
 	}
