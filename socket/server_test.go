@@ -204,22 +204,25 @@ func TestServerPeerCredentials(t *testing.T) {
 	}
 }
 
+// hold opens a connection and proves it is being served, so that it holds
+// one of the server's slots until the test ends or the server closes it.
+func hold(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprint(c, "PING\n")
+	if l, _ := bufio.NewReader(c).ReadString('\n'); l != "OK PONG\n" {
+		t.Fatalf("held connection: %q", l)
+	}
+	return c
+}
+
 func TestServerBusyAndIdle(t *testing.T) {
 	path, _ := serve(t, func(s *Server) { s.SetMaxConns(2); s.IdleTimeout = 300 * time.Millisecond })
-	var held []net.Conn
-	for i := 0; i < 2; i++ {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		// Prove each is being served before opening the next.
-		fmt.Fprint(c, "PING\n")
-		if l, _ := bufio.NewReader(c).ReadString('\n'); l != "OK PONG\n" {
-			t.Fatalf("conn %d: %q", i, l)
-		}
-		held = append(held, c)
-	}
+	held := []net.Conn{hold(t, path), hold(t, path)}
 	if got := converse(t, path, "PING\n"); got != "ERR busy too many connections, try again\n" {
 		t.Errorf("third connection: %q", got)
 	}
@@ -325,15 +328,7 @@ func TestListenGroup(t *testing.T) {
 // and the summaries count every refusal.
 func TestServerBusyLogSummary(t *testing.T) {
 	path, logs := serve(t, func(s *Server) { s.SetMaxConns(1); s.busy.interval = 500 * time.Millisecond })
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprint(c, "PING\n")
-	if l, _ := bufio.NewReader(c).ReadString('\n'); l != "OK PONG\n" {
-		t.Fatalf("first connection: %q", l)
-	}
+	hold(t, path)
 	const n = 50
 	start := time.Now()
 	for i := 0; i < n; i++ {
