@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -467,6 +468,45 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 		t.Errorf("the end of the first token's life was not noticed:\n%s", d.out)
 	}
 	d.noLeaks(first, second, "csecret", "rotated")
+}
+
+// A sealed Vault, for real: refreshes go on with the credentials in memory
+// and say why; once Vault is unsealed, a rotated secret is picked up.
+func TestE2EVaultSealed(t *testing.T) {
+	v := startVault(t)
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	if err := os.WriteFile(tokenFile, []byte("root"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.putSecret("tokend/vibes", "cid", "csecret")
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep.mu.Lock()
+	ep.ttl = 3
+	ep.mu.Unlock()
+	d := startTokend(t, oneTokenConfig(v.addr, tokenFile, ep.tokenURL(), "", `min_remaining = "1s"`))
+	d.token()
+	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(v.proc.out.String())
+	if m == nil {
+		t.Fatalf("no unseal key in vault's output:\n%s", v.proc.out)
+	}
+
+	v.call("PUT", "sys/seal", nil)
+	ep.mu.Lock()
+	before := len(ep.issued)
+	ep.mu.Unlock()
+	waitFor(t, "a token obtained while vault is sealed", 15*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	if !regexp.MustCompile(`Vault is sealed.*"message":"vault read failed; using the credentials in memory"`).MatchString(d.out.String()) {
+		t.Errorf("no log says the refresh went on because vault is sealed:\n%s", d.out)
+	}
+
+	v.call("PUT", "sys/unseal", map[string]any{"key": m[1]})
+	ep.setCreds("cid", "rotated")
+	v.putSecret("tokend/vibes", "cid", "rotated")
+	ep.mu.Lock()
+	before = len(ep.issued)
+	ep.mu.Unlock()
+	waitFor(t, "a token obtained with the secret rotated after unsealing", 20*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	d.noLeaks("csecret", "rotated", m[1])
 }
 
 // The README's examples, run for real: tokenctl header | curl -H @-, the
