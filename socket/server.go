@@ -43,9 +43,11 @@ type Server struct {
 	Log         zerolog.Logger
 	IdleTimeout time.Duration // per request line; default 30s
 
-	maxConns atomic.Int64
-	active   atomic.Int64
-	busy     refusals
+	maxConns  atomic.Int64
+	active    atomic.Int64
+	busy      refusals
+	refusing  atomic.Int64 // refused connections still lingering
+	lingerMax int64        // bound on refusing; default 1024
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -105,7 +107,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if s.active.Add(1) > s.maxConns.Load() {
 			s.active.Add(-1)
 			s.busy.note(s.Log, s.maxConns.Load())
-			go refuse(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line())
+			// Each refusal lingers up to a second; past a bound, a flood
+			// gets a bare close instead of an unbounded pile of goroutines.
+			if s.refusing.Add(1) > s.maxRefusing() {
+				s.refusing.Add(-1)
+				c.Close()
+				continue
+			}
+			go func() {
+				defer s.refusing.Add(-1)
+				refuse(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line())
+			}()
 			continue
 		}
 		s.track(c, true)
@@ -123,6 +135,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.handle(ctx, c)
 		}()
 	}
+}
+
+func (s *Server) maxRefusing() int64 {
+	if s.lingerMax > 0 {
+		return s.lingerMax
+	}
+	return 1024
 }
 
 // refusals logs connections refused as busy at most once per interval,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -364,5 +365,43 @@ func TestServerBusyLogSummary(t *testing.T) {
 			t.Fatalf("logged %d refusals in %d lines, want %d:\n%s", refused, lines, n, logs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Refused connections linger to deliver their ERR line, but only so many
+// at once: past the bound a flood is closed at once, and the server keeps
+// no more goroutines for it.
+func TestServerBusyLingerBound(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1); s.lingerMax = 4 })
+	hold(t, path)
+	base := runtime.NumGoroutine()
+	// Silent clients: each refusal lingers until its one-second deadline.
+	var conns []net.Conn
+	for i := 0; i < 40; i++ {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	// Every client hears back within the linger: ERR busy, or EOF when
+	// past the bound; none hangs.
+	lines := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("a refused client hung")
+		}
+		if strings.HasPrefix(string(b), "ERR busy ") {
+			lines++
+		}
+		if n := runtime.NumGoroutine() - base; n > 4+2 {
+			t.Fatalf("%d goroutines for refused connections, want at most 4 (+2 slack)", n)
+		}
+	}
+	if lines < 4 {
+		t.Errorf("%d of 40 refused clients got ERR busy, want at least the first 4", lines)
 	}
 }
