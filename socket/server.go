@@ -107,16 +107,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if s.active.Add(1) > s.maxConns.Load() {
 			s.active.Add(-1)
 			s.busy.note(s.Log, s.maxConns.Load())
+			line := (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line()
 			// Each refusal lingers up to a second; past a bound, a flood
-			// gets a bare close instead of an unbounded pile of goroutines.
+			// gets the line and an immediate close (a client that writes
+			// after it may see EPIPE) instead of a pile of goroutines.
 			if s.refusing.Add(1) > s.maxRefusing() {
 				s.refusing.Add(-1)
+				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+				io.WriteString(c, line+"\n")
 				c.Close()
 				continue
 			}
 			go func() {
 				defer s.refusing.Add(-1)
-				refuse(c, (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line())
+				refuse(c, line)
 			}()
 			continue
 		}
