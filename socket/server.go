@@ -43,11 +43,11 @@ type Server struct {
 	Log         zerolog.Logger
 	IdleTimeout time.Duration // per request line; default 30s
 
-	maxConns  atomic.Int64
-	active    atomic.Int64
-	busy      refusals
-	refusing  atomic.Int64 // refused connections still lingering
-	lingerMax int64        // bound on refusing; default 1024
+	maxConns     atomic.Int64
+	active       atomic.Int64
+	busy         refusals
+	lingering    atomic.Int64 // refused connections not yet closed
+	maxLingering int64        // bound on lingering; default 1024
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -106,22 +106,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		delay = 0
 		if s.active.Add(1) > s.maxConns.Load() {
 			s.active.Add(-1)
-			s.busy.note(s.Log, s.maxConns.Load())
-			line := (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line()
-			// Each refusal lingers up to a second; past a bound, a flood
-			// gets the line and an immediate close (a client that writes
-			// after it may see EPIPE) instead of a pile of goroutines.
-			if s.refusing.Add(1) > s.maxRefusing() {
-				s.refusing.Add(-1)
-				c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-				io.WriteString(c, line+"\n")
-				c.Close()
-				continue
-			}
-			go func() {
-				defer s.refusing.Add(-1)
-				refuse(c, line)
-			}()
+			s.refuseBusy(c)
 			continue
 		}
 		s.track(c, true)
@@ -141,11 +126,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-func (s *Server) maxRefusing() int64 {
-	if s.lingerMax > 0 {
-		return s.lingerMax
+// refuseBusy answers a connection over max_connections with ERR busy.
+// Each refusal lingers up to a second (see refuse); past a bound, a flood
+// gets the line and an immediate close instead of a pile of goroutines (a
+// client that writes after that close may see EPIPE).
+func (s *Server) refuseBusy(c net.Conn) {
+	s.busy.note(s.Log, s.maxConns.Load())
+	line := (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line()
+	limit := s.maxLingering
+	if limit <= 0 {
+		limit = 1024
 	}
-	return 1024
+	if s.lingering.Add(1) > limit {
+		s.lingering.Add(-1)
+		c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		io.WriteString(c, line+"\n")
+		c.Close()
+		return
+	}
+	go func() {
+		defer s.lingering.Add(-1)
+		refuse(c, line)
+	}()
 }
 
 // refusals logs connections refused as busy at most once per interval,

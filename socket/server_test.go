@@ -372,7 +372,7 @@ func TestServerBusyLogSummary(t *testing.T) {
 // at once: past the bound a flood is closed at once, and the server keeps
 // no more goroutines for it.
 func TestServerBusyLingerBound(t *testing.T) {
-	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1); s.lingerMax = 4 })
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1); s.maxLingering = 4 })
 	hold(t, path)
 	base := runtime.NumGoroutine()
 	// Silent clients: each refusal lingers until its one-second deadline.
