@@ -3,12 +3,13 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
 	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,20 +67,10 @@ type Access struct {
 }
 
 func (a Access) allows(p socket.Peer) bool {
-	if p.UID == 0 || len(a.UIDs) == 0 && len(a.GIDs) == 0 {
+	if p.UID == 0 || len(a.UIDs) == 0 && len(a.GIDs) == 0 || slices.Contains(a.UIDs, p.UID) {
 		return true
 	}
-	for _, u := range a.UIDs {
-		if p.UID == u {
-			return true
-		}
-	}
-	for _, g := range a.GIDs {
-		if p.InGroup(g) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(a.GIDs, p.InGroup)
 }
 
 // The documented defaults.
@@ -158,7 +149,7 @@ func (r *reader) table(prefix string, m map[string]any, known ...string) table {
 	for _, k := range known {
 		allowed[k] = true
 	}
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if !allowed[k] {
 			r.fail(join(prefix, k), "unknown key")
 		}
@@ -331,7 +322,7 @@ func (r *reader) config(raw map[string]any) *Config {
 	if v, ok := raw["token"]; ok && tokens == nil {
 		r.fail("token", "want tables [token.NAME], got %s", tomlType(v))
 	}
-	for _, name := range sortedKeys(tokens) {
+	for _, name := range slices.Sorted(maps.Keys(tokens)) {
 		key := "token." + name
 		m, ok := tokens[name].(map[string]any)
 		if !ok {
@@ -351,7 +342,7 @@ func (r *reader) config(raw map[string]any) *Config {
 			c.DefaultToken = name
 		}
 	case c.DefaultToken == "":
-		r.fail("default_token", "needed when more than one token is configured (have %s)", strings.Join(sortedKeys(c.Tokens), ", "))
+		r.fail("default_token", "needed when more than one token is configured (have %s)", strings.Join(slices.Sorted(maps.Keys(c.Tokens)), ", "))
 	case c.Tokens[c.DefaultToken] == nil:
 		r.fail("default_token", "%q names no [token.%s] table", c.DefaultToken, c.DefaultToken)
 	}
@@ -506,15 +497,6 @@ func lookupGroup(name string) (int, error) {
 		return -1, fmt.Errorf("unknown group %q", name)
 	}
 	return strconv.Atoi(g.Gid)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // keyLines maps each dotted key to the line that sets it. The TOML library

@@ -291,14 +291,15 @@ func (d *daemon) status() string {
 		k := reg.entries[name].k
 		t := k.tok.Load()
 		st := k.state.Load()
-		if t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining && (st == nil || st.err == "") {
+		failing := st != nil && st.err != ""
+		if k.servable(t, now) && !failing {
 			continue
 		}
-		why := "first request in progress"
-		if st != nil && st.err != "" {
-			why = fmt.Sprintf("%s, retry in %ds", st.err, int64(max(st.retryAt.Sub(now), 0)/time.Second))
+		why := k.why()
+		if failing {
+			why += fmt.Sprintf(", retry in %ds", int64(max(st.retryAt.Sub(now), 0)/time.Second))
 		}
-		if t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining {
+		if k.servable(t, now) {
 			why = "still valid until " + t.ExpiresAt.UTC().Format("15:04:05Z") + "; " + why
 		}
 		waiting = append(waiting, name+": "+why)

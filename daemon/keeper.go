@@ -99,11 +99,16 @@ func (k *keeper) get(ctx context.Context) (socket.Token, error) {
 			return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: "no token yet: " + k.why()}
 		}
 	}
-	if left := t.ExpiresAt.Sub(k.clock.Now()); left < k.cfg.MinRemaining {
+	if now := k.clock.Now(); !k.servable(t, now) {
 		return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: fmt.Sprintf(
-			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(left/time.Second), k.cfg.MinRemaining, k.why())}
+			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.why())}
 	}
 	return *t, nil
+}
+
+// servable reports whether t exists and has at least min_remaining left.
+func (k *keeper) servable(t *socket.Token, now time.Time) bool {
+	return t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining
 }
 
 func (k *keeper) why() string {
@@ -115,9 +120,9 @@ func (k *keeper) why() string {
 
 // run refreshes the token until ctx ends.
 func (k *keeper) run(ctx context.Context) {
-	attempt := 0
+	failures := 0
 	for {
-		wait := k.attempt(ctx, &attempt)
+		wait := k.attempt(ctx, &failures)
 		k.changed()
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package socket
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -24,15 +25,7 @@ type Peer struct {
 
 // InGroup reports whether gid is the peer's primary or a supplementary group.
 func (p Peer) InGroup(gid uint32) bool {
-	if p.GID == gid {
-		return true
-	}
-	for _, g := range p.Groups {
-		if g == gid {
-			return true
-		}
-	}
-	return false
+	return p.GID == gid || slices.Contains(p.Groups, gid)
 }
 
 // Credential splits a LoadCredential= peer address into the unit name and

@@ -270,9 +270,10 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	}
 }
 
-// refuse writes a last error line and closes. It reads away what the
-// client is still sending for a moment first: closing with unread input
-// makes the kernel send a reset, and the client would lose the answer.
+// refuse writes a last error line and closes. It keeps the connection
+// open for up to a second first, reading away what the client sends: a
+// client whose request arrives after the close gets EPIPE on its write
+// (or a reset, with its request unread) and may never read the answer.
 func refuse(c net.Conn, line string) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
