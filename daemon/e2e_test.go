@@ -99,6 +99,14 @@ func (d *daemonProc) token(name ...string) string {
 	return out
 }
 
+// awaitNewToken waits until tokend serves a token that ep issued after the
+// call, i.e. one obtained under whatever the test just changed.
+func (d *daemonProc) awaitNewToken(ep *endpoint, what string, within time.Duration) {
+	d.t.Helper()
+	before := ep.issuedCount()
+	waitFor(d.t, what, within, func() bool { return ep.issuedSince(before, d.token()) })
+}
+
 // noLeaks fails if any secret appears in the daemon's logs.
 func (d *daemonProc) noLeaks(secrets ...string) {
 	d.t.Helper()
@@ -113,9 +121,7 @@ func (d *daemonProc) noLeaks(secrets ...string) {
 // approleConfig is one short-lived token (3s lifetimes at the stand-in,
 // min_remaining 1s) whose credentials come from Vault through AppRole.
 func approleConfig(v *vault, roleIDFile, secretIDFile string, ep *endpoint) string {
-	ep.mu.Lock()
-	ep.ttl = 3
-	ep.mu.Unlock()
+	ep.setTTL(3)
 	return fmt.Sprintf(`
 socket = "%%SOCK%%"
 log_level = "debug"
@@ -176,17 +182,11 @@ func TestE2EVaultAppRoleRecipe(t *testing.T) {
 	// Rotation: the endpoint now wants the new secret, Vault has it.
 	ep.setCreds(id, pw2)
 	v.putSecret("tokend/vibes", id, pw2)
-	ep.mu.Lock()
-	before := len(ep.issued)
-	ep.mu.Unlock()
-	waitFor(t, "a token obtained with the rotated secret", 15*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	d.awaitNewToken(ep, "a token obtained with the rotated secret", 15*time.Second)
 
 	// Vault goes away later: refreshes go on with the credentials in memory.
 	v.proc.stop(t, 10*time.Second)
-	ep.mu.Lock()
-	before = len(ep.issued)
-	ep.mu.Unlock()
-	waitFor(t, "a token obtained with vault down", 20*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	d.awaitNewToken(ep, "a token obtained with vault down", 20*time.Second)
 	if !strings.Contains(d.out.String(), "using the credentials in memory") {
 		t.Errorf("vault outage not logged")
 	}
@@ -440,9 +440,7 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 	}
 	v.putSecret("tokend/vibes", "cid", "csecret")
 	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.mu.Lock()
-	ep.ttl = 3
-	ep.mu.Unlock()
+	ep.setTTL(3)
 	d := startTokend(t, oneTokenConfig(v.addr, tokenFile, ep.tokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
 
 	waitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
@@ -460,10 +458,7 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 	// reaches the token endpoint.
 	ep.setCreds("cid", "rotated")
 	v.putSecret("tokend/vibes", "cid", "rotated")
-	ep.mu.Lock()
-	before := len(ep.issued)
-	ep.mu.Unlock()
-	waitFor(t, "a token obtained with the rotated secret", 15*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	d.awaitNewToken(ep, "a token obtained with the rotated secret", 15*time.Second)
 	if !strings.Contains(d.out.String(), "vault token reached its max TTL") && !strings.Contains(d.out.String(), "vault token renewal failed") {
 		t.Errorf("the end of the first token's life was not noticed:\n%s", d.out)
 	}
@@ -480,9 +475,7 @@ func TestE2EVaultSealed(t *testing.T) {
 	}
 	v.putSecret("tokend/vibes", "cid", "csecret")
 	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.mu.Lock()
-	ep.ttl = 3
-	ep.mu.Unlock()
+	ep.setTTL(3)
 	d := startTokend(t, oneTokenConfig(v.addr, tokenFile, ep.tokenURL(), "", `min_remaining = "1s"`))
 	d.token()
 	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(v.proc.out.String())
@@ -491,10 +484,7 @@ func TestE2EVaultSealed(t *testing.T) {
 	}
 
 	v.call("PUT", "sys/seal", nil)
-	ep.mu.Lock()
-	before := len(ep.issued)
-	ep.mu.Unlock()
-	waitFor(t, "a token obtained while vault is sealed", 15*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	d.awaitNewToken(ep, "a token obtained while vault is sealed", 15*time.Second)
 	if !regexp.MustCompile(`Vault is sealed.*"message":"vault read failed; using the credentials in memory"`).MatchString(d.out.String()) {
 		t.Errorf("no log says the refresh went on because vault is sealed:\n%s", d.out)
 	}
@@ -502,10 +492,7 @@ func TestE2EVaultSealed(t *testing.T) {
 	v.call("PUT", "sys/unseal", map[string]any{"key": m[1]})
 	ep.setCreds("cid", "rotated")
 	v.putSecret("tokend/vibes", "cid", "rotated")
-	ep.mu.Lock()
-	before = len(ep.issued)
-	ep.mu.Unlock()
-	waitFor(t, "a token obtained with the secret rotated after unsealing", 20*time.Second, func() bool { return ep.issuedSince(before, d.token()) })
+	d.awaitNewToken(ep, "a token obtained with the secret rotated after unsealing", 20*time.Second)
 	d.noLeaks("csecret", "rotated", m[1])
 }
 

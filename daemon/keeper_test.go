@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -113,16 +112,15 @@ type keeperRig struct {
 	clock *fakeClock
 	vault *fakeVault
 	ep    *endpoint
-	logs  *bytes.Buffer
-	mu    *sync.Mutex
+	logs  *syncBuf
 }
 
 func startKeeper(t *testing.T, mode string) *keeperRig {
 	t.Helper()
 	const id, pw = "client-1", "s3cr3t+/=value"
 	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
-		ep: newEndpoint(t, mode, id, pw), logs: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	log := zerolog.New(lockedWriter{rig.mu, rig.logs})
+		ep: newEndpoint(t, mode, id, pw), logs: &syncBuf{}}
+	log := zerolog.New(rig.logs)
 	rig.k = newKeeper(tokenConfig(rig.ep.tokenURL(), mode), rig.vault, http.DefaultClient, log)
 	rig.k.clock = rig.clock
 	rig.k.rand = func() float64 { return 0.5 }
@@ -132,8 +130,6 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		rig.mu.Lock()
-		defer rig.mu.Unlock()
 		for _, secret := range append([]string{pw, "rotated-secret"}, rig.ep.issued...) {
 			if strings.Contains(rig.logs.String(), secret) {
 				t.Errorf("secret or token %q in logs:\n%s", secret, rig.logs)
@@ -141,17 +137,6 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 		}
 	})
 	return rig
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func (r *keeperRig) get(t *testing.T) (socket.Token, error) {

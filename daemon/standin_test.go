@@ -66,6 +66,19 @@ func (e *endpoint) setCreds(id, pw string) {
 	e.mu.Unlock()
 }
 
+// setTTL sets the expires_in of the tokens issued from now on.
+func (e *endpoint) setTTL(ttl any) {
+	e.mu.Lock()
+	e.ttl = ttl
+	e.mu.Unlock()
+}
+
+func (e *endpoint) issuedCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.issued)
+}
+
 func (e *endpoint) push(f ...fault) {
 	e.mu.Lock()
 	e.faults = append(e.faults, f...)
