@@ -119,15 +119,17 @@ func fetch(ctx context.Context, hc *http.Client, tc *TokenConfig, creds vaultsrc
 			Description string `json:"error_description"`
 		}
 		if json.Unmarshal(body, &oe) == nil {
-			e.Code = printable(oe.Error, 64)
-			e.Description = printable(oe.Description, 200)
+			e.Code = serverText(oe.Error, 64, creds)
+			e.Description = serverText(oe.Description, 200, creds)
 		}
 		return grant{}, e
 	}
-	return parseGrant(resp.StatusCode, body)
+	return parseGrant(resp.StatusCode, body, creds)
 }
 
-func parseGrant(status int, body []byte) (grant, error) {
+// parseGrant decodes a 200 answer; creds are only for hiding the secret
+// from error texts.
+func parseGrant(status int, body []byte, creds vaultsrc.Credentials) (grant, error) {
 	var g struct {
 		AccessToken *string         `json:"access_token"`
 		TokenType   string          `json:"token_type"`
@@ -151,12 +153,12 @@ func parseGrant(status int, body []byte) (grant, error) {
 	if out.TokenType == "" {
 		out.TokenType = "Bearer"
 	} else if !isTokenText(out.TokenType) || len(out.TokenType) > 64 {
-		return bad("token_type %q is not a single word", printable(out.TokenType, 64))
+		return bad("token_type %q is not a single word", serverText(out.TokenType, 64, creds))
 	}
 	if strings.EqualFold(out.TokenType, "bearer") {
 		out.TokenType = "Bearer"
 	}
-	secs, present, err := parseExpiresIn(g.ExpiresIn)
+	secs, present, err := parseExpiresIn(g.ExpiresIn, creds)
 	if err != nil {
 		return bad("%v", err)
 	}
@@ -169,7 +171,7 @@ func parseGrant(status int, body []byte) (grant, error) {
 }
 
 // parseExpiresIn accepts a JSON number or a numeric string.
-func parseExpiresIn(raw json.RawMessage) (secs int64, present bool, err error) {
+func parseExpiresIn(raw json.RawMessage, creds vaultsrc.Credentials) (secs int64, present bool, err error) {
 	s := strings.TrimSpace(string(raw))
 	if s == "" || s == "null" {
 		return 0, false, nil
@@ -179,7 +181,7 @@ func parseExpiresIn(raw json.RawMessage) (secs int64, present bool, err error) {
 	}
 	f, perr := strconv.ParseFloat(s, 64)
 	if perr != nil || f <= 0 || f > 10*365*24*3600 {
-		return 0, true, fmt.Errorf("expires_in %q is not a positive number of seconds", printable(s, 32))
+		return 0, true, fmt.Errorf("expires_in %q is not a positive number of seconds", serverText(s, 32, creds))
 	}
 	return int64(f), true, nil
 }
@@ -207,8 +209,21 @@ func isTokenText(s string) bool {
 	return s != ""
 }
 
-// printable makes server-provided text safe to log: printable ASCII, capped.
-func printable(s string, max int) string {
+// serverText makes text a server sent safe to log and to serve as an ERR
+// reason: the client secret removed in every form the request carried it
+// (a server may echo the request), then printable ASCII, capped. All
+// server text in an endpointError passes through here.
+func serverText(s string, max int, c vaultsrc.Credentials) string {
+	if c.Secret != "" {
+		for _, form := range []string{
+			base64.StdEncoding.EncodeToString([]byte(c.ID + ":" + c.Secret)),
+			base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID) + ":" + url.QueryEscape(c.Secret))),
+			url.QueryEscape(c.Secret),
+			c.Secret,
+		} {
+			s = strings.ReplaceAll(s, form, "[redacted]")
+		}
+	}
 	b := []byte(s)
 	if len(b) > max {
 		b = b[:max]

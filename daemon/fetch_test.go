@@ -2,8 +2,12 @@ package daemon
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +99,32 @@ func TestFetchRejectedAndTimeout(t *testing.T) {
 	_, err = fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "id", Secret: "right"})
 	if err == nil || !strings.Contains(err.Error(), "timed out") || time.Since(start) > 5*time.Second {
 		t.Fatalf("hang: %v after %v", err, time.Since(start))
+	}
+}
+
+// A server that echoes the secret into its error answer, raw or in any form
+// the request carried it (form-encoded, either Basic header), must not
+// get it into the error text, which is logged and served as ERR reasons.
+func TestFetchErrorHidesEchoedSecret(t *testing.T) {
+	const id, pw = "rbm client", `p"+s/w\d=1%&`
+	forms := []string{
+		pw,
+		url.QueryEscape(pw),
+		base64.StdEncoding.EncodeToString([]byte(id + ":" + pw)),
+		base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(pw))),
+	}
+	for i, form := range forms {
+		e := newEndpoint(t, "basic+body", id, pw)
+		desc, _ := json.Marshal("bad client secret " + form)
+		e.push(fault{status: 401, body: `{"error":"invalid_client","error_description":` + string(desc) + `}`})
+		_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
+		if err == nil || !strings.Contains(err.Error(), "invalid_client") {
+			t.Fatalf("form %d: %v", i, err)
+		}
+		for _, f := range forms {
+			if strings.Contains(err.Error(), f) || strings.Contains(err.Error(), strings.Trim(strconv.Quote(f), `"`)) {
+				t.Errorf("form %d: error text holds the secret: %s", i, err)
+			}
+		}
 	}
 }

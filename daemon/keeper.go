@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +137,7 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 	defer k.busySince.Store(0)
 
 	sent := k.clock.Now()
-	g, creds, err := k.obtain(ctx)
+	g, err := k.obtain(ctx)
 	if err == nil {
 		*failures = 0
 		t := &socket.Token{
@@ -170,7 +169,7 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 		retryAfter = ee.RetryAfter
 	}
 	wait := retryDelay(*failures, k.cfg.RetryMax, retryAfter, k.rand())
-	msg := redact(err.Error(), creds)
+	msg := err.Error()
 	k.state.Store(&keeperState{err: msg, retryAt: k.clock.Now().Add(wait)})
 	ev := k.log.Warn()
 	if ee != nil && ee.rejected() {
@@ -193,15 +192,15 @@ func refreshedMsg(g grant, minRemaining time.Duration) string {
 // obtain reads the credentials and asks for a token. When the endpoint
 // rejects the client, the secret is read again at once (it may have just
 // been rotated) and the request retried if it changed.
-func (k *keeper) obtain(ctx context.Context) (grant, vaultsrc.Credentials, error) {
+func (k *keeper) obtain(ctx context.Context) (grant, error) {
 	creds, err := k.credentials(ctx)
 	if err != nil {
-		return grant{}, creds, err
+		return grant{}, err
 	}
 	g, err := fetch(ctx, k.hc, k.cfg, creds)
 	var ee *endpointError
 	if errors.As(err, &ee) && ee.rejected() {
-		k.log.Warn().Str("error", redact(err.Error(), creds)).Msg("client credentials rejected; reading them again from vault")
+		k.log.Warn().Str("error", err.Error()).Msg("client credentials rejected; reading them again from vault")
 		fresh, verr := k.readVault(ctx)
 		switch {
 		case verr != nil:
@@ -214,7 +213,7 @@ func (k *keeper) obtain(ctx context.Context) (grant, vaultsrc.Credentials, error
 			g, err = fetch(ctx, k.hc, k.cfg, creds)
 		}
 	}
-	return g, creds, err
+	return g, err
 }
 
 // credentials reads the secret from Vault, falling back to the last good
@@ -257,13 +256,4 @@ func (k *keeper) wedged(now time.Time) bool {
 // around a 401, and a Vault login).
 func (k *keeper) stuckAfter() time.Duration {
 	return 2*(vaultTimeout+k.cfg.RequestTimeout) + 3*vaultTimeout + 10*time.Second
-}
-
-// redact removes the client secret from text that came from elsewhere
-// (a server's error description could echo it).
-func redact(s string, c vaultsrc.Credentials) string {
-	if c.Secret == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, c.Secret, "[redacted]")
 }
