@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -32,6 +33,7 @@ type Config struct {
 	LogLevel       zerolog.Level
 	DefaultToken   string
 	MaxConnections int
+	MaxPerUID      int // max_connections_per_uid; root and tokend's own uid are exempt
 	IdleTimeout    time.Duration
 	Vault          vaultsrc.Config
 	Tokens         map[string]*TokenConfig
@@ -82,6 +84,7 @@ const (
 	defaultTimeout      = 10 * time.Second
 	defaultIdleTimeout  = 30 * time.Second
 	defaultMaxConns     = 1024
+	defaultMaxPerUID    = 64
 )
 
 // ConfigError lists every problem found in a configuration file.
@@ -190,6 +193,19 @@ func (t table) int(k string, def int) int {
 	return int(n)
 }
 
+func (t table) bool(k string, def bool) bool {
+	v, ok := t.m[k]
+	if !ok {
+		return def
+	}
+	b, ok := v.(bool)
+	if !ok {
+		t.r.fail(join(t.prefix, k), "want true or false, got %s", tomlType(v))
+		return def
+	}
+	return b
+}
+
 func (t table) dur(k string, def time.Duration) time.Duration {
 	v, ok := t.m[k]
 	if !ok {
@@ -258,13 +274,14 @@ func tomlType(v any) string {
 
 func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, "socket", "socket_mode", "socket_group", "log_level", "default_token",
-		"max_connections", "idle_timeout", "vault", "token")
+		"max_connections", "max_connections_per_uid", "idle_timeout", "vault", "token")
 	c := &Config{
 		Socket:         top.str("socket", socket.DefaultPath),
 		SocketMode:     0o660,
 		SocketGID:      -1,
 		DefaultToken:   top.str("default_token", ""),
 		MaxConnections: top.int("max_connections", defaultMaxConns),
+		MaxPerUID:      top.int("max_connections_per_uid", defaultMaxPerUID),
 		IdleTimeout:    top.dur("idle_timeout", defaultIdleTimeout),
 		Tokens:         map[string]*TokenConfig{},
 	}
@@ -283,11 +300,8 @@ func (r *reader) config(raw map[string]any) *Config {
 			c.SocketMode = os.FileMode(m)
 		}
 	case int64:
-		if v < 0 || v > 0o777 {
-			r.fail("socket_mode", "bad mode %d: write it as an octal string such as \"0660\"", v)
-		} else {
-			c.SocketMode = os.FileMode(v)
-		}
+		// TOML integers are decimal: 660 would be mode 01224, and 438 is 0666.
+		r.fail("socket_mode", "%d is a decimal integer (mode %04o); write the mode as an octal string such as \"0660\"", v, v)
 	default:
 		r.fail("socket_mode", "want an octal string such as \"0660\", got %s", tomlType(v))
 	}
@@ -307,6 +321,9 @@ func (r *reader) config(raw map[string]any) *Config {
 	c.LogLevel = l
 	if c.MaxConnections < 1 || c.MaxConnections > 1<<20 {
 		r.fail("max_connections", "%d is out of range 1..1048576", c.MaxConnections)
+	}
+	if c.MaxPerUID < 1 || c.MaxPerUID > 1<<20 {
+		r.fail("max_connections_per_uid", "%d is out of range 1..1048576", c.MaxPerUID)
 	}
 	if c.IdleTimeout <= 0 {
 		r.fail("idle_timeout", "must be more than 0")
@@ -350,7 +367,7 @@ func (r *reader) config(raw map[string]any) *Config {
 }
 
 func (r *reader) vault(m map[string]any) vaultsrc.Config {
-	t := r.table("vault", m, "address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount")
+	t := r.table("vault", m, "address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount", "allow_insecure_http")
 	v := vaultsrc.Config{
 		Address:      t.str("address", ""),
 		Namespace:    t.str("namespace", ""),
@@ -360,11 +377,13 @@ func (r *reader) vault(m map[string]any) vaultsrc.Config {
 		SecretIDFile: t.path("secret_id_file"),
 		AppRoleMount: t.str("approle_mount", "approle"),
 	}
-	if v.Address != "" {
-		if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			r.fail("vault.address", "%q is not an http(s) URL", v.Address)
-		}
-	} else if os.Getenv("VAULT_ADDR") == "" {
+	insecure := t.bool("allow_insecure_http", false)
+	switch {
+	case v.Address != "":
+		r.checkURL("vault.address", "", v.Address, insecure)
+	case os.Getenv("VAULT_ADDR") != "":
+		r.checkURL("vault.address", "VAULT_ADDR ", os.Getenv("VAULT_ADDR"), insecure)
+	default:
 		r.fail("vault.address", "not set, and VAULT_ADDR is empty")
 	}
 	switch v.Auth {
@@ -389,7 +408,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	prefix := "token." + name
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
-		"allow_users", "allow_groups", "allow_uids", "allow_gids")
+		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http")
 	tc := &TokenConfig{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -408,9 +427,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	}
 	if tc.TokenURL == "" {
 		r.fail(prefix+".token_url", "missing: the token endpoint, e.g. \"https://api.example.com/oauth2/token\"")
-	} else if u, err := url.Parse(tc.TokenURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		r.fail(prefix+".token_url", "%q is not an http(s) URL", tc.TokenURL)
-	} else if u.User != nil {
+	} else if u := r.checkURL(prefix+".token_url", "", tc.TokenURL, t.bool("allow_insecure_http", false)); u != nil && u.User != nil {
 		r.fail(prefix+".token_url", "must not carry credentials; they come from Vault")
 	}
 	switch tc.ClientAuth {
@@ -440,6 +457,35 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	}
 	tc.Access = r.access(t)
 	return tc
+}
+
+// checkURL checks an http(s) URL that secrets are sent to: https, unless
+// the host is loopback or the operator allowed plain http for it. from
+// says where the value came from when not the key ("VAULT_ADDR "). It
+// returns the parsed URL, or nil.
+func (r *reader) checkURL(key, from, raw string, allowHTTP bool) *url.URL {
+	u, err := url.Parse(raw)
+	if err != nil {
+		r.fail(key, "%s%q is not an http(s) URL", from, raw)
+		return nil
+	}
+	shown := u.Redacted() // never echo a password from the URL
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.fail(key, "%s%q is not an http(s) URL", from, shown)
+		return nil
+	}
+	if u.Scheme == "http" && !allowHTTP && !isLoopback(u.Hostname()) {
+		r.fail(key, "%s%q is plain http to a host that is not loopback, so secrets would cross the network in clear: use https, or set allow_insecure_http = true beside it", from, shown)
+	}
+	return u
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (r *reader) access(t table) Access {

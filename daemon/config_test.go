@@ -91,6 +91,21 @@ spare = 1
 [token.b]
 token_url = "https://user:pw@x/oauth2/token"
 kv_path = "b"
+max_connections_per_uid = 0
+
+[token.c]
+token_url = "http://user:pw@api.example.com/oauth2/token"
+kv_path = "c"
+allow_insecure_http = "yes"
+
+[token.d]
+token_url = "http://api.example.com/oauth2/token"
+kv_path = "d"
+allow_insecure_http = true
+
+[token.e]
+token_url = "http://[::1]:8080/oauth2/token"
+kv_path = "e"
 `
 	_, err := ParseConfig("bad.toml", []byte(bad))
 	var ce *ConfigError
@@ -99,7 +114,7 @@ kv_path = "b"
 	}
 	want := []string{
 		`line 1: socket: "relative.sock" is not an absolute path`,
-		`socket_mode: bad mode 660`,
+		`line 2: socket_mode: 660 is a decimal integer (mode 1224); write the mode as an octal string such as "0660"`,
 		`line 3: log_level: unknown level "loud"`,
 		`line 4: max_connections: want an integer, got a string`,
 		`line 5: colour: unknown key`,
@@ -116,12 +131,20 @@ kv_path = "b"
 		`line 19: token.a.spare: unknown key`,
 		`token.a.kv_path: missing`,
 		`line 22: token.b.token_url: must not carry credentials`,
-		`default_token: needed when more than one token is configured (have a, b)`,
+		`line 24: token.b.max_connections_per_uid: unknown key`,
+		`line 27: token.c.token_url: "http://user:xxxxx@api.example.com/oauth2/token" is plain http to a host that is not loopback`,
+		`line 29: token.c.allow_insecure_http: want true or false, got a string`,
+		`default_token: needed when more than one token is configured (have a, b, c, d, e)`,
 	}
 	got := strings.Join(ce.Problems, "\n")
 	for _, w := range want {
 		if !strings.Contains(got, w) {
 			t.Errorf("missing problem %q in:\n%s", w, got)
+		}
+	}
+	for _, never := range []string{"token.d.", "token.e."} {
+		if strings.Contains(got, never) {
+			t.Errorf("%s: allowed or loopback http refused:\n%s", never, got)
 		}
 	}
 	if strings.Contains(got, "pw@") || strings.Contains(err.Error(), "user:pw") {

@@ -49,31 +49,41 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	idProblem := idMapProblem(os.ReadFile)
+	if err := checkIDMaps(cfg, idProblem); err != nil {
+		return &ConfigError{File: opts.ConfigPath, Problems: []string{err.Error()}}
+	}
 	opts.Log.SetLevel(cfg.LogLevel)
 	log := opts.Log.Logger()
+	if idProblem != "" {
+		log.Warn().Str("problem", idProblem).Msg("peer ids are not the host's: the per-uid connection cap and the logs cannot tell clients apart")
+	}
 	d := &daemon{
-		path:  opts.ConfigPath,
-		logw:  opts.Log,
-		log:   log,
-		cfg:   cfg,
-		hc:    &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}},
-		poke:  make(chan struct{}, 1),
-		creds: &credsRef{},
+		idProblem: idProblem,
+		path:      opts.ConfigPath,
+		logw:      opts.Log,
+		log:       log,
+		cfg:       cfg,
+		hc:        &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}},
+		poke:      make(chan struct{}, 1),
+		creds:     &credsRef{},
 	}
 	return d.run(ctx)
 }
 
 type daemon struct {
-	path  string
-	logw  *LogWriter
-	log   zerolog.Logger
-	cfg   *Config // run goroutine only
-	hc    *http.Client
-	creds *credsRef
-	reg   atomic.Pointer[registry]
-	srv   *socket.Server
-	ln    net.Listener
-	poke  chan struct{}
+	idProblem string // why peer ids may not be the host's; "" when they are
+	activated bool   // the socket came from systemd
+	path      string
+	logw      *LogWriter
+	log       zerolog.Logger
+	cfg       *Config // run goroutine only
+	hc        *http.Client
+	creds     *credsRef
+	reg       atomic.Pointer[registry]
+	srv       *socket.Server
+	ln        net.Listener
+	poke      chan struct{}
 
 	ctx         context.Context // lives as long as the keepers
 	wg          sync.WaitGroup
@@ -141,6 +151,8 @@ func (d *daemon) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.activated = activated
+	d.warn(d.cfg)
 	if activated {
 		log.Info().Str("socket", ln.Addr().String()).Msg("serving on the socket passed by systemd")
 	} else {
@@ -243,10 +255,14 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 // reload applies a new configuration file, or keeps the old one serving.
 func (d *daemon) reload() {
 	cfg, err := LoadConfig(d.path)
+	if err == nil {
+		err = checkIDMaps(cfg, d.idProblem)
+	}
 	if err != nil {
 		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
 		return
 	}
+	d.warn(cfg)
 	old := d.cfg
 	if cfg.Socket != old.Socket || cfg.SocketMode != old.SocketMode || cfg.SocketGID != old.SocketGID || cfg.IdleTimeout != old.IdleTimeout {
 		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
@@ -273,6 +289,13 @@ func (d *daemon) reload() {
 	}
 	d.cfg = cfg
 	d.log.Info().Strs("kept", kept).Strs("restarted_or_removed", stopped).Int("tokens", len(next.names)).Msg("configuration reloaded")
+}
+
+// warn logs the operator mistakes in cfg that tokend can still run with.
+func (d *daemon) warn(cfg *Config) {
+	for _, w := range Warnings(d.path, cfg, d.activated) {
+		d.log.Warn().Str("problem", w).Msg("unsafe configuration")
+	}
 }
 
 func (d *daemon) pokeSupervisor() {

@@ -259,3 +259,38 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 		t.Errorf("a secret or token reached the journal")
 	}
 }
+
+// The shipped units under a real systemd, with the clients a host really
+// has: non-root members of tokend-clients on and off the allow lists, and a
+// user outside the group, after `systemctl start tokend.service` and again
+// after a restart (each start of the service used to re-own the socket,
+// and PrivateUsers= made every client uid 65534).
+func TestRealSystemdClients(t *testing.T) {
+	bin := staticBinaries(t)
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	sysusers, _ := filepath.Abs("../packaging/sysusers.d/tokend.conf")
+	if out, err := exec.Command("systemd-sysusers", sysusers).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v %s", err, out)
+	}
+	hostUsers(t)
+	unit := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tokendBin, _ := os.ReadFile(filepath.Join(bin, "tokend"))
+	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
+	cfg := clientsConfig(vaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.tokenURL())
+	s := bootSystemd(t, map[string]string{
+		"tokend.service":             unit("../systemd/tokend.service"),
+		"tokend.socket":              unit("../systemd/tokend.socket"),
+		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\n",
+	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": []byte("test-token")})
+	issued := func(tok string) bool { return ep.issuedSince(0, tok) }
+	s.must("start", "tokend.service")
+	s.checkClients(t, "after start", "/srv/tokenctl", issued)
+	s.must("restart", "tokend.service")
+	s.checkClients(t, "after restart", "/srv/tokenctl", issued)
+}

@@ -62,6 +62,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return configFailed(stderr, err)
 		}
+		for _, w := range daemon.Warnings(*config, cfg, false) {
+			fmt.Fprintf(stderr, "tokend: warning: %s\n", w)
+		}
 		fmt.Fprintf(stdout, "%s: ok (%d token(s), default %q, socket %s)\n", *config, len(cfg.Tokens), cfg.DefaultToken, cfg.Socket)
 		return 0
 	}
