@@ -174,6 +174,7 @@ func (d *daemon) run(ctx context.Context) error {
 
 	d.srv = &socket.Server{Tokens: d, Log: log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
 	d.srv.SetMaxConns(d.cfg.MaxConnections)
+	d.srv.SetMaxPerUID(d.cfg.MaxPerUID)
 	sctx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
 	served := make(chan error, 1)
@@ -275,6 +276,7 @@ func (d *daemon) reload() {
 	}
 	d.logw.SetLevel(cfg.LogLevel)
 	d.srv.SetMaxConns(cfg.MaxConnections)
+	d.srv.SetMaxPerUID(cfg.MaxPerUID)
 	prev := d.reg.Load()
 	next := d.newRegistry(cfg, prev)
 	d.reg.Store(next)

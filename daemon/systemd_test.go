@@ -287,7 +287,7 @@ func TestLoadCredentialPeer(t *testing.T) {
 			t.Errorf("credential %s: %q", id, got)
 		}
 	}
-	if !strings.Contains(d.out.String(), `"unit":"api-call.service"`) {
+	if !strings.Contains(d.out.String(), `"claimed_unit":"api-call.service"`) {
 		t.Errorf("unit not logged")
 	}
 	d.noLeaks("csecret", ep.lastToken())

@@ -3,9 +3,12 @@ package socket
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +23,11 @@ type Client struct {
 
 // Do sends one request line and returns the text after "OK" (without the
 // separating space). An "ERR" answer is returned as *Error.
+//
+// Every request is idempotent, so when the connection dies before an
+// answer (a reset, an EOF: the daemon was killed or restarted after it
+// accepted the connection), Do asks once more on a new connection. Under
+// socket activation that one reaches the next daemon, and nothing is lost.
 func (c Client) Do(ctx context.Context, request string) (string, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
@@ -27,6 +35,20 @@ func (c Client) Do(ctx context.Context, request string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	line, err := c.roundTrip(ctx, request)
+	if errors.Is(err, errDied) {
+		line, err = c.roundTrip(ctx, request)
+	}
+	if err != nil {
+		return "", err
+	}
+	return ParseResponse(strings.TrimRight(line, "\r\n"))
+}
+
+// errDied marks a connection that ended before its answer.
+var errDied = errors.New("connection ended before the answer")
+
+func (c Client) roundTrip(ctx context.Context, request string) (string, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Path)
 	if err != nil {
@@ -37,13 +59,21 @@ func (c Client) Do(ctx context.Context, request string) (string, error) {
 		conn.SetDeadline(dl)
 	}
 	if _, err := conn.Write([]byte(request + "\n")); err != nil {
-		return "", fmt.Errorf("sending to tokend at %q: %w", c.Path, err)
+		return "", fmt.Errorf("sending to tokend at %q: %w", c.Path, died(err))
 	}
 	line, err := bufio.NewReaderSize(conn, 64<<10).ReadString('\n')
 	if err != nil {
-		return "", fmt.Errorf("reading from tokend at %q: %w", c.Path, err)
+		return "", fmt.Errorf("reading from tokend at %q: %w", c.Path, died(err))
 	}
-	return ParseResponse(strings.TrimRight(line, "\r\n"))
+	return line, nil
+}
+
+// died adds errDied to the errors of a connection the server dropped.
+func died(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w (%w)", err, errDied)
+	}
+	return err
 }
 
 // ParseResponse splits a response line into its OK payload or an *Error.

@@ -46,8 +46,9 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Msg }
 
-// Line is the wire form, without the newline.
-func (e *Error) Line() string { return "ERR " + e.Code + " " + e.Msg }
+// Line is the wire form, without the newline: always one line, whatever
+// the message holds.
+func (e *Error) Line() string { return "ERR " + Clean(e.Code) + " " + Clean(e.Msg) }
 
 func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}

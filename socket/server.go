@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,21 +42,33 @@ type Tokens interface {
 type Server struct {
 	Tokens      Tokens
 	Log         zerolog.Logger
-	IdleTimeout time.Duration // per request line; default 30s
+	IdleTimeout time.Duration // per request line, and per write; default 30s
 
 	maxConns     atomic.Int64
+	maxPerUID    atomic.Int64
+	exempt       func(uid uint32) bool // root and the server's own uid, unless a test says otherwise
 	active       atomic.Int64
-	busy         refusals
+	warnings     limitedLog
 	lingering    atomic.Int64 // refused connections not yet closed
 	maxLingering int64        // bound on lingering; default 1024
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	byUID map[uint32]int // open connections per uid
 }
+
+// reservedSlots are kept, past max_connections, for root (systemd's
+// LoadCredential= connects as root) and the server's own uid (the
+// watchdog's health check): a flood by other users leaves them served.
+const reservedSlots = 64
 
 // SetMaxConns sets how many connections are served at once (default 1024);
 // it may be called while serving.
 func (s *Server) SetMaxConns(n int) { s.maxConns.Store(int64(n)) }
+
+// SetMaxPerUID sets how many of them one uid may hold (default 64); root
+// and the server's own uid are exempt. It may be called while serving.
+func (s *Server) SetMaxPerUID(n int) { s.maxPerUID.Store(int64(n)) }
 
 // Serve accepts connections until ctx ends, then stops accepting, lets
 // answers in flight finish, closes idle connections and returns nil.
@@ -66,8 +79,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.maxConns.Load() <= 0 {
 		s.maxConns.Store(1024)
 	}
+	if s.maxPerUID.Load() <= 0 {
+		s.maxPerUID.Store(64)
+	}
+	if s.exempt == nil {
+		self := uint32(os.Geteuid())
+		s.exempt = func(uid uint32) bool { return uid == 0 || uid == self }
+	}
 	s.mu.Lock()
 	s.conns = make(map[net.Conn]struct{})
+	s.byUID = make(map[uint32]int)
 	s.mu.Unlock()
 
 	stop := make(chan struct{})
@@ -104,16 +125,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if s.active.Add(1) > s.maxConns.Load() {
-			s.active.Add(-1)
-			s.refuseBusy(c)
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			s.Log.Error().Str("network", c.RemoteAddr().Network()).Msg("not a Unix connection; dropped")
+			c.Close()
+			continue
+		}
+		// Who it is decides which limits apply; unreadable means dropped
+		// (fail closed).
+		peer, err := peerOf(uc)
+		if err != nil {
+			s.Log.Warn().Err(err).Msg("connection dropped: peer credentials unreadable")
+			c.Close()
+			continue
+		}
+		if why := s.admit(peer.UID); why != "" {
+			s.refuseBusy(c, peer, why)
 			continue
 		}
 		s.track(c, true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.active.Add(-1)
+			defer s.release(peer.UID)
 			defer s.track(c, false)
 			defer c.Close()
 			defer func() {
@@ -121,78 +155,78 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 					s.Log.Error().Interface("panic", r).Msg("connection handler panicked; connection dropped")
 				}
 			}()
-			s.handle(ctx, c)
+			s.handle(ctx, uc, peer)
 		}()
 	}
 }
 
-// refuseBusy answers a connection over max_connections with ERR busy.
-// Each refusal lingers up to a second (see refuse); past a bound, a flood
-// gets the line and an immediate close instead of a pile of goroutines (a
-// client that writes after that close may see EPIPE).
-func (s *Server) refuseBusy(c net.Conn) {
-	s.busy.note(s.Log, s.maxConns.Load())
-	line := (&Error{Code: CodeBusy, Msg: "too many connections, try again"}).Line()
+// admit takes a slot for a connection of uid, or says why there is none.
+func (s *Server) admit(uid uint32) string {
+	exempt := s.exempt(uid)
+	limit := s.maxConns.Load()
+	if exempt {
+		limit += reservedSlots
+	}
+	if s.active.Add(1) > limit {
+		s.active.Add(-1)
+		return "too many connections"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !exempt && int64(s.byUID[uid]) >= s.maxPerUID.Load() {
+		s.active.Add(-1)
+		return "too many connections from this uid"
+	}
+	s.byUID[uid]++
+	return ""
+}
+
+func (s *Server) release(uid uint32) {
+	s.mu.Lock()
+	if s.byUID[uid]--; s.byUID[uid] <= 0 {
+		delete(s.byUID, uid)
+	}
+	s.mu.Unlock()
+	s.active.Add(-1)
+}
+
+// refuseBusy answers a connection that got no slot with ERR busy, if it
+// asks something: a connect-and-read client (LoadCredential=) gets nothing,
+// since the text would become its credential. Each refusal lingers up to a
+// second to tell the two apart; past a bound, a flood is only glanced at
+// and closed, rather than piling up goroutines.
+func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
+	s.warnings.warn(s.Log, "connections refused: "+why, peer.UID, func(e *zerolog.Event) *zerolog.Event {
+		return e.Int64("max_connections", s.maxConns.Load()).Int64("max_connections_per_uid", s.maxPerUID.Load())
+	})
+	line := (&Error{Code: CodeBusy, Msg: why + ", try again"}).Line()
 	limit := s.maxLingering
 	if limit <= 0 {
 		limit = 1024
 	}
+	wait := time.Second
 	if s.lingering.Add(1) > limit {
 		s.lingering.Add(-1)
-		c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-		io.WriteString(c, line+"\n")
-		c.Close()
+		refuseAsked(c, line, 10*time.Millisecond)
 		return
 	}
 	go func() {
 		defer s.lingering.Add(-1)
-		refuse(c, line)
+		refuseAsked(c, line, wait)
 	}()
 }
 
-// refusals logs connections refused as busy at most once per interval,
-// with how many there were: a flood of clients must not flood the log too.
-type refusals struct {
-	interval time.Duration // default 10s
-
-	mu      sync.Mutex
-	last    time.Time
-	pending int
-	max     int64
-	flush   *time.Timer
-}
-
-// note counts one refusal. The first after a quiet interval is logged at
-// once; later ones are summed into one line at the interval's end.
-func (r *refusals) note(log zerolog.Logger, max int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.interval <= 0 {
-		r.interval = 10 * time.Second
-	}
-	r.pending++
-	r.max = max
-	if wait := r.interval - time.Since(r.last); wait > 0 {
-		if r.flush == nil {
-			r.flush = time.AfterFunc(wait, func() {
-				r.mu.Lock()
-				defer r.mu.Unlock()
-				r.flush = nil
-				r.report(log)
-			})
-		}
+// refuseAsked waits up to wait for the client's first bytes: a request
+// gets line; an EOF (connect-and-read) or silence gets nothing. Then it
+// closes the connection.
+func refuseAsked(c net.Conn, line string, wait time.Duration) {
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(wait))
+	var b [1]byte
+	if n, _ := c.Read(b[:]); n == 0 {
 		return
 	}
-	r.report(log)
-}
-
-// report logs the refusals counted so far; r.mu is held.
-func (r *refusals) report(log zerolog.Logger) {
-	if r.pending == 0 {
-		return
-	}
-	log.Warn().Int64("max_connections", r.max).Int("refused", r.pending).Msg("connections refused: too many connections")
-	r.pending, r.last = 0, time.Now()
+	refuse(c, line)
 }
 
 func (s *Server) track(c net.Conn, add bool) {
@@ -215,21 +249,23 @@ func (s *Server) wakeIdle() {
 	}
 }
 
-func (s *Server) handle(ctx context.Context, c net.Conn) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		s.Log.Error().Str("network", c.RemoteAddr().Network()).Msg("not a Unix connection; dropped")
-		return
-	}
-	peer, err := peerOf(uc)
-	if err != nil {
-		s.Log.Warn().Err(err).Msg("connection dropped: peer credentials unreadable")
-		return
-	}
-	log := s.Log.With().Uint32("uid", peer.UID).Uint32("gid", peer.GID).Int32("pid", peer.PID).Logger()
+// deadlineWriter sets a write deadline before every write, bufio's
+// implicit flushes included: a client that pipelines requests and never
+// reads its answers is closed after the timeout, not held forever.
+type deadlineWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
 
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.c.Write(p)
+}
+
+func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
+	log := s.Log.With().Uint32("uid", peer.UID).Uint32("gid", peer.GID).Int32("pid", peer.PID).Logger()
 	r := bufio.NewReaderSize(c, MaxLine+2) // room for the longest line and its CRLF
-	w := bufio.NewWriter(c)
+	w := bufio.NewWriter(deadlineWriter{c, s.IdleTimeout})
 	for first := true; ; first = false {
 		c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 		// Checked after setting the deadline: a shutdown that woke idle
@@ -240,8 +276,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > MaxLine {
 			log.Warn().Msg("request line too long; connection closed")
-			w.Flush()
-			refuse(c, (&Error{Code: CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", MaxLine)}).Line())
+			if w.Flush() == nil {
+				refuse(c, (&Error{Code: CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", MaxLine)}).Line())
+			}
 			return
 		}
 		eof := errors.Is(err, io.EOF)
@@ -256,10 +293,13 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		}
 		resp := s.answer(ctx, bytes.TrimSuffix(line, []byte("\n")), peer, log)
 		w.WriteString(resp)
-		w.WriteByte('\n')
+		// A failed write (bufio flushes by itself when full) is sticky:
+		// WriteByte reports it.
+		if w.WriteByte('\n') != nil {
+			return
+		}
 		// Pipelined requests already in the buffer get their answers in one write.
 		if r.Buffered() == 0 || eof {
-			c.SetWriteDeadline(time.Now().Add(s.IdleTimeout))
 			if w.Flush() != nil {
 				return
 			}
@@ -330,7 +370,9 @@ func (s *Server) token(ctx context.Context, name string, peer Peer, log zerolog.
 		perr = &Error{Code: CodeUnavailable, Msg: err.Error()}
 	}
 	if perr.Code == CodeDenied {
-		log.Warn().Str("token", name).Str("addr", peer.Addr).Msg("peer denied")
+		s.warnings.warn(s.Log, "peer denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+			return e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("addr", peer.Addr)
+		})
 	} else {
 		log.Debug().Str("token", name).Str("code", perr.Code).Msg("request failed")
 	}
@@ -345,7 +387,8 @@ func (s *Server) serveBare(ctx context.Context, c net.Conn, peer Peer, log zerol
 	name := ""
 	unit, id, isCred := peer.Credential()
 	if isCred {
-		log = log.With().Str("unit", unit).Str("credential", id).Logger()
+		// Claimed: anyone can bind an address of that form.
+		log = log.With().Str("claimed_unit", unit).Str("credential", id).Logger()
 		if ValidName(id) {
 			name = id
 		}
@@ -356,7 +399,13 @@ func (s *Server) serveBare(ctx context.Context, c net.Conn, peer Peer, log zerol
 		t, perr = s.token(ctx, name, peer, log)
 	}
 	if perr != nil {
-		log.Warn().Str("token", name).Str("code", perr.Code).Str("reason", perr.Msg).Msg("connect-and-read client gets nothing")
+		s.warnings.warn(s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+			e = e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("code", perr.Code).Str("reason", Clean(perr.Msg))
+			if isCred {
+				e = e.Str("claimed_unit", unit).Str("credential", id)
+			}
+			return e
+		})
 		return
 	}
 	if isCred {

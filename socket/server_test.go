@@ -54,7 +54,8 @@ func serve(t *testing.T, tune func(*Server)) (string, *syncBuffer) {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	s := &Server{Tokens: &fakeTokens{}, Log: zerolog.New(logs)}
+	// The tests run as root, whom the limits exempt; here nobody is.
+	s := &Server{Tokens: &fakeTokens{}, Log: zerolog.New(logs), exempt: func(uint32) bool { return false }}
 	if tune != nil {
 		tune(s)
 	}
@@ -176,7 +177,7 @@ func TestServerLoadCredential(t *testing.T) {
 			t.Errorf("credential %s: got %q, want %q", id, out, want)
 		}
 	}
-	if !strings.Contains(logs.String(), `"unit":"api-call.service"`) {
+	if !strings.Contains(logs.String(), `"claimed_unit":"api-call.service"`) {
 		t.Errorf("unit not logged: %s", logs)
 	}
 	if strings.Contains(logs.String(), "tok-") {
@@ -330,7 +331,7 @@ func TestListenGroup(t *testing.T) {
 // A flood of refused connections gives a few summary lines, not one each,
 // and the summaries count every refusal.
 func TestServerBusyLogSummary(t *testing.T) {
-	path, logs := serve(t, func(s *Server) { s.SetMaxConns(1); s.busy.interval = 500 * time.Millisecond })
+	path, logs := serve(t, func(s *Server) { s.SetMaxConns(1); s.warnings.interval = 500 * time.Millisecond })
 	hold(t, path)
 	const n = 50
 	start := time.Now()
@@ -343,11 +344,11 @@ func TestServerBusyLogSummary(t *testing.T) {
 		for _, l := range strings.Split(logs.String(), "\n") {
 			var e struct {
 				Message string
-				Refused int
+				Count   int
 			}
 			if json.Unmarshal([]byte(l), &e) == nil && e.Message == "connections refused: too many connections" {
 				lines++
-				refused += e.Refused
+				refused += e.Count
 			}
 		}
 		return lines, refused
@@ -370,9 +371,9 @@ func TestServerBusyLogSummary(t *testing.T) {
 	}
 }
 
-// Refused connections linger to deliver their ERR line, but only so many
-// at once: past the bound a flood is closed at once, and the server keeps
-// no more goroutines for it.
+// Refused connections linger to tell a request from a connect-and-read
+// client, but only so many at once: past the bound a flood is glanced at
+// and closed, and the server keeps no more goroutines for it.
 func TestServerBusyLingerBound(t *testing.T) {
 	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1); s.maxLingering = 4 })
 	hold(t, path)
@@ -387,22 +388,146 @@ func TestServerBusyLingerBound(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
-	// Every client hears ERR busy at once, past the bound too; none hangs.
-	lines := 0
+	// Every silent client is closed within the linger time, with nothing
+	// written: what it would read could be taken for a token.
 	for _, c := range conns {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b, err := io.ReadAll(c)
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Fatalf("a refused client hung")
 		}
-		if strings.HasPrefix(string(b), "ERR busy ") {
-			lines++
+		if len(b) != 0 {
+			t.Errorf("a silent refused client read %q", b)
 		}
 		if n := runtime.NumGoroutine() - base; n > 4+2 {
 			t.Fatalf("%d goroutines for refused connections, want at most 4 (+2 slack)", n)
 		}
 	}
-	if lines != 40 {
-		t.Errorf("%d of 40 refused clients got ERR busy", lines)
+	// Clients that ask hear ERR busy, past the bound too.
+	for i := 0; i < 40; i++ {
+		if got := converse(t, path, "PING\n"); got != "ERR busy too many connections, try again\n" {
+			t.Fatalf("asking client %d: %q", i, got)
+		}
+	}
+}
+
+// A connect-and-read client (LoadCredential=) that cannot be served
+// because the server is busy gets nothing, never ERR text that would
+// become its credential.
+func TestServerBusyConnectAndRead(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1) })
+	hold(t, path)
+	for i := 0; i < 3; i++ {
+		if got := converse(t, path, ""); got != "" {
+			t.Errorf("busy connect-and-read client got %q", got)
+		}
+	}
+}
+
+// A client that pipelines requests and never reads its answers is closed
+// after the idle timeout (the server's writes have deadlines, bufio's
+// implicit flushes too), and its slot is freed.
+func TestServerPipelinerNeverReads(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1); s.IdleTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() {
+		req := []byte(strings.Repeat("PING\n", 1000))
+		c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		for {
+			if _, err := c.Write(req); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the server never closed a client that does not read")
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("writer still going")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for converse(t, path, "PING\n") != "OK PONG\n" {
+		if time.Now().After(deadline) {
+			t.Fatal("the slot was not freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Many denied requests make a few log lines, summed per uid.
+func TestServerDeniedLogSummary(t *testing.T) {
+	path, logs := serve(t, func(s *Server) { s.warnings.interval = 300 * time.Millisecond })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 5000
+	go io.WriteString(c, strings.Repeat("TOKEN locked\n", n))
+	r := bufio.NewReader(c)
+	for i := 0; i < n; i++ {
+		if l, err := r.ReadString('\n'); err != nil || l != "ERR denied no\n" {
+			t.Fatalf("answer %d: %q %v", i, l, err)
+		}
+	}
+	want := fmt.Sprintf(`"%d":`, os.Getuid())
+	waitForLog := time.Now().Add(5 * time.Second)
+	for {
+		lines, total := 0, 0
+		for _, l := range strings.Split(logs.String(), "\n") {
+			var e struct {
+				Message string
+				Count   int
+			}
+			if json.Unmarshal([]byte(l), &e) == nil && e.Message == "peer denied" {
+				lines++
+				total += e.Count
+				if e.Count > 1 && !strings.Contains(l, want) {
+					t.Errorf("summary without the uid: %s", l)
+				}
+			}
+		}
+		if total == n {
+			if lines > 10 {
+				t.Errorf("%d log lines for %d denied requests", lines, n)
+			}
+			break
+		}
+		if time.Now().After(waitForLog) {
+			t.Fatalf("logged %d of %d denied requests in %d lines", total, n, lines)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// One uid holding its share of slots gets ERR busy; an exempt uid (root,
+// the server's own) is not capped per uid and has slots reserved past
+// max_connections.
+func TestServerPerUIDCap(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(10); s.SetMaxPerUID(2) })
+	hold(t, path)
+	hold(t, path)
+	if got := converse(t, path, "PING\n"); got != "ERR busy too many connections from this uid, try again\n" {
+		t.Errorf("third connection of one uid: %q", got)
+	}
+	me := uint32(os.Getuid())
+	path, _ = serve(t, func(s *Server) {
+		s.SetMaxConns(2)
+		s.SetMaxPerUID(1)
+		s.exempt = func(uid uint32) bool { return uid == me }
+	})
+	for i := 0; i < 4; i++ {
+		hold(t, path) // past both caps, within the reserve
+	}
+	if got := converse(t, path, "PING\n"); got != "OK PONG\n" {
+		t.Errorf("exempt uid: %q", got)
 	}
 }
