@@ -64,11 +64,20 @@ func Run(ctx context.Context, opts Options) error {
 		logw:      opts.Log,
 		log:       log,
 		cfg:       cfg,
-		hc:        &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}},
+		hc:        tokenClient(),
 		poke:      make(chan struct{}, 1),
 		creds:     &credsRef{},
 	}
 	return d.run(ctx)
+}
+
+// tokenClient is the HTTP client for token requests. It follows no
+// redirect: the request carries the client secret (see fetch).
+func tokenClient() *http.Client {
+	return &http.Client{
+		Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 type daemon struct {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokend/tokend/socket"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -32,10 +33,14 @@ type grant struct {
 }
 
 // endpointError is a failed token request. Its text never holds a secret.
+// It goes to clients (ERR unavailable) and to systemd's STATUS=, which any
+// local user can read, so it leaves out the server's free-text
+// error_description: that is for the log only (Description), redacted and
+// cleaned like every server text.
 type endpointError struct {
 	Status      int    // HTTP status, 0 when no answer arrived
 	Code        string // RFC 6749 §5.2 "error", if any
-	Description string
+	Description string // error_description; logs only
 	RetryAfter  time.Duration
 	Err         error // transport or decoding failure
 }
@@ -46,8 +51,6 @@ func (e *endpointError) Error() string {
 		return fmt.Sprintf("token endpoint unreachable: %v", e.Err)
 	case e.Err != nil:
 		return fmt.Sprintf("token endpoint answered %d: %v", e.Status, e.Err)
-	case e.Code != "" && e.Description != "":
-		return fmt.Sprintf("token endpoint answered %d %s: %q", e.Status, e.Code, e.Description)
 	case e.Code != "":
 		return fmt.Sprintf("token endpoint answered %d %s", e.Status, e.Code)
 	}
@@ -105,6 +108,15 @@ func fetch(ctx context.Context, hc *http.Client, tc *TokenConfig, creds vaultsrc
 		return grant{}, &endpointError{Err: scrubURLError(err)}
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Never followed (the client's CheckRedirect): the request carries
+		// the secret, and a redirect may point anywhere.
+		where := "no Location"
+		if loc, err := resp.Location(); err == nil {
+			where = "a redirect to " + loc.Scheme + "://" + loc.Host
+		}
+		return grant{}, &endpointError{Status: resp.StatusCode, Err: fmt.Errorf("%s; tokend does not follow redirects with the client secret: set token_url to the final URL", where)}
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		return grant{}, &endpointError{Status: resp.StatusCode, Err: fmt.Errorf("reading the answer: %w", err)}
@@ -119,8 +131,14 @@ func fetch(ctx context.Context, hc *http.Client, tc *TokenConfig, creds vaultsrc
 			Description string `json:"error_description"`
 		}
 		if json.Unmarshal(body, &oe) == nil {
-			e.Code = serverText(oe.Error, 64, creds)
-			e.Description = serverText(oe.Description, 200, creds)
+			// An error code is one word (invalid_client); free text in
+			// its place is logged like a description, never served.
+			if isCode(oe.Error) {
+				e.Code = oe.Error
+			} else if oe.Error != "" {
+				oe.Description = strings.TrimSpace("error " + oe.Error + "; " + oe.Description)
+			}
+			e.Description = serverText(oe.Description, socket.MaxText, creds)
 		}
 		return grant{}, e
 	}
@@ -180,7 +198,8 @@ func parseExpiresIn(raw json.RawMessage, creds vaultsrc.Credentials) (secs int64
 		s = strings.TrimSpace(uq)
 	}
 	f, perr := strconv.ParseFloat(s, 64)
-	if perr != nil || f <= 0 || f > 10*365*24*3600 {
+	// Written so that NaN fails too; Inf is over the bound.
+	if perr != nil || !(f > 0 && f <= 10*365*24*3600) {
 		return 0, true, fmt.Errorf("expires_in %q is not a positive number of seconds", serverText(s, 32, creds))
 	}
 	return int64(f), true, nil
@@ -200,6 +219,20 @@ func retryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
+// isCode reports whether s looks like an RFC 6749 §5.2 error code.
+func isCode(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func isTokenText(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] > '~' {
@@ -209,28 +242,74 @@ func isTokenText(s string) bool {
 	return s != ""
 }
 
-// serverText makes text a server sent safe to log and to serve as an ERR
-// reason: the client secret removed in every form the request carried it
-// (a server may echo the request), then printable ASCII, capped. All
-// server text in an endpointError passes through here.
+// serverText makes text a server sent safe to log and to serve: the client
+// secret removed in every form the request carried it or a server might
+// echo it (raw; form- or path-encoded with either case of hex; base64,
+// padded or not, standard or URL alphabet, of the secret and of both Basic
+// credentials), then cleaned and capped. JSON's \u escapes are undone by
+// the decoder before this sees the text.
 func serverText(s string, max int, c vaultsrc.Credentials) string {
 	if c.Secret != "" {
-		for _, form := range []string{
-			base64.StdEncoding.EncodeToString([]byte(c.ID + ":" + c.Secret)),
-			base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID) + ":" + url.QueryEscape(c.Secret))),
-			url.QueryEscape(c.Secret),
-			c.Secret,
-		} {
-			s = strings.ReplaceAll(s, form, "[redacted]")
+		s = redact(s, secretForms(c))
+	}
+	return socket.CleanN(s, max)
+}
+
+// secretForms lists the encodings of c's secret to hide.
+func secretForms(c vaultsrc.Credentials) []string {
+	forms := []string{c.Secret, url.QueryEscape(c.Secret), url.PathEscape(c.Secret)}
+	for _, plain := range []string{c.Secret, c.ID + ":" + c.Secret, url.QueryEscape(c.ID) + ":" + url.QueryEscape(c.Secret)} {
+		// Unpadded forms are prefixes of the padded ones.
+		forms = append(forms, base64.RawStdEncoding.EncodeToString([]byte(plain)), base64.RawURLEncoding.EncodeToString([]byte(plain)))
+	}
+	return forms
+}
+
+// redact replaces every occurrence of the forms in s, ignoring ASCII case
+// (percent-encoding may use either; hiding a little more is harmless).
+func redact(s string, forms []string) string {
+	fold := asciiLower(s)
+	var hide []bool
+	for _, f := range forms {
+		if f == "" {
+			continue
+		}
+		lf := asciiLower(f)
+		for i := 0; ; {
+			j := strings.Index(fold[i:], lf)
+			if j < 0 {
+				break
+			}
+			if hide == nil {
+				hide = make([]bool, len(s))
+			}
+			for k := i + j; k < i+j+len(lf); k++ {
+				hide[k] = true
+			}
+			i += j + 1
 		}
 	}
-	b := []byte(s)
-	if len(b) > max {
-		b = b[:max]
+	if hide == nil {
+		return s
 	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case !hide[i]:
+			b.WriteByte(s[i])
+		case i == 0 || !hide[i-1]:
+			b.WriteString("[redacted]")
+		}
+	}
+	return b.String()
+}
+
+// asciiLower lowercases ASCII letters only, so byte offsets stay put.
+func asciiLower(s string) string {
+	b := []byte(s)
 	for i, c := range b {
-		if c < ' ' || c > '~' {
-			b[i] = '?'
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
 		}
 	}
 	return string(b)

@@ -5,13 +5,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/socket"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -55,7 +60,11 @@ func TestFetchAnswers(t *testing.T) {
 		{name: "token with space", f: fault{status: 200, body: `{"access_token":"a b","expires_in":60}`}, wantErr: "spaces"},
 		{name: "bad expires_in", f: fault{status: 200, body: `{"access_token":"a","expires_in":"soon"}`}, wantErr: "expires_in"},
 		{name: "huge body", f: fault{status: 200, body: strings.Repeat("x", maxBody+10)}, wantErr: "larger than"},
-		{name: "invalid_scope", f: fault{status: 400, body: `{"error":"invalid_scope","error_description":"nope"}`}, wantErr: `400 invalid_scope: "nope"`},
+		{name: "invalid_scope", f: fault{status: 400, body: `{"error":"invalid_scope","error_description":"nope"}`}, wantErr: `400 invalid_scope`},
+		{name: "expires_in NaN", f: fault{status: 200, body: `{"access_token":"a","expires_in":"NaN"}`}, wantErr: "expires_in"},
+		{name: "expires_in Inf", f: fault{status: 200, body: `{"access_token":"a","expires_in":"+Inf"}`}, wantErr: "expires_in"},
+		{name: "expires_in negative", f: fault{status: 200, body: `{"access_token":"a","expires_in":-5}`}, wantErr: "expires_in"},
+		{name: "expires_in zero", f: fault{status: 200, body: `{"access_token":"a","expires_in":0}`}, wantErr: "expires_in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,29 +111,87 @@ func TestFetchRejectedAndTimeout(t *testing.T) {
 	}
 }
 
-// A server that echoes the secret into its error answer, raw or in any form
-// the request carried it (form-encoded, either Basic header), must not
-// get it into the error text, which is logged and served as ERR reasons.
+// A server that echoes the secret into its error answer, in any form the
+// request carried it or a server might re-encode it, must not get it into
+// the error text (served as ERR reasons and STATUS=) or the description
+// (logged). The description never reaches clients at all.
 func TestFetchErrorHidesEchoedSecret(t *testing.T) {
-	const id, pw = "rbm client", `p"+s/w\d=1%&`
-	forms := []string{
-		pw,
-		url.QueryEscape(pw),
-		base64.StdEncoding.EncodeToString([]byte(id + ":" + pw)),
-		base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(pw))),
+	const id, pw = "rbm client", `p"+s/w\d=1%&é`
+	lowerHex := func(s string) string {
+		return regexp.MustCompile(`%[0-9A-F]{2}`).ReplaceAllStringFunc(s, strings.ToLower)
 	}
-	for i, form := range forms {
-		e := newEndpoint(t, "basic+body", id, pw)
-		desc, _ := json.Marshal("bad client secret " + form)
-		e.push(fault{status: 401, body: `{"error":"invalid_client","error_description":` + string(desc) + `}`})
-		_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
-		if err == nil || !strings.Contains(err.Error(), "invalid_client") {
-			t.Fatalf("form %d: %v", i, err)
+	jsonU := func(s string) string { // every byte as a \u escape, as JSON allows
+		var b strings.Builder
+		for _, r := range s {
+			fmt.Fprintf(&b, `\u%04x`, r)
 		}
-		for _, f := range forms {
-			if strings.Contains(err.Error(), f) || strings.Contains(err.Error(), strings.Trim(strconv.Quote(f), `"`)) {
-				t.Errorf("form %d: error text holds the secret: %s", i, err)
+		return b.String()
+	}
+	forms := map[string]string{
+		"raw":                 pw,
+		"form-encoded":        url.QueryEscape(pw),
+		"form-encoded, lower": lowerHex(url.QueryEscape(pw)),
+		"path-encoded":        url.PathEscape(pw),
+		"path-encoded, lower": lowerHex(url.PathEscape(pw)),
+		"base64 secret":       base64.StdEncoding.EncodeToString([]byte(pw)),
+		"base64url secret":    base64.RawURLEncoding.EncodeToString([]byte(pw)),
+		"basic literal":       base64.StdEncoding.EncodeToString([]byte(id + ":" + pw)),
+		"basic rfc":           base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(pw))),
+	}
+	for name, form := range forms {
+		for _, field := range []string{"error_description", "error"} {
+			e := newEndpoint(t, "basic+body", id, pw)
+			raw, _ := json.Marshal("bad client secret " + form + " here")
+			text := string(raw)
+			if name == "raw" {
+				text = `"bad client secret ` + jsonU(pw) + ` here"`
+			}
+			body := `{"error":"invalid_client","error_description":` + text + `}`
+			if field == "error" {
+				body = `{"error":` + text + `}`
+			}
+			e.push(fault{status: 401, body: body})
+			_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
+			var ee *endpointError
+			if !errors.As(err, &ee) || !ee.rejected() {
+				t.Fatalf("%s in %s: %v", name, field, err)
+			}
+			for what, txt := range map[string]string{"error text": err.Error(), "description": ee.Description} {
+				for _, f := range forms {
+					if strings.Contains(txt, f) || strings.Contains(txt, socket.Clean(f)) || strings.Contains(txt, strings.Trim(strconv.Quote(f), `"`)) {
+						t.Errorf("%s in %s: the %s holds the secret: %s", name, field, what, txt)
+					}
+				}
+			}
+			if strings.Contains(err.Error(), "here") {
+				t.Errorf("%s in %s: the description reached the client-facing text: %s", name, field, err)
 			}
 		}
+	}
+}
+
+// A token request follows no redirect: the catcher it points to, on
+// another port and over plain http, receives nothing, and the error names
+// the status and the Location's host.
+func TestFetchNoRedirect(t *testing.T) {
+	var caught atomic.Int32
+	catcher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { caught.Add(1) }))
+	defer catcher.Close()
+	target := catcher.URL + "/steal"
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		redirector := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target, status)
+		}))
+		hc := tokenClient()
+		hc.Transport.(*http.Transport).TLSClientConfig = redirector.Client().Transport.(*http.Transport).TLSClientConfig
+		_, err := fetch(context.Background(), hc, tokenConfig(redirector.URL+"/oauth2/token", "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
+		redirector.Close()
+		want := fmt.Sprintf("answered %d: a redirect to %s; tokend does not follow redirects", status, strings.TrimSuffix(catcher.URL, "/steal"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%d: %v, want %q", status, err, want)
+		}
+	}
+	if n := caught.Load(); n != 0 {
+		t.Errorf("the catcher received %d requests", n)
 	}
 }

@@ -138,6 +138,11 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 
 	sent := k.clock.Now()
 	g, err := k.obtain(ctx)
+	if err == nil && g.Lifetime <= k.cfg.MinRemaining {
+		// Never servable: back off like a failure rather than ask again
+		// at once, and again, for tokens nobody can have.
+		err = fmt.Errorf("the token endpoint issues tokens for %s, not more than min_remaining %s: lower min_remaining", g.Lifetime, k.cfg.MinRemaining)
+	}
 	if err == nil {
 		*failures = 0
 		t := &socket.Token{
@@ -152,14 +157,12 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 		next := sent.Add(refreshAfter(g.Lifetime, k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
 		k.state.Store(&keeperState{retryAt: next})
 		ev := k.log.Info()
+		msg := "token refreshed"
 		if g.NoExpiry {
 			ev = k.log.Warn().Dur("assumed_lifetime", g.Lifetime)
+			msg = "token refreshed; the answer had no expires_in, assuming a short lifetime"
 		}
-		if g.Lifetime <= k.cfg.MinRemaining {
-			ev = k.log.Warn().Dur("min_remaining", k.cfg.MinRemaining)
-		}
-		ev.Dur("lifetime", g.Lifetime).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).
-			Msg(refreshedMsg(g, k.cfg.MinRemaining))
+		ev.Dur("lifetime", g.Lifetime).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).Msg(msg)
 		return max(next.Sub(k.clock.Now()), 0)
 	}
 	*failures++
@@ -169,24 +172,20 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 		retryAfter = ee.RetryAfter
 	}
 	wait := retryDelay(*failures, k.cfg.RetryMax, retryAfter, k.rand())
-	msg := err.Error()
+	// Upstream text (Vault's errors, TLS and DNS errors, the endpoint's
+	// fields) is cleaned once, here, before it reaches ERR lines,
+	// STATUS= and the log.
+	msg := socket.Clean(err.Error())
 	k.state.Store(&keeperState{err: msg, retryAt: k.clock.Now().Add(wait)})
 	ev := k.log.Warn()
 	if ee != nil && ee.rejected() {
 		ev = k.log.Error().Str("hint", "the token endpoint rejects the client credentials read from vault; check the secret at "+k.cfg.Secret.String())
 	}
+	if ee != nil && ee.Description != "" {
+		ev = ev.Str("error_description", ee.Description) // already redacted and cleaned
+	}
 	ev.Str("error", msg).Int("failures", *failures).Dur("retry_in", wait).Msg("token refresh failed")
 	return wait
-}
-
-func refreshedMsg(g grant, minRemaining time.Duration) string {
-	switch {
-	case g.NoExpiry:
-		return "token refreshed; the answer had no expires_in, assuming a short lifetime"
-	case g.Lifetime <= minRemaining:
-		return "token refreshed, but its lifetime is not above min_remaining, so it cannot be served"
-	}
-	return "token refreshed"
 }
 
 // obtain reads the credentials and asks for a token. When the endpoint
@@ -200,7 +199,7 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 	g, err := fetch(ctx, k.hc, k.cfg, creds)
 	var ee *endpointError
 	if errors.As(err, &ee) && ee.rejected() {
-		k.log.Warn().Str("error", err.Error()).Msg("client credentials rejected; reading them again from vault")
+		k.log.Warn().Str("error", socket.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
 		fresh, verr := k.readVault(ctx)
 		switch {
 		case verr != nil:

@@ -333,3 +333,27 @@ func TestKeeperWedged(t *testing.T) {
 	close(src.release)
 	waitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
 }
+
+// Tokens that live no longer than min_remaining can never be served: the
+// keeper backs off as after a failure instead of asking again every
+// second, and says why.
+func TestKeeperLifetimeUnderMinRemaining(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	r.clock.nextWait(t)
+	r.ep.setTTL(30) // min_remaining is a minute
+	r.clock.Advance(time.Hour)
+	var waits []time.Duration
+	for i := 0; i < 8; i++ {
+		w := r.clock.nextWait(t)
+		waits = append(waits, w)
+		r.clock.Advance(w)
+	}
+	if waits[len(waits)-1] < 5*time.Second {
+		t.Errorf("no backoff: %v", waits)
+	}
+	_, err := r.get(t)
+	var perr *socket.Error
+	if !errors.As(err, &perr) || perr.Code != socket.CodeUnavailable || !strings.Contains(perr.Msg, "issues tokens for 30s, not more than min_remaining 1m0s") {
+		t.Errorf("get: %v", err)
+	}
+}

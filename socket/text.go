@@ -12,12 +12,15 @@ const MaxText = 300
 // server cannot end a line early, inject an sd_notify assignment such as
 // READY=1, or drive an operator's terminal; the result is capped at
 // MaxText bytes. Every text from upstream passes through it.
-func Clean(s string) string {
+func Clean(s string) string { return CleanN(s, MaxText) }
+
+// CleanN is Clean with another cap (at least 3 bytes).
+func CleanN(s string, max int) string {
 	const hex = "0123456789abcdef"
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if b.Len() >= MaxText {
-			return b.String()[:MaxText-3] + "..."
+		if b.Len() >= max {
+			return b.String()[:max-3] + "..."
 		}
 		c := s[i]
 		if c >= ' ' && c <= '~' {
@@ -28,8 +31,8 @@ func Clean(s string) string {
 		b.WriteByte(hex[c>>4])
 		b.WriteByte(hex[c&15])
 	}
-	if b.Len() > MaxText {
-		return b.String()[:MaxText-3] + "..."
+	if b.Len() > max {
+		return b.String()[:max-3] + "..."
 	}
 	return b.String()
 }
