@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -83,6 +84,11 @@ func New(cfg Config, log zerolog.Logger) (*Source, error) {
 	// fall back to the credentials it has, rather than retry slowly here.
 	vc.MaxRetries = 0
 	vc.Timeout = 10 * time.Second
+	u, err := url.Parse(vc.Address)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("vault address %q is not a URL", vc.Address)
+	}
+	vc.HttpClient.Transport = &guard{base: vc.HttpClient.Transport, host: u.Host}
 	client, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client for %q: %w", vc.Address, err)
@@ -135,13 +141,13 @@ func (s *Source) read(ctx context.Context, sec Secret) (map[string]any, error) {
 	if sec.Version == 1 {
 		kv, err := s.client.KVv1(sec.Mount).Get(ctx, sec.Path)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", sec, err)
+			return nil, fmt.Errorf("reading %s: %w", sec, compact(err))
 		}
 		return kv.Data, nil
 	}
 	kv, err := s.client.KVv2(sec.Mount).Get(ctx, sec.Path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", sec, err)
+		return nil, fmt.Errorf("reading %s: %w", sec, compact(err))
 	}
 	if kv.Data == nil {
 		v := 0
@@ -170,6 +176,35 @@ func field(data map[string]any, sec Secret, name string) (string, error) {
 	}
 	return str, nil
 }
+
+// compact turns the library's multi-line answer errors into one line:
+// "vault answered 403 to GET /v1/secret/data/x: permission denied". The
+// text stays Vault's (it may hold anything, even a proxy's HTML page):
+// whoever repeats it cleans it first (socket.Clean in the daemon).
+func compact(err error) error {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return err
+	}
+	path := re.URL
+	if u, perr := url.Parse(re.URL); perr == nil {
+		path = u.Path
+	}
+	what := strings.Join(re.Errors, "; ")
+	if re.RawError {
+		what = "not a Vault answer: " + what
+	}
+	return &answerError{re: re, text: fmt.Sprintf("vault answered %d to %s %s: %s", re.StatusCode, re.HTTPMethod, path, what)}
+}
+
+// answerError is a compacted *api.ResponseError; errors.As still finds it.
+type answerError struct {
+	re   *api.ResponseError
+	text string
+}
+
+func (e *answerError) Error() string { return e.text }
+func (e *answerError) Unwrap() error { return e.re }
 
 func isForbidden(err error) bool {
 	var re *api.ResponseError
@@ -239,7 +274,7 @@ func (s *Source) logIn(ctx context.Context) (*api.Secret, error) {
 		sec, err := s.client.Logical().WriteWithContext(ctx, path,
 			map[string]any{"role_id": roleID, "secret_id": secretID})
 		if err != nil {
-			return nil, fmt.Errorf("vault approle login at %q: %w", path, err)
+			return nil, fmt.Errorf("vault approle login at %q: %w", path, compact(err))
 		}
 		if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
 			return nil, fmt.Errorf("vault approle login at %q: no token in the answer", path)
@@ -311,7 +346,7 @@ func (s *Source) watch(ctx context.Context, sec *api.Secret) *api.Secret {
 		// A token from a file or the environment: ask Vault what it is.
 		self, err := s.client.Auth().Token().LookupSelfWithContext(ctx)
 		if err != nil {
-			s.log.Warn().Err(err).Msg("vault token lookup failed; will retry")
+			s.log.Warn().Err(compact(err)).Msg("vault token lookup failed; will retry")
 			select {
 			case <-ctx.Done():
 			case next := <-s.relogin:
@@ -361,7 +396,7 @@ func (s *Source) watch(ctx context.Context, sec *api.Secret) *api.Secret {
 			s.log.Debug().Int("ttl_s", r.Secret.Auth.LeaseDuration).Msg("vault token renewed")
 		case err := <-w.DoneCh():
 			if err != nil {
-				s.log.Warn().Err(err).Msg("vault token renewal failed; logging in again")
+				s.log.Warn().Err(compact(err)).Msg("vault token renewal failed; logging in again")
 			} else {
 				s.log.Info().Msg("vault token reached its max TTL; logging in again")
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon"
+	"github.com/tokend/tokend/socket"
 )
 
 const usage = `usage: tokend [serve] [--config FILE]   run the daemon
@@ -30,6 +31,10 @@ func main() {
 	// Durations in logs as seconds ("retry_in":2.5), not zerolog's default milliseconds.
 	zerolog.DurationFieldUnit = time.Second
 	zerolog.DurationFieldInteger = false
+	// Errors may carry upstream text (Vault's answers, TLS and DNS errors):
+	// in a log line they pass through the same cleaning as ERR lines and
+	// STATUS=, so no server can forge lines or drive a terminal.
+	zerolog.ErrorMarshalFunc = func(err error) any { return socket.Clean(err.Error()) }
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -1,0 +1,78 @@
+package vaultsrc
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+// A Vault (or something in its place) that redirects a read elsewhere
+// never gets the Vault token sent there: the catcher, on another port,
+// receives nothing.
+func TestNoRedirectToAnotherHost(t *testing.T) {
+	var caught atomic.Int32
+	catcher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		caught.Add(1)
+		w.WriteHeader(500)
+	}))
+	defer catcher.Close()
+	for _, status := range []int{301, 302, 307, 308} {
+		vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, catcher.URL+r.URL.Path, status)
+		}))
+		tok := filepath.Join(t.TempDir(), "token")
+		os.WriteFile(tok, []byte("hvs.secret-vault-token"), 0o600)
+		src, err := New(Config{Address: vault.URL, Auth: "token", TokenFile: tok}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = src.Read(context.Background(), Secret{Mount: "secret", Path: "app", Version: 2, IDField: "client_id", SecretField: "client_secret"})
+		vault.Close()
+		if err == nil {
+			t.Errorf("%d: read succeeded", status)
+		} else if strings.Contains(err.Error(), "hvs.secret") {
+			t.Errorf("%d: error holds the token: %v", status, err)
+		}
+		if status != 308 && !strings.Contains(err.Error(), "tokend sends its Vault token to no other host") {
+			t.Errorf("%d: %v", status, err)
+		}
+	}
+	if n := caught.Load(); n != 0 {
+		t.Errorf("the catcher received %d requests", n)
+	}
+}
+
+// An error page of any size is read only up to the cap, and the error is
+// one line.
+func TestVaultErrorBounded(t *testing.T) {
+	var sent atomic.Int64
+	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(502)
+		chunk := []byte(strings.Repeat("<html>bad gateway\n", 1000))
+		for i := 0; i < 1000; i++ { // 18 MB on offer
+			n, err := w.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}))
+	defer vault.Close()
+	tok := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tok, []byte("t"), 0o600)
+	src, _ := New(Config{Address: vault.URL, Auth: "token", TokenFile: tok}, zerolog.Nop())
+	_, err := src.Read(context.Background(), Secret{Mount: "secret", Path: "app", Version: 2, IDField: "a", SecretField: "b"})
+	if err == nil || !strings.HasPrefix(err.Error(), "reading secret/app (kv v2): vault answered 502 to GET /v1/secret/data/app: not a Vault answer: <html>") {
+		t.Fatalf("error: %.200v", err)
+	}
+	if len(err.Error()) > maxBody+200 {
+		t.Errorf("error of %d bytes", len(err.Error()))
+	}
+}
