@@ -81,8 +81,9 @@ func tokenClient() *http.Client {
 }
 
 type daemon struct {
-	idProblem string // why peer ids may not be the host's; "" when they are
-	activated bool   // the socket came from systemd
+	ready     atomic.Bool // READY=1 was sent
+	idProblem string      // why peer ids may not be the host's; "" when they are
+	activated bool        // the socket came from systemd
 	path      string
 	logw      *LogWriter
 	log       zerolog.Logger
@@ -215,9 +216,16 @@ func (d *daemon) run(ctx context.Context) error {
 		case err := <-served:
 			return fmt.Errorf("socket server stopped: %w", err)
 		case <-hup:
-			n.send("RELOADING=1\n" + monotonicUsec())
+			// Before the first READY=1, a reload is not systemd's business:
+			// READY=1 after it would announce tokens that do not exist yet.
+			ready := d.ready.Load()
+			if ready {
+				n.send("RELOADING=1\n" + monotonicUsec())
+			}
 			d.reload()
-			n.send("READY=1\nSTATUS=" + d.status())
+			if ready {
+				n.send("READY=1\n" + statusLine(d.status()))
+			}
 		}
 	}
 }

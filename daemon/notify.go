@@ -34,6 +34,11 @@ func (n *notifier) send(state string) {
 
 func monotonicUsec() string { return sddaemon.SdNotifyMonotonicUsec() }
 
+// statusLine is the STATUS= assignment for status. Its parts are cleaned
+// where they enter; cleaning the whole again guarantees one line, so no
+// text can add an assignment (READY=1, WATCHDOG=trigger) of its own.
+func statusLine(status string) string { return "STATUS=" + socket.CleanN(status, 2000) }
+
 // supervise reports readiness and status to systemd and pets the watchdog.
 // READY=1 goes out once every token has been obtained, so units ordered
 // after tokend start with a working token. The watchdog is pinged only
@@ -54,10 +59,11 @@ func (d *daemon) supervise(ctx context.Context, n *notifier) {
 		switch {
 		case !ready && d.allReady():
 			ready = true
-			n.send("READY=1\nSTATUS=" + status)
+			d.ready.Store(true)
+			n.send("READY=1\n" + statusLine(status))
 			d.log.Info().Str("status", status).Msg("ready")
 		case status != last:
-			n.send("STATUS=" + status)
+			n.send(statusLine(status))
 		}
 		last = status
 		if n.watchdog > 0 && time.Since(lastPet) >= n.watchdog/2-tick/2 {
