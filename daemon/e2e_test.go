@@ -388,6 +388,55 @@ func TestE2ECheck(t *testing.T) {
 	if out, err := exec.Command(tokend, "version").Output(); err != nil || !strings.HasPrefix(string(out), "tokend ") {
 		t.Errorf("version: %v %q", err, out)
 	}
+
+	// Operator mistakes tokend can run with are warned about, like sshd's
+	// StrictModes: a config others may write, a Vault token others may
+	// read or another user owns, a socket directory anyone may write, a
+	// socket_mode open to all.
+	if os.Getuid() != 0 {
+		need(t, "root", "chown to another user needs root")
+	}
+	open := filepath.Join(dir, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	tok := filepath.Join(dir, "vault-token")
+	os.WriteFile(tok, []byte("t"), 0o644)
+	os.Chown(tok, 4242, 4242)
+	loose := filepath.Join(dir, "loose.toml")
+	os.WriteFile(loose, []byte(fmt.Sprintf("socket = %q\nsocket_mode = \"0666\"\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken_file = %q\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\n",
+		filepath.Join(open, "t.sock"), tok)), 0o666)
+	os.Chmod(loose, 0o666)
+	cmd := exec.Command(tokend, "check", "--config", loose)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Errorf("check with warnings: %v", err)
+	}
+	for _, want := range []string{
+		`warning: config "` + loose + `" is writable by group or others (mode 0666)`,
+		`warning: vault.token_file "` + tok + `" is readable by others (mode 0644)`,
+		`warning: vault.token_file "` + tok + `" is owned by uid 4242, not root or tokend`,
+		`warning: socket directory "` + open + `" is writable by others (mode 0777)`,
+		`warning: socket_mode 0666 lets every local user connect`,
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("check lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	// An integer socket_mode is refused: TOML reads 438 as decimal.
+	os.WriteFile(loose, []byte("socket_mode = 438\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken_file = \"/dev/null\"\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\n"), 0o600)
+	out, _ = exec.Command(tokend, "check", "--config", loose).CombinedOutput()
+	if !strings.Contains(string(out), `line 1: socket_mode: 438 is a decimal integer (mode 0666)`) {
+		t.Errorf("integer socket_mode: %s", out)
+	}
+	// Plain http to a host that is not loopback is refused unless allowed.
+	os.WriteFile(loose, []byte("[vault]\naddress = \"http://vault.example.com:8200\"\ntoken_file = \"/dev/null\"\n[token.a]\ntoken_url = \"http://api.example.com/oauth2/token\"\nkv_path = \"p\"\n"), 0o600)
+	out, _ = exec.Command(tokend, "check", "--config", loose).CombinedOutput()
+	for _, want := range []string{`line 2: vault.address: "http://vault.example.com:8200" is plain http`, `line 5: token.a.token_url: "http://api.example.com/oauth2/token" is plain http`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("plain http: lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 // Short Vault token TTLs: the LifetimeWatcher renews, and at the max TTL
@@ -571,4 +620,88 @@ print(tokend(path=sys.argv[1]))
 	if err != nil || strings.TrimSpace(string(out)) != "Bearer "+tok {
 		t.Errorf("python snippet: %v %q", err, out)
 	}
+}
+
+// One uid holding its max_connections_per_uid of idle connections cannot
+// starve the others: another uid, root and a LoadCredential= client (root)
+// still get tokens, and the capped uid's own connect-and-read gets nothing
+// rather than an ERR text that would become a credential.
+func TestE2EPerUIDCap(t *testing.T) {
+	if os.Getuid() != 0 {
+		need(t, "root", "running clients as other uids needs root")
+	}
+	// The system's python: other uids cannot run one under /root (pyenv).
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		need(t, python, "apt-get install python3")
+	}
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	d := startTokend(t, standInConfig(t, ep, "socket_mode = \"0666\"\nmax_connections_per_uid = 4"))
+	tok := d.token()
+	const holder = `
+import socket, sys, time
+held = []
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(b"PING\n")
+    assert s.recv(100) == b"OK PONG\n"
+    held.append(s)
+print("holding", len(held), flush=True)
+time.sleep(120)
+`
+	hog := &syscall.Credential{Uid: 4242, Gid: 4242}
+	h := &proc{cmd: exec.Command(python, "-c", holder, d.sock, "4"), out: &syncBuf{}, done: make(chan struct{})}
+	h.cmd.Stdout, h.cmd.Stderr = h.out, h.out
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: hog, Setpgid: true}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { h.err = h.cmd.Wait(); close(h.done) }()
+	t.Cleanup(func() { h.stop(t, time.Second) })
+	waitFor(t, "uid 4242 to hold its 4 connections", 10*time.Second, func() bool {
+		if h.exited() {
+			t.Fatalf("holder exited: %s", h.out)
+		}
+		return strings.Contains(h.out.String(), "holding 4")
+	})
+
+	if _, errs, code := d.ctlAs(hog, "get"); code != 1 || !strings.Contains(errs, "busy: too many connections from this uid") {
+		t.Errorf("uid 4242 over its cap: exit %d %q", code, errs)
+	}
+	if got, errs, code := d.ctlAs(&syscall.Credential{Uid: 4343, Gid: 4343}, "get"); code != 0 || got != tok {
+		t.Errorf("uid 4343: exit %d %q", code, errs)
+	}
+	if got := d.token(); got != tok {
+		t.Errorf("root: %q", got)
+	}
+	// LoadCredential= connects as root from an address naming the unit.
+	local := &net.UnixAddr{Name: fmt.Sprintf("@%x/unit/api-call.service/vibes", time.Now().UnixNano()), Net: "unix"}
+	c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: d.sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if string(got) != tok {
+		t.Errorf("LoadCredential= as root: %q", got)
+	}
+	// The capped uid's connect-and-read: nothing at all.
+	read := exec.Command(python, "-c", `
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.shutdown(socket.SHUT_WR)
+data = s.recv(4096)
+sys.stdout.write(repr(data))
+`, d.sock)
+	read.SysProcAttr = &syscall.SysProcAttr{Credential: hog}
+	if out, err := read.CombinedOutput(); err != nil || string(out) != "b''" {
+		t.Errorf("capped uid's connect-and-read: %v %s", err, out)
+	}
+	if !strings.Contains(d.out.String(), `"message":"connections refused: too many connections from this uid"`) {
+		t.Errorf("refusal not logged")
+	}
+	d.noLeaks("csecret", tok)
 }
