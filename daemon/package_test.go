@@ -142,28 +142,34 @@ func TestPackage(t *testing.T) {
 		t.Errorf("tokend.socket not enabled: %v", err)
 	}
 
-	// The installed units and binary under a real systemd.
+	// The installed units and binary under a real systemd, with non-root
+	// clients on and off the allow lists, after start and restart.
 	t.Run("systemd", func(t *testing.T) {
+		hostUsers(t)
 		ep := newEndpoint(t, "basic+body", "cid", "csecret")
-		cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
-		tokenFile := configValue(cfg, "token_file")
-		vaultToken, _ := os.ReadFile(tokenFile)
-		cfg = strings.ReplaceAll(cfg, tokenFile, "/srv/vault-token")
+		cfg := clientsConfig(vaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.tokenURL())
 		svc, _ := os.ReadFile("/usr/lib/systemd/system/tokend.service")
 		sock, _ := os.ReadFile("/usr/lib/systemd/system/tokend.socket")
 		s := bootSystemd(t, map[string]string{
 			"tokend.service":             string(svc),
 			"tokend.socket":              string(sock),
 			"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/tokend --config /srv/tokend.toml\n",
-		}, map[string][]byte{"tokend.toml": []byte(cfg), "vault-token": vaultToken})
+		}, map[string][]byte{"tokend.toml": []byte(cfg), "vault-token": []byte("test-token")})
 		s.must("start", "tokend.socket")
 		out, err := exec.Command("nsenter", "-t", s.pid, "-m", "-p", "--", "/usr/bin/tokenctl", "get").CombinedOutput()
-		if err != nil || strings.TrimSpace(string(out)) != ep.lastToken() {
-			t.Errorf("installed tokenctl get: %v %q", err, out)
+		if err != nil || !ep.issuedSince(0, strings.TrimSpace(string(out))) {
+			t.Errorf("installed tokenctl get as root, through activation: %v %q", err, out)
 		}
 		if st := s.must("show", "tokend.service", "-p", "ActiveState", "--value"); st != "active" {
 			t.Errorf("tokend.service %s", st)
 		}
+		issued := func(tok string) bool { return ep.issuedSince(0, tok) }
+		s.checkClients(t, "installed, after activation", "/usr/bin/tokenctl", issued)
+		s.must("stop", "tokend.service")
+		s.must("start", "tokend.service")
+		s.checkClients(t, "installed, after systemctl start tokend.service", "/usr/bin/tokenctl", issued)
+		s.must("restart", "tokend.service")
+		s.checkClients(t, "installed, after restart", "/usr/bin/tokenctl", issued)
 	})
 
 	// Remove and purge.

@@ -94,6 +94,9 @@ func FuzzParse(f *testing.F) {
 			if err.Code != CodeBadRequest && err.Code != CodeTooLong {
 				t.Fatalf("unexpected code %q", err.Code)
 			}
+			if l := err.Line(); strings.ContainsAny(l, "\r\n\x00") || len(l) > 4+len(err.Code)+MaxText {
+				t.Fatalf("error line %q is not one short line", l)
+			}
 			return
 		}
 		switch req.Verb {
@@ -107,6 +110,24 @@ func FuzzParse(f *testing.F) {
 			}
 		default:
 			t.Fatalf("unknown verb %q accepted", req.Verb)
+		}
+	})
+}
+
+// Clean's output is one line of printable ASCII, capped, whatever the input.
+func FuzzClean(f *testing.F) {
+	for _, s := range []string{"plain", "a\nREADY=1\nWATCHDOG=trigger", "\x00\x1b[31m\r\n", "é", strings.Repeat("\n", 400)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := Clean(s)
+		if len(out) > MaxText {
+			t.Fatalf("%d bytes", len(out))
+		}
+		for i := 0; i < len(out); i++ {
+			if out[i] < ' ' || out[i] > '~' {
+				t.Fatalf("byte 0x%02x in %q", out[i], out)
+			}
 		}
 	})
 }

@@ -1,0 +1,84 @@
+package daemon
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// The config parser never panics; it either returns a configuration that
+// holds together or problems that each say something.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodConfig))
+	f.Add([]byte("socket_mode = 438\n[token.a]\ntoken_url = \"http://x\"\n"))
+	f.Add([]byte("[token.\"a b\"]\nallow_users = [1]\nmin_remaining = \"-1s\"\n"))
+	f.Add([]byte("[vault]\naddress = \"http://user:pw@h\"\n[[token]]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig("f.toml", data)
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || len(ce.Problems) == 0 {
+				t.Fatalf("not a ConfigError with problems: %v", err)
+			}
+			for _, p := range ce.Problems {
+				if strings.TrimSpace(p) == "" {
+					t.Fatal("an empty problem")
+				}
+			}
+			return
+		}
+		if c.Tokens[c.DefaultToken] == nil {
+			t.Fatalf("default token %q is not configured", c.DefaultToken)
+		}
+		for name, tc := range c.Tokens {
+			if tc.Name != name || tc.RetryMax <= 0 || tc.RequestTimeout <= 0 || tc.MinRemaining < 0 || tc.TokenURL == "" {
+				t.Fatalf("token %q: %+v", name, tc)
+			}
+		}
+		if c.SocketMode > 0o777 || c.MaxConnections < 1 || c.MaxPerUID < 1 || c.IdleTimeout <= 0 {
+			t.Fatalf("config %+v", c)
+		}
+	})
+}
+
+// The token endpoint's answer parser never panics, never accepts a token
+// that would break a protocol line or a lifetime that is not finite and
+// positive, and never lets the secret or a control byte into its errors.
+func FuzzParseGrant(f *testing.F) {
+	for _, s := range []string{
+		`{"access_token":"a","token_type":"Bearer","expires_in":3600}`,
+		`{"access_token":"a","expires_in":"NaN"}`,
+		`{"access_token":"a","expires_in":"1e400"}`,
+		`{"access_token":"a b"}`,
+		`{"access_token":"a","token_type":"s3cr3t\n"}`,
+		`{"access_token":"a","expires_in":"czNjcjN0"}`,
+		`[]`, `null`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	creds := vaultsrc.Credentials{ID: "id", Secret: "s3cr3t"}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		g, err := parseGrant(200, body, creds)
+		if err != nil {
+			msg := err.Error()
+			if strings.Contains(strings.ToLower(msg), "s3cr3t") {
+				t.Fatalf("secret in %q", msg)
+			}
+			for i := 0; i < len(msg); i++ {
+				if msg[i] < ' ' || msg[i] > '~' {
+					t.Fatalf("byte 0x%02x in %q", msg[i], msg)
+				}
+			}
+			return
+		}
+		if !isTokenText(g.AccessToken) || !isTokenText(g.TokenType) {
+			t.Fatalf("grant %q %q", g.AccessToken, g.TokenType)
+		}
+		if g.Lifetime <= 0 || g.Lifetime > 10*365*24*time.Hour+time.Second {
+			t.Fatalf("lifetime %v", g.Lifetime)
+		}
+	})
+}
