@@ -128,6 +128,27 @@ func bootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *
 	return s
 }
 
+// shipped creates tokend's user and group as the packages do, and returns
+// a reader for unit files and the static binaries' contents.
+func shipped(t *testing.T) (read func(path string) string, tokend, tokenctl []byte) {
+	t.Helper()
+	bin := staticBinaries(t)
+	sysusers, _ := filepath.Abs("../packaging/sysusers.d/tokend.conf")
+	if out, err := exec.Command("systemd-sysusers", sysusers).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v %s", err, out)
+	}
+	read = func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tokend, _ = os.ReadFile(filepath.Join(bin, "tokend"))
+	tokenctl, _ = os.ReadFile(filepath.Join(bin, "tokenctl"))
+	return read, tokend, tokenctl
+}
+
 func sha(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])[:16]
@@ -137,21 +158,8 @@ func sha(s string) string {
 // a consumer service, LoadCredential= from the socket, reload, kill -9
 // with clients asking, and the STATUS= line in systemctl status.
 func TestRealSystemd(t *testing.T) {
-	bin := staticBinaries(t)
 	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	sysusers, _ := filepath.Abs("../packaging/sysusers.d/tokend.conf")
-	if out, err := exec.Command("systemd-sysusers", sysusers).CombinedOutput(); err != nil {
-		t.Fatalf("systemd-sysusers: %v %s", err, out)
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	tokendBin, _ := os.ReadFile(filepath.Join(bin, "tokend"))
-	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
+	read, tokendBin, tokenctlBin := shipped(t)
 	cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
 	tokenFile := configValue(cfg, "token_file")
 	// The Vault token comes in through LoadCredential=, as an AppRole
@@ -266,22 +274,9 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 // after a restart (each start of the service used to re-own the socket,
 // and PrivateUsers= made every client uid 65534).
 func TestRealSystemdClients(t *testing.T) {
-	bin := staticBinaries(t)
 	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	sysusers, _ := filepath.Abs("../packaging/sysusers.d/tokend.conf")
-	if out, err := exec.Command("systemd-sysusers", sysusers).CombinedOutput(); err != nil {
-		t.Fatalf("systemd-sysusers: %v %s", err, out)
-	}
+	unit, tokendBin, tokenctlBin := shipped(t)
 	hostUsers(t)
-	unit := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	tokendBin, _ := os.ReadFile(filepath.Join(bin, "tokend"))
-	tokenctlBin, _ := os.ReadFile(filepath.Join(bin, "tokenctl"))
 	cfg := clientsConfig(vaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.tokenURL())
 	s := bootSystemd(t, map[string]string{
 		"tokend.service":             unit("../systemd/tokend.service"),
