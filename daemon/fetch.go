@@ -198,9 +198,10 @@ func parseExpiresIn(raw json.RawMessage, creds vaultsrc.Credentials) (secs int64
 		s = strings.TrimSpace(uq)
 	}
 	f, perr := strconv.ParseFloat(s, 64)
-	// Written so that NaN fails too; Inf is over the bound.
-	if perr != nil || !(f > 0 && f <= 10*365*24*3600) {
-		return 0, true, fmt.Errorf("expires_in %q is not a positive number of seconds", serverText(s, 32, creds))
+	// Written so that NaN fails too; Inf is over the bound. Under a second
+	// would truncate to a lifetime of 0.
+	if perr != nil || !(f >= 1 && f <= 10*365*24*3600) {
+		return 0, true, fmt.Errorf("expires_in %q is not a number of seconds from 1 to 10 years", serverText(s, 32, creds))
 	}
 	return int64(f), true, nil
 }

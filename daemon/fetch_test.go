@@ -65,6 +65,7 @@ func TestFetchAnswers(t *testing.T) {
 		{name: "expires_in Inf", f: fault{status: 200, body: `{"access_token":"a","expires_in":"+Inf"}`}, wantErr: "expires_in"},
 		{name: "expires_in negative", f: fault{status: 200, body: `{"access_token":"a","expires_in":-5}`}, wantErr: "expires_in"},
 		{name: "expires_in zero", f: fault{status: 200, body: `{"access_token":"a","expires_in":0}`}, wantErr: "expires_in"},
+		{name: "expires_in under a second", f: fault{status: 200, body: `{"access_token":"a","expires_in":0.5}`}, wantErr: "expires_in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
