@@ -462,7 +462,7 @@ func TestServerPipelinerNeverReads(t *testing.T) {
 	}
 }
 
-// Many denied requests make a few log lines, summed per uid.
+// 100k denied requests make a few log lines, summed per uid.
 func TestServerDeniedLogSummary(t *testing.T) {
 	path, logs := serve(t, func(s *Server) { s.warnings.interval = 300 * time.Millisecond })
 	c, err := net.Dial("unix", path)
@@ -470,7 +470,7 @@ func TestServerDeniedLogSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	const n = 5000
+	const n = 100000
 	go io.WriteString(c, strings.Repeat("TOKEN locked\n", n))
 	r := bufio.NewReader(c)
 	for i := 0; i < n; i++ {
