@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,20 +26,34 @@ const DefaultConfigPath = "/etc/tokend/tokend.toml"
 
 // Config is a validated configuration, ready to run.
 type Config struct {
-	Socket         string
-	SocketMode     os.FileMode
-	SocketGID      int // -1: leave the group alone
+	Listen
 	LogLevel       zerolog.Level
 	DefaultToken   string
 	MaxConnections int
 	MaxPerUID      int // max_connections_per_uid; root and tokend's own uid are exempt
-	IdleTimeout    time.Duration
 	Vault          vaultsrc.Config
 	Tokens         map[string]*TokenConfig
 }
 
-// TokenConfig is one [token.NAME] table.
+// Listen is what the socket is made with; a change takes a restart.
+type Listen struct {
+	Socket      string
+	SocketMode  os.FileMode
+	SocketGID   int // -1: leave the group alone
+	IdleTimeout time.Duration
+}
+
+// TokenConfig is one [token.NAME] table: how the token is obtained, and
+// who may read it.
 type TokenConfig struct {
+	Fetch
+	Access Access
+}
+
+// Fetch is how a token is obtained: everything its keeper needs. A reload
+// that leaves it equal (==) keeps the keeper and its current token; a
+// change to the allow lists alone applies at once.
+type Fetch struct {
 	Name           string
 	TokenURL       string
 	Scope          string
@@ -49,16 +62,6 @@ type TokenConfig struct {
 	MinRemaining   time.Duration
 	RetryMax       time.Duration
 	RequestTimeout time.Duration
-	Access         Access
-}
-
-// sameFetch reports whether o obtains the token as t does: everything but
-// the allow lists. Tokens whose fetch settings survive a reload keep their
-// current token.
-func (t *TokenConfig) sameFetch(o *TokenConfig) bool {
-	a, b := *t, *o
-	a.Access, b.Access = Access{}, Access{}
-	return reflect.DeepEqual(a, b)
 }
 
 // Access is a token's allow lists, resolved to ids. All empty means anyone
@@ -276,13 +279,15 @@ func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, "socket", "socket_mode", "socket_group", "log_level", "default_token",
 		"max_connections", "max_connections_per_uid", "idle_timeout", "vault", "token")
 	c := &Config{
-		Socket:         top.str("socket", socket.DefaultPath),
-		SocketMode:     0o660,
-		SocketGID:      -1,
+		Listen: Listen{
+			Socket:      top.str("socket", socket.DefaultPath),
+			SocketMode:  0o660,
+			SocketGID:   -1,
+			IdleTimeout: top.dur("idle_timeout", defaultIdleTimeout),
+		},
 		DefaultToken:   top.str("default_token", ""),
 		MaxConnections: top.int("max_connections", defaultMaxConns),
 		MaxPerUID:      top.int("max_connections_per_uid", defaultMaxPerUID),
-		IdleTimeout:    top.dur("idle_timeout", defaultIdleTimeout),
 		Tokens:         map[string]*TokenConfig{},
 	}
 	if !filepath.IsAbs(c.Socket) {
@@ -409,7 +414,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http")
-	tc := &TokenConfig{
+	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
 		Scope:      t.str("scope", defaultScope),
@@ -424,7 +429,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		MinRemaining:   t.dur("min_remaining", defaultMinRemaining),
 		RetryMax:       t.dur("retry_max", defaultRetryMax),
 		RequestTimeout: t.dur("request_timeout", defaultTimeout),
-	}
+	}}
 	if tc.TokenURL == "" {
 		r.fail(prefix+".token_url", "missing: the token endpoint, e.g. \"https://api.example.com/oauth2/token\"")
 	} else if u := r.checkURL(prefix+".token_url", "", tc.TokenURL, t.bool("allow_insecure_http", false)); u != nil && u.User != nil {

@@ -254,12 +254,12 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 	for name, tc := range cfg.Tokens {
 		reg.names = append(reg.names, name)
 		if old != nil {
-			if e := old.entries[name]; e != nil && e.k.cfg.sameFetch(tc) {
+			if e := old.entries[name]; e != nil && e.k.cfg == tc.Fetch {
 				reg.entries[name] = &entry{k: e.k, access: tc.Access, cancel: e.cancel}
 				continue
 			}
 		}
-		k := newKeeper(tc, d.creds, d.hc, d.log)
+		k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
 		k.changed = d.pokeSupervisor
 		ctx, cancel := context.WithCancel(d.ctx)
 		d.wg.Add(1)
@@ -282,7 +282,7 @@ func (d *daemon) reload() {
 	}
 	d.warn(cfg)
 	old := d.cfg
-	if cfg.Socket != old.Socket || cfg.SocketMode != old.SocketMode || cfg.SocketGID != old.SocketGID || cfg.IdleTimeout != old.IdleTimeout {
+	if cfg.Listen != old.Listen {
 		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
 	}
 	if cfg.Vault != old.Vault {

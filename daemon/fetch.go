@@ -68,7 +68,7 @@ func (e *endpointError) rejected() bool {
 // header and both again in the form, fields in the documented order.
 // "basic" form-encodes id and secret before base64, as RFC 6749 §2.3.1
 // says and strict servers require; "body" is client_secret_post.
-func tokenRequest(ctx context.Context, tc *TokenConfig, creds vaultsrc.Credentials) (*http.Request, error) {
+func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*http.Request, error) {
 	var body strings.Builder
 	body.WriteString("grant_type=client_credentials")
 	if tc.ClientAuth != "basic" {
@@ -96,7 +96,7 @@ func tokenRequest(ctx context.Context, tc *TokenConfig, creds vaultsrc.Credentia
 }
 
 // fetch performs one token request.
-func fetch(ctx context.Context, hc *http.Client, tc *TokenConfig, creds vaultsrc.Credentials) (grant, error) {
+func fetch(ctx context.Context, hc *http.Client, tc *Fetch, creds vaultsrc.Credentials) (grant, error) {
 	ctx, cancel := context.WithTimeout(ctx, tc.RequestTimeout)
 	defer cancel()
 	req, err := tokenRequest(ctx, tc, creds)

@@ -20,8 +20,8 @@ import (
 	"github.com/tokend/tokend/vaultsrc"
 )
 
-func tokenConfig(url, mode string) *TokenConfig {
-	return &TokenConfig{Name: "vibes", TokenURL: url, Scope: rbmScope, ClientAuth: mode,
+func tokenConfig(url, mode string) *Fetch {
+	return &Fetch{Name: "vibes", TokenURL: url, Scope: rbmScope, ClientAuth: mode,
 		MinRemaining: time.Minute, RetryMax: 30 * time.Second, RequestTimeout: 2 * time.Second}
 }
 

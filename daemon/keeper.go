@@ -45,7 +45,7 @@ const (
 // request in flight whatever the client load; readers only load an
 // atomic pointer.
 type keeper struct {
-	cfg   *TokenConfig
+	cfg   Fetch
 	creds CredentialSource
 	hc    *http.Client
 	clock clock
@@ -69,7 +69,7 @@ type keeperState struct {
 	retryAt time.Time // when the next attempt is due
 }
 
-func newKeeper(cfg *TokenConfig, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
+func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
 	return &keeper{
 		cfg:     cfg,
 		creds:   creds,
@@ -196,7 +196,7 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 	if err != nil {
 		return grant{}, err
 	}
-	g, err := fetch(ctx, k.hc, k.cfg, creds)
+	g, err := fetch(ctx, k.hc, &k.cfg, creds)
 	var ee *endpointError
 	if errors.As(err, &ee) && ee.rejected() {
 		k.log.Warn().Str("error", socket.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
@@ -209,7 +209,7 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 		default:
 			k.log.Info().Msg("credentials changed in vault; retrying with them")
 			creds = fresh
-			g, err = fetch(ctx, k.hc, k.cfg, creds)
+			g, err = fetch(ctx, k.hc, &k.cfg, creds)
 		}
 	}
 	return g, err

@@ -121,7 +121,7 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
 		ep: newEndpoint(t, mode, id, pw), logs: &syncBuf{}}
 	log := zerolog.New(rig.logs)
-	rig.k = newKeeper(tokenConfig(rig.ep.tokenURL(), mode), rig.vault, http.DefaultClient, log)
+	rig.k = newKeeper(*tokenConfig(rig.ep.tokenURL(), mode), rig.vault, http.DefaultClient, log)
 	rig.k.clock = rig.clock
 	rig.k.rand = func() float64 { return 0.5 }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -240,7 +240,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 	ep.mu.Lock()
 	ep.hang = make(chan struct{})
 	ep.mu.Unlock()
-	k := newKeeper(tokenConfig(ep.tokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
+	k := newKeeper(*tokenConfig(ep.tokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
 	k.clock = clock
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -311,7 +311,7 @@ func (s *stuckSource) Read(context.Context, vaultsrc.Secret) (vaultsrc.Credentia
 func TestKeeperWedged(t *testing.T) {
 	src := &stuckSource{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	ep := newEndpoint(t, "basic+body", "id", "pw")
-	k := newKeeper(tokenConfig(ep.tokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
+	k := newKeeper(*tokenConfig(ep.tokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); k.run(ctx) }()
