@@ -330,19 +330,16 @@ func (d *daemon) status() string {
 	now := time.Now()
 	var waiting []string
 	for _, name := range reg.names {
-		k := reg.entries[name].k
-		t := k.tok.Load()
-		st := k.state.Load()
-		failing := st != nil && st.err != ""
-		if k.servable(t, now) && !failing {
+		s := reg.entries[name].k.snapshot(now)
+		if s.Servable && s.Err == "" {
 			continue
 		}
-		why := k.why()
-		if failing {
-			why += fmt.Sprintf(", retry in %ds", int64(max(st.retryAt.Sub(now), 0)/time.Second))
+		why := s.why()
+		if s.Err != "" {
+			why += fmt.Sprintf(", retry in %ds", int64(max(s.Next.Sub(now), 0)/time.Second))
 		}
-		if k.servable(t, now) {
-			why = "still valid until " + t.ExpiresAt.UTC().Format("15:04:05Z") + "; " + why
+		if s.Servable {
+			why = "still valid until " + s.Token.ExpiresAt.UTC().Format("15:04:05Z") + "; " + why
 		}
 		waiting = append(waiting, name+": "+why)
 	}

@@ -60,13 +60,47 @@ type keeper struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
-	cached vaultsrc.Credentials // last good credentials; run loop only
+	// Run loop only.
+	cached      vaultsrc.Credentials // last good credentials
+	failures    int                  // consecutive failed attempts
+	lastSuccess time.Time
 }
 
-// keeperState is the outcome of the last attempt, for STATUS and errors.
+// keeperState is the outcome of the last attempt. The run loop replaces it
+// whole, so readers see one attempt's values together.
 type keeperState struct {
-	err     string    // "" after a success
-	retryAt time.Time // when the next attempt is due
+	err         string    // "" after a success
+	next        time.Time // when the next attempt is due
+	failures    int
+	lastSuccess time.Time // zero before the first success
+}
+
+// snapshot is a keeper as STATUS=, error answers and metrics report it.
+type snapshot struct {
+	Token       *socket.Token // nil before the first token
+	Servable    bool          // Token has at least min_remaining left
+	Err         string        // the last attempt's error; "" after a success
+	Next        time.Time     // when the next attempt is due; zero before the first ends
+	Failures    int           // consecutive failed attempts
+	LastSuccess time.Time
+}
+
+// snapshot reads the keeper's state at now.
+func (k *keeper) snapshot(now time.Time) snapshot {
+	t := k.tok.Load()
+	s := snapshot{Token: t, Servable: k.servable(t, now)}
+	if st := k.state.Load(); st != nil {
+		s.Err, s.Next, s.Failures, s.LastSuccess = st.err, st.next, st.failures, st.lastSuccess
+	}
+	return s
+}
+
+// why says what the keeper is waiting for.
+func (s snapshot) why() string {
+	if s.Err != "" {
+		return s.Err
+	}
+	return "first request in progress"
 }
 
 func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
@@ -95,12 +129,12 @@ func (k *keeper) get(ctx context.Context) (socket.Token, error) {
 		}
 		timer.Stop()
 		if t = k.tok.Load(); t == nil {
-			return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: "no token yet: " + k.why()}
+			return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: "no token yet: " + k.snapshot(k.clock.Now()).why()}
 		}
 	}
 	if now := k.clock.Now(); !k.servable(t, now) {
 		return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: fmt.Sprintf(
-			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.why())}
+			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.snapshot(now).why())}
 	}
 	return *t, nil
 }
@@ -110,18 +144,10 @@ func (k *keeper) servable(t *socket.Token, now time.Time) bool {
 	return t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining
 }
 
-func (k *keeper) why() string {
-	if s := k.state.Load(); s != nil && s.err != "" {
-		return s.err
-	}
-	return "first request in progress"
-}
-
 // run refreshes the token until ctx ends.
 func (k *keeper) run(ctx context.Context) {
-	failures := 0
 	for {
-		wait := k.attempt(ctx, &failures)
+		wait := k.attempt(ctx)
 		k.changed()
 		select {
 		case <-ctx.Done():
@@ -132,7 +158,7 @@ func (k *keeper) run(ctx context.Context) {
 }
 
 // attempt makes one refresh attempt and says how long to wait for the next.
-func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
+func (k *keeper) attempt(ctx context.Context) time.Duration {
 	k.busySince.Store(time.Now().UnixNano())
 	defer k.busySince.Store(0)
 
@@ -144,7 +170,7 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 		err = fmt.Errorf("the token endpoint issues tokens for %s, not more than min_remaining %s: lower min_remaining", g.Lifetime, k.cfg.MinRemaining)
 	}
 	if err == nil {
-		*failures = 0
+		k.failures, k.lastSuccess = 0, k.clock.Now()
 		t := &socket.Token{
 			Name: k.cfg.Name, Type: g.TokenType, Value: g.AccessToken, Scope: k.cfg.Scope,
 			// From the moment the request was sent: the token may have been
@@ -155,7 +181,7 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 		k.tok.Store(t)
 		k.readyOnce.Do(func() { close(k.ready) })
 		next := sent.Add(refreshAfter(g.Lifetime, k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
-		k.state.Store(&keeperState{retryAt: next})
+		k.state.Store(&keeperState{next: next, lastSuccess: k.lastSuccess})
 		ev := k.log.Info()
 		msg := "token refreshed"
 		if g.NoExpiry {
@@ -165,18 +191,18 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 		ev.Dur("lifetime", g.Lifetime).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).Msg(msg)
 		return max(next.Sub(k.clock.Now()), 0)
 	}
-	*failures++
+	k.failures++
 	var retryAfter time.Duration
 	var ee *endpointError
 	if errors.As(err, &ee) {
 		retryAfter = ee.RetryAfter
 	}
-	wait := retryDelay(*failures, k.cfg.RetryMax, retryAfter, k.rand())
+	wait := retryDelay(k.failures, k.cfg.RetryMax, retryAfter, k.rand())
 	// Upstream text (Vault's errors, TLS and DNS errors, the endpoint's
 	// fields) is cleaned once, here, before it reaches ERR lines,
 	// STATUS= and the log.
 	msg := socket.Clean(err.Error())
-	k.state.Store(&keeperState{err: msg, retryAt: k.clock.Now().Add(wait)})
+	k.state.Store(&keeperState{err: msg, next: k.clock.Now().Add(wait), failures: k.failures, lastSuccess: k.lastSuccess})
 	ev := k.log.Warn()
 	if ee != nil && ee.rejected() {
 		ev = k.log.Error().Str("hint", "the token endpoint rejects the client credentials read from vault; check the secret at "+k.cfg.Secret.String())
@@ -184,7 +210,7 @@ func (k *keeper) attempt(ctx context.Context, failures *int) time.Duration {
 	if ee != nil && ee.Description != "" {
 		ev = ev.Str("error_description", ee.Description) // already redacted and cleaned
 	}
-	ev.Str("error", msg).Int("failures", *failures).Dur("retry_in", wait).Msg("token refresh failed")
+	ev.Str("error", msg).Int("failures", k.failures).Dur("retry_in", wait).Msg("token refresh failed")
 	return wait
 }
 
@@ -251,8 +277,13 @@ func (k *keeper) wedged(now time.Time) bool {
 }
 
 // stuckAfter is how long an attempt may take before it counts as stuck:
-// well past the sum of its deadlines (two Vault reads and token requests
-// around a 401, and a Vault login).
+// well past the sum of its deadlines.
 func (k *keeper) stuckAfter() time.Duration {
-	return 2*(vaultTimeout+k.cfg.RequestTimeout) + 3*vaultTimeout + 10*time.Second
+	const (
+		tries  = 2 // a token request, and one more after a 401 and a fresh read
+		reads  = 2 // a Vault read before each try
+		logins = 3 // a Vault login before the first read, and after a 403 on either
+		margin = 10 * time.Second
+	)
+	return tries*k.cfg.RequestTimeout + (reads+logins)*vaultTimeout + margin
 }

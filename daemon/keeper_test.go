@@ -357,3 +357,25 @@ func TestKeeperLifetimeUnderMinRemaining(t *testing.T) {
 		t.Errorf("get: %v", err)
 	}
 }
+
+// The snapshot has what STATUS=, errors and metrics report: after a
+// success, the token and when the next refresh is due; after failures,
+// their count and the last error, and the success before them.
+func TestKeeperSnapshot(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	d := r.clock.nextWait(t)
+	s := r.k.snapshot(r.clock.Now())
+	if s.Token == nil || !s.Servable || s.Err != "" || s.Failures != 0 || !s.LastSuccess.Equal(r.clock.Now()) || !s.Next.Equal(r.clock.Now().Add(d)) {
+		t.Fatalf("after a success: %+v", s)
+	}
+	success := s.LastSuccess
+	r.ep.push(fault{status: 503}, fault{status: 503})
+	r.clock.Advance(d)
+	w := r.clock.nextWait(t)
+	r.clock.Advance(w)
+	r.clock.nextWait(t)
+	s = r.k.snapshot(r.clock.Now())
+	if s.Failures != 2 || !strings.Contains(s.Err, "503") || !s.Servable || !s.LastSuccess.Equal(success) || !s.Next.After(r.clock.Now()) {
+		t.Fatalf("after two failures: %+v", s)
+	}
+}
