@@ -57,6 +57,8 @@ func (e *endpointError) Error() string {
 	return fmt.Sprintf("token endpoint answered %d %s", e.Status, http.StatusText(e.Status))
 }
 
+func (e *endpointError) Unwrap() error { return e.Err }
+
 // rejected reports whether the endpoint refused the client's credentials,
 // which calls for a fresh read of the secret (it may have been rotated).
 func (e *endpointError) rejected() bool {
@@ -87,12 +89,21 @@ func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*
 	req.Header.Set("User-Agent", "tokend/"+Version)
 	switch tc.ClientAuth {
 	case "basic+body":
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(creds.ID+":"+creds.Secret)))
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(basicLiteral(creds))))
 	case "basic":
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString(
-			[]byte(url.QueryEscape(creds.ID)+":"+url.QueryEscape(creds.Secret))))
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(basicEncoded(creds))))
 	}
 	return req, nil
+}
+
+// basicLiteral is what "basic+body" puts in the Basic header, base64 aside:
+// the API's recipe, the raw "id:secret".
+func basicLiteral(c vaultsrc.Credentials) string { return c.ID + ":" + c.Secret }
+
+// basicEncoded is the RFC 6749 §2.3.1 form "basic" uses: id and secret
+// form-encoded first.
+func basicEncoded(c vaultsrc.Credentials) string {
+	return url.QueryEscape(c.ID) + ":" + url.QueryEscape(c.Secret)
 }
 
 // fetch performs one token request.
@@ -259,7 +270,7 @@ func serverText(s string, max int, c vaultsrc.Credentials) string {
 // secretForms lists the encodings of c's secret to hide.
 func secretForms(c vaultsrc.Credentials) []string {
 	forms := []string{c.Secret, url.QueryEscape(c.Secret), url.PathEscape(c.Secret)}
-	for _, plain := range []string{c.Secret, c.ID + ":" + c.Secret, url.QueryEscape(c.ID) + ":" + url.QueryEscape(c.Secret)} {
+	for _, plain := range []string{c.Secret, basicLiteral(c), basicEncoded(c)} {
 		// Unpadded forms are prefixes of the padded ones.
 		forms = append(forms, base64.RawStdEncoding.EncodeToString([]byte(plain)), base64.RawURLEncoding.EncodeToString([]byte(plain)))
 	}

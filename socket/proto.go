@@ -71,8 +71,16 @@ type Request struct {
 	Name string
 }
 
-// takesName reports whether the verb accepts an optional NAME.
-func (v Verb) takesName() bool {
+// String is the request's wire form, without the newline.
+func (r Request) String() string {
+	if r.Name == "" {
+		return string(r.Verb)
+	}
+	return string(r.Verb) + " " + r.Name
+}
+
+// TakesName reports whether the verb accepts an optional NAME.
+func (v Verb) TakesName() bool {
 	return v == VerbToken || v == VerbHeader || v == VerbInfo
 }
 
@@ -100,7 +108,7 @@ func Parse(line []byte) (Request, *Error) {
 		return Request{}, errorf(CodeBadRequest, "unknown verb %q; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST", clip(words[0]))
 	}
 	max := 1
-	if verb.takesName() {
+	if verb.TakesName() {
 		max = 2
 	}
 	if len(words) > max {

@@ -99,6 +99,10 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
+		// The wire form parses back to the same request.
+		if again, err := Parse([]byte(req.String())); err != nil || again != req {
+			t.Fatalf("%+v: String %q parses as %+v, %v", req, req.String(), again, err)
+		}
 		switch req.Verb {
 		case VerbToken, VerbHeader, VerbInfo:
 			if req.Name != "" && !ValidName(req.Name) {

@@ -49,26 +49,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *path == "" {
 		*path = socket.DefaultPath
 	}
-	verbs := map[string]string{"get": "TOKEN", "header": "HEADER", "info": "INFO", "list": "LIST", "ping": "PING"}
+	verbs := map[string]socket.Verb{"get": socket.VerbToken, "header": socket.VerbHeader, "info": socket.VerbInfo,
+		"list": socket.VerbList, "ping": socket.VerbPing}
 	if fs.NArg() == 0 || verbs[fs.Arg(0)] == "" {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	verb, rest := verbs[fs.Arg(0)], fs.Args()[1:]
-	takesName := verb == "TOKEN" || verb == "HEADER" || verb == "INFO"
-	if len(rest) > 1 || (len(rest) == 1 && !takesName) {
+	req, rest := socket.Request{Verb: verbs[fs.Arg(0)]}, fs.Args()[1:]
+	if len(rest) > 1 || (len(rest) == 1 && !req.Verb.TakesName()) {
 		fmt.Fprintf(stderr, "tokenctl: too many arguments for %s\n", fs.Arg(0))
 		return 2
 	}
-	req := verb
 	if len(rest) == 1 {
 		if !socket.ValidName(rest[0]) {
 			fmt.Fprintf(stderr, "tokenctl: malformed token name %q\n", rest[0])
 			return 2
 		}
-		req += " " + rest[0]
+		req.Name = rest[0]
 	}
-	out, err := socket.Client{Path: *path}.Do(context.Background(), req)
+	out, err := socket.Client{Path: *path}.Do(context.Background(), req.String())
 	if err != nil {
 		var perr *socket.Error
 		if errors.As(err, &perr) {
@@ -78,10 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
 		return 3
 	}
-	switch verb {
-	case "HEADER":
+	switch req.Verb {
+	case socket.VerbHeader:
 		out = "Authorization: " + out
-	case "INFO":
+	case socket.VerbInfo:
 		out = strings.TrimSpace(out)
 	}
 	fmt.Fprintln(stdout, out)
