@@ -75,8 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The process holds client secrets and tokens: no core dumps of it, and
 	// no ptrace by other processes of the same user.
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); errno != 0 {
-		fmt.Fprintf(stderr, "tokend: prctl(PR_SET_DUMPABLE): %v\n", errno)
+	if err := undumpable(); err != nil {
+		fmt.Fprintf(stderr, "tokend: %v\n", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
