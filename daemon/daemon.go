@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/socket"
@@ -201,7 +202,7 @@ func (d *daemon) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			n.send("STOPPING=1")
+			n.send(sddaemon.SdNotifyStopping)
 			log.Info().Msg("stopping: finishing answers in flight")
 			stopServer()
 			select {
@@ -220,11 +221,11 @@ func (d *daemon) run(ctx context.Context) error {
 			// READY=1 after it would announce tokens that do not exist yet.
 			ready := d.ready.Load()
 			if ready {
-				n.send("RELOADING=1\n" + monotonicUsec())
+				n.send(sddaemon.SdNotifyReloading + "\n" + monotonicUsec())
 			}
 			d.reload()
 			if ready {
-				n.send("READY=1\n" + statusLine(d.status()))
+				n.send(sddaemon.SdNotifyReady + "\n" + statusLine(d.status()))
 			}
 		}
 	}

@@ -39,4 +39,3 @@ func (p Peer) Credential() (unit, id string, ok bool) {
 	}
 	return rest[:j], rest[j+1:], true
 }
-
