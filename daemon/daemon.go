@@ -19,12 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -41,6 +39,15 @@ var Version = "dev"
 type Options struct {
 	ConfigPath string
 	Log        *LogWriter
+	// Reload makes tokend reread its configuration, once per receive
+	// (main sends one per SIGHUP).
+	Reload <-chan struct{}
+	// Notify sends an sd_notify state. nil means systemd's NOTIFY_SOCKET,
+	// a no-op outside systemd; Watchdog then comes from WATCHDOG_USEC.
+	Notify func(state string) error
+	// Watchdog is how often systemd expects WATCHDOG=1 (0: no watchdog);
+	// used with Notify.
+	Watchdog time.Duration
 }
 
 // Run loads the configuration, serves until ctx ends, and returns nil on a
@@ -60,6 +67,8 @@ func Run(ctx context.Context, opts Options) error {
 		log.Warn().Str("problem", idProblem).Msg("peer ids are not the host's: the per-uid connection cap and the logs cannot tell clients apart")
 	}
 	d := &daemon{
+		reloads:   opts.Reload,
+		notify:    newNotifier(log, opts.Notify, opts.Watchdog),
 		idProblem: idProblem,
 		path:      opts.ConfigPath,
 		logw:      opts.Log,
@@ -82,6 +91,8 @@ func tokenClient() *http.Client {
 }
 
 type daemon struct {
+	reloads   <-chan struct{}
+	notify    *notifier
 	ready     atomic.Bool // READY=1 was sent
 	idProblem string      // why peer ids may not be the host's; "" when they are
 	activated bool        // the socket came from systemd
@@ -152,25 +163,12 @@ func (d *daemon) Names(p socket.Peer) []string {
 	return out
 }
 
+// run serves until ctx ends: the listener, Vault, the keepers, the socket
+// server and the supervisor, and a reload at each receive on d.reloads.
 func (d *daemon) run(ctx context.Context) error {
-	log := d.log
-	// First, so that an early SIGHUP is a reload, not the default "terminate".
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	ln, activated, err := socket.Activated()
+	ln, err := d.listen()
 	if err != nil {
 		return err
-	}
-	d.activated = activated
-	d.warn(d.cfg)
-	if activated {
-		log.Info().Str("socket", ln.Addr().String()).Msg("serving on the socket passed by systemd")
-	} else {
-		if ln, err = socket.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
-			return err
-		}
-		log.Info().Str("socket", d.cfg.Socket).Str("mode", fmt.Sprintf("%04o", d.cfg.SocketMode)).Msg("listening")
 	}
 	d.ln = ln
 
@@ -183,7 +181,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.reg.Store(d.newRegistry(d.cfg, nil))
 
-	d.srv = &socket.Server{Tokens: d, Log: log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
+	d.srv = &socket.Server{Tokens: d, Log: d.log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
 	d.srv.SetMaxConns(d.cfg.MaxConnections)
 	d.srv.SetMaxPerUID(d.cfg.MaxPerUID)
 	sctx, stopServer := context.WithCancel(context.Background())
@@ -191,43 +189,71 @@ func (d *daemon) run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(sctx, ln) }()
 
-	n := newNotifier(log)
 	superCtx, stopSuper := context.WithCancel(context.Background())
 	superDone := make(chan struct{})
-	go func() { defer close(superDone); d.supervise(superCtx, n) }()
+	go func() { defer close(superDone); d.supervise(superCtx, d.notify) }()
 	defer func() { stopSuper(); <-superDone }()
 
-	log.Info().Str("version", Version).Int("tokens", len(d.cfg.Tokens)).Msg("tokend started")
-
+	d.log.Info().Str("version", Version).Int("tokens", len(d.cfg.Tokens)).Msg("tokend started")
 	for {
 		select {
 		case <-ctx.Done():
-			n.send(sddaemon.SdNotifyStopping)
-			log.Info().Msg("stopping: finishing answers in flight")
-			stopServer()
-			select {
-			case <-served:
-			case <-time.After(3 * time.Second):
-				log.Warn().Msg("connections still open after 3s; exiting anyway")
-			}
-			stopKeepers()
-			d.wg.Wait()
-			log.Info().Msg("stopped")
+			d.shutdown(stopServer, served, stopKeepers)
 			return nil
 		case err := <-served:
 			return fmt.Errorf("socket server stopped: %w", err)
-		case <-hup:
-			// Before the first READY=1, a reload is not systemd's business:
-			// READY=1 after it would announce tokens that do not exist yet.
-			ready := d.ready.Load()
-			if ready {
-				n.send(sddaemon.SdNotifyReloading + "\n" + monotonicUsec())
-			}
-			d.reload()
-			if ready {
-				n.send(sddaemon.SdNotifyReady + "\n" + statusLine(d.status()))
-			}
+		case <-d.reloads:
+			d.reloadNotified()
 		}
+	}
+}
+
+// listen takes the socket systemd passed, else creates the configured one.
+func (d *daemon) listen() (net.Listener, error) {
+	ln, activated, err := socket.Activated()
+	if err != nil {
+		return nil, err
+	}
+	d.activated = activated
+	d.warn(d.cfg)
+	if activated {
+		d.log.Info().Str("socket", ln.Addr().String()).Msg("serving on the socket passed by systemd")
+		return ln, nil
+	}
+	if ln, err = socket.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
+		return nil, err
+	}
+	d.log.Info().Str("socket", d.cfg.Socket).Str("mode", fmt.Sprintf("%04o", d.cfg.SocketMode)).Msg("listening")
+	return ln, nil
+}
+
+// shutdown stops accepting, lets answers in flight finish (for a while),
+// then stops the keepers and Vault.
+func (d *daemon) shutdown(stopServer func(), served <-chan error, stopKeepers func()) {
+	d.notify.send(sddaemon.SdNotifyStopping)
+	d.log.Info().Msg("stopping: finishing answers in flight")
+	stopServer()
+	select {
+	case <-served:
+	case <-time.After(3 * time.Second):
+		d.log.Warn().Msg("connections still open after 3s; exiting anyway")
+	}
+	stopKeepers()
+	d.wg.Wait()
+	d.log.Info().Msg("stopped")
+}
+
+// reloadNotified reloads, telling systemd once it is ready: before the
+// first READY=1 a reload is not systemd's business, and READY=1 after it
+// would announce tokens that do not exist yet.
+func (d *daemon) reloadNotified() {
+	ready := d.ready.Load()
+	if ready {
+		d.notify.send(sddaemon.SdNotifyReloading + "\n" + monotonicUsec())
+	}
+	d.reload()
+	if ready {
+		d.notify.send(sddaemon.SdNotifyReady + "\n" + statusLine(d.status()))
 	}
 }
 

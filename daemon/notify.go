@@ -13,19 +13,29 @@ import (
 // is a cheap no-op, which is normal, not an error.
 type notifier struct {
 	log      zerolog.Logger
-	watchdog time.Duration // WATCHDOG_USEC, 0 when off
+	sendTo   func(state string) error
+	watchdog time.Duration // 0 when off
 }
 
-func newNotifier(log zerolog.Logger) *notifier {
-	wd, err := sddaemon.SdWatchdogEnabled(false)
-	if err != nil {
-		log.Warn().Err(err).Msg("ignoring malformed WATCHDOG_USEC")
+// newNotifier sends with send, or to systemd's NOTIFY_SOCKET when send is
+// nil (the watchdog interval then comes from WATCHDOG_USEC).
+func newNotifier(log zerolog.Logger, send func(string) error, watchdog time.Duration) *notifier {
+	if send == nil {
+		send = func(state string) error {
+			_, err := sddaemon.SdNotify(false, state)
+			return err
+		}
+		wd, err := sddaemon.SdWatchdogEnabled(false)
+		if err != nil {
+			log.Warn().Err(err).Msg("ignoring malformed WATCHDOG_USEC")
+		}
+		watchdog = wd
 	}
-	return &notifier{log: log, watchdog: wd}
+	return &notifier{log: log, sendTo: send, watchdog: watchdog}
 }
 
 func (n *notifier) send(state string) {
-	if _, err := sddaemon.SdNotify(false, state); err != nil {
+	if err := n.sendTo(state); err != nil {
 		n.log.Warn().Err(err).Msg("sd_notify failed")
 	}
 }

@@ -79,9 +79,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tokend: %v\n", err)
 		return 1
 	}
+	// SIGHUP first, so that an early one is a reload, not the default
+	// "terminate".
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			reload <- struct{}{}
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{ConfigPath: *config, Log: daemon.NewLogWriter(os.Stderr)})
+	err := daemon.Run(ctx, daemon.Options{ConfigPath: *config, Log: daemon.NewLogWriter(os.Stderr), Reload: reload})
 	if err != nil {
 		var ce *daemon.ConfigError
 		if errors.As(err, &ce) {

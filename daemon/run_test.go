@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/socket"
+)
+
+// notes collects sd_notify states sent in-process.
+type notes struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (n *notes) send(state string) error {
+	n.mu.Lock()
+	n.msgs = append(n.msgs, state)
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *notes) all() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.msgs, " | ")
+}
+
+func (n *notes) count(s string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, m := range n.msgs {
+		if strings.Contains(m, s) {
+			c++
+		}
+	}
+	return c
+}
+
+// inProcess is daemon.Run in this process, as cmd/tokend runs it.
+type inProcess struct {
+	sock, config string
+	reload       chan struct{}
+	notes        *notes
+	logs         *syncBuf
+	stop         func() error
+}
+
+func runInProcess(t *testing.T, cfg string) *inProcess {
+	t.Helper()
+	dir := t.TempDir()
+	p := &inProcess{sock: filepath.Join(dir, "t.sock"), config: filepath.Join(dir, "tokend.toml"),
+		reload: make(chan struct{}), notes: &notes{}, logs: &syncBuf{}}
+	p.write(t, cfg)
+	t.Setenv("LISTEN_FDS", "") // not socket-activated, whatever the test runner inherited
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{ConfigPath: p.config, Log: NewLogWriterTo(p.logs), Reload: p.reload,
+			Notify: p.notes.send, Watchdog: 400 * time.Millisecond})
+	}()
+	var once sync.Once
+	var err error
+	p.stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("logs:\n%s\nsd_notify: %s", p.logs, p.notes.all())
+		}
+	})
+	waitFor(t, "the socket", 10*time.Second, func() bool {
+		_, err := socket.Client{Path: p.sock, Timeout: time.Second}.Do(context.Background(), "PING")
+		return err == nil
+	})
+	return p
+}
+
+func (p *inProcess) write(t *testing.T, cfg string) {
+	if err := os.WriteFile(p.config, []byte(strings.ReplaceAll(cfg, "%SOCK%", p.sock)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *inProcess) ask(t *testing.T, req string) (string, error) {
+	return socket.Client{Path: p.sock, Timeout: 10 * time.Second}.Do(context.Background(), req)
+}
+
+// The lifecycle in-process: STATUS= says why while the endpoint fails,
+// READY=1 once the token exists, the watchdog petted, a reload announced
+// with RELOADING=1 and READY=1, a broken reload that keeps the old
+// configuration, and STOPPING=1 and a nil return at the end.
+func TestRunLifecycle(t *testing.T) {
+	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep.push(fault{status: 503, body: `{"error":"temporarily_unavailable"}`}, fault{status: 503})
+	cfg := standInConfig(t, ep, "")
+	p := runInProcess(t, cfg)
+
+	waitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.count("READY=1") == 1 })
+	all := p.notes.all()
+	if w, r := strings.Index(all, "STATUS=waiting: vibes: token endpoint answered 503"), strings.Index(all, "READY=1"); w < 0 || w > r {
+		t.Errorf("no waiting STATUS= before READY=1: %s", all)
+	}
+	if !regexp.MustCompile(`READY=1\nSTATUS=serving 1 token; vibes valid until \d\d:\d\d:\d\dZ`).MatchString(all) {
+		t.Errorf("READY=1 without a serving STATUS=: %s", all)
+	}
+	tok, err := p.ask(t, "TOKEN")
+	if err != nil || tok != ep.lastToken() {
+		t.Fatalf("TOKEN: %q %v", tok, err)
+	}
+	waitFor(t, "the watchdog", 5*time.Second, func() bool { return p.notes.count("WATCHDOG=1") >= 3 })
+
+	p.reload <- struct{}{}
+	waitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return p.notes.count("READY=1") == 2 })
+	if !regexp.MustCompile(`RELOADING=1\nMONOTONIC_USEC=\d+`).MatchString(p.notes.all()) {
+		t.Errorf("no RELOADING=1 with MONOTONIC_USEC: %s", p.notes.all())
+	}
+	if got, _ := p.ask(t, "TOKEN"); got != tok {
+		t.Errorf("an unchanged token was refetched by the reload")
+	}
+
+	p.write(t, cfg+"\nbogus = 1\n")
+	p.reload <- struct{}{}
+	waitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
+	if got, err := p.ask(t, "TOKEN"); got != tok || err != nil {
+		t.Errorf("after a broken reload: %q %v", got, err)
+	}
+	if !strings.Contains(p.logs.String(), `line `) || !strings.Contains(p.logs.String(), "bogus: unknown key") {
+		t.Errorf("the broken reload does not name the key and line:\n%s", p.logs)
+	}
+
+	if err := p.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if p.notes.count("STOPPING=1") != 1 {
+		t.Errorf("no STOPPING=1: %s", p.notes.all())
+	}
+	if _, err := os.Stat(p.sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
