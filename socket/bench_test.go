@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
@@ -94,4 +95,43 @@ type benchTokens struct{ fakeTokens }
 // Token skips fakeTokens' bookkeeping of peers, which would grow forever.
 func (f *benchTokens) Token(ctx context.Context, name string, p Peer) (Token, error) {
 	return Token{Name: "main", Type: "Bearer", Value: "tok-main"}, nil
+}
+
+// TOKEN and HEADER on a kept-alive connection allocate nothing in the
+// server (the client here reuses its buffers too; the count is the whole
+// process's).
+func TestKeepAliveAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own; .ci/test runs this test without it too")
+	}
+	path := filepath.Join(t.TempDir(), "a.sock")
+	ln, err := Listen(path, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go (&Server{Tokens: &benchTokens{}, Log: zerolog.Nop()}).Serve(ctx, ln)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct{ req, want string }{
+		{"TOKEN\n", "OK tok-main\n"},
+		{"TOKEN main\n", "OK tok-main\n"},
+		{"HEADER main\n", "OK Bearer tok-main\n"},
+	} {
+		req, buf := []byte(tc.req), make([]byte, len(tc.want))
+		roundTrip := func() {
+			c.Write(req)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != tc.want {
+				t.Fatalf("%q: %q %v", tc.req, buf, err)
+			}
+		}
+		roundTrip() // the first request of a name interns it
+		if n := testing.AllocsPerRun(1000, roundTrip); n > 0 {
+			t.Errorf("%q: %.1f allocations per request, want 0", tc.req, n)
+		}
+	}
 }

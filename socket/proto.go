@@ -87,7 +87,16 @@ func (v Verb) TakesName() bool {
 // Parse parses one request line, without its "\n" (a trailing "\r" is
 // accepted). The error is always a *Error with code bad-request or too-long,
 // and its message quotes the offending input so a human can see it.
-func Parse(line []byte) (Request, *Error) {
+func Parse(line []byte) (Request, *Error) { return parse(line, nil) }
+
+// verbs are the known verbs, matched without regard to case.
+var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing}
+
+// parse is Parse without allocating on the way to success: the verb is one
+// of the constants, and a name equal to *last is *last (a connection that
+// asks for the same token again allocates nothing); a new name is stored
+// there. last may be nil.
+func parse(line []byte, last *string) (Request, *Error) {
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	if len(line) > MaxLine {
 		return Request{}, errorf(CodeTooLong, "request line longer than %d bytes", MaxLine)
@@ -97,40 +106,64 @@ func Parse(line []byte) (Request, *Error) {
 			return Request{}, errorf(CodeBadRequest, "request has a non-printable byte 0x%02x", c)
 		}
 	}
-	words := bytes.Fields(line)
-	if len(words) == 0 {
+	first, rest := nextWord(line)
+	if first == nil {
 		return Request{}, errorf(CodeBadRequest, "empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST")
 	}
-	verb := Verb(bytes.ToUpper(words[0]))
-	switch verb {
-	case VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing:
-	default:
-		return Request{}, errorf(CodeBadRequest, "unknown verb %q; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST", clip(words[0]))
-	}
-	max := 1
-	if verb.TakesName() {
-		max = 2
-	}
-	if len(words) > max {
-		return Request{}, errorf(CodeBadRequest, "too many words after %s: %q", verb, clip(bytes.Join(words[1:], []byte(" "))))
-	}
-	req := Request{Verb: verb}
-	if len(words) == 2 {
-		if !ValidName(string(words[1])) {
-			return Request{}, errorf(CodeBadRequest, "malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ -", clip(words[1]))
+	var req Request
+	for _, v := range verbs {
+		if bytes.EqualFold(first, []byte(v)) {
+			req.Verb = v
+			break
 		}
-		req.Name = string(words[1])
+	}
+	if req.Verb == "" {
+		return Request{}, errorf(CodeBadRequest, "unknown verb %q; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST", clip(first))
+	}
+	name, rest := nextWord(rest)
+	if name != nil && !req.Verb.TakesName() || len(bytes.TrimLeft(rest, " \t")) > 0 {
+		return Request{}, errorf(CodeBadRequest, "too many words after %s: %q", req.Verb, clip(bytes.Join(bytes.Fields(line)[1:], []byte(" "))))
+	}
+	if name == nil {
+		return req, nil
+	}
+	if !validName(name) {
+		return Request{}, errorf(CodeBadRequest, "malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ -", clip(name))
+	}
+	switch {
+	case last != nil && string(name) == *last: // compared without a copy
+		req.Name = *last
+	case last != nil:
+		req.Name = string(name)
+		*last = req.Name
+	default:
+		req.Name = string(name)
 	}
 	return req, nil
 }
 
+// nextWord splits off the first word of b (separated by spaces or tabs);
+// word is nil when there is none.
+func nextWord(b []byte) (word, rest []byte) {
+	b = bytes.TrimLeft(b, " \t")
+	if len(b) == 0 {
+		return nil, nil
+	}
+	i := bytes.IndexAny(b, " \t")
+	if i < 0 {
+		return b, nil
+	}
+	return b[:i], b[i:]
+}
+
 // ValidName reports whether s is a well-formed token name: [A-Za-z0-9._-]{1,64}.
-func ValidName(s string) bool {
+func ValidName(s string) bool { return validName([]byte(s)) }
+
+func validName(s []byte) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range s {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return false
 		}

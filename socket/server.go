@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,8 +240,24 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 	return w.c.Write(p)
 }
 
+// conn is one client connection.
+type conn struct {
+	s    *Server
+	c    *net.UnixConn
+	peer Peer
+	name string // the token name last asked for, so asking again allocates nothing
+}
+
+// log is the connection's logger. It is built when something is logged,
+// not for every connection.
+func (cn *conn) log() *zerolog.Logger {
+	p := cn.peer
+	l := cn.s.Log.With().Uint32("uid", p.UID).Uint32("gid", p.GID).Int32("pid", p.PID).Logger()
+	return &l
+}
+
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
-	log := s.Log.With().Uint32("uid", peer.UID).Uint32("gid", peer.GID).Int32("pid", peer.PID).Logger()
+	cn := &conn{s: s, c: c, peer: peer}
 	r := bufio.NewReaderSize(c, MaxLine+2) // room for the longest line and its CRLF
 	w := bufio.NewWriter(deadlineWriter{c, s.IdleTimeout})
 	for first := true; ; first = false {
@@ -254,7 +269,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 		}
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > MaxLine {
-			log.Warn().Msg("request line too long; connection closed")
+			cn.log().Warn().Msg("request line too long; connection closed")
 			if w.Flush() == nil {
 				refuse(c, (&Error{Code: CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", MaxLine)}).Line())
 			}
@@ -266,12 +281,11 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 		}
 		if eof && len(line) == 0 {
 			if first {
-				s.serveBare(ctx, c, peer, log)
+				cn.serveBare(ctx)
 			}
 			return
 		}
-		resp := s.answer(ctx, bytes.TrimSuffix(line, []byte("\n")), peer, log)
-		w.WriteString(resp)
+		cn.answer(ctx, w, bytes.TrimSuffix(line, []byte("\n")))
 		// A failed write (bufio flushes by itself when full) is sticky:
 		// WriteByte reports it.
 		if w.WriteByte('\n') != nil {
@@ -305,42 +319,50 @@ func refuse(c net.Conn, line string) {
 	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
 }
 
-// answer turns one request line into one response line.
-func (s *Server) answer(ctx context.Context, line []byte, peer Peer, log zerolog.Logger) string {
-	req, perr := Parse(line)
+// answer writes the response line to one request line, without its
+// newline. TOKEN and HEADER on a kept-alive connection allocate nothing.
+func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
+	req, perr := parse(line, &cn.name)
 	if perr != nil {
-		log.Debug().Str("code", perr.Code).Msg("bad request")
-		return perr.Line()
+		cn.log().Debug().Str("code", perr.Code).Msg("bad request")
+		w.WriteString(perr.Line())
+		return
 	}
 	switch req.Verb {
 	case VerbPing:
-		return "OK PONG"
+		w.WriteString("OK PONG")
+		return
 	case VerbList:
-		names := s.Tokens.Names(peer)
-		if len(names) == 0 {
-			return "OK"
+		w.WriteString("OK")
+		for _, n := range cn.s.Tokens.Names(cn.peer) {
+			w.WriteByte(' ')
+			w.WriteString(n)
 		}
-		return "OK " + strings.Join(names, " ")
+		return
 	}
-	t, err := s.token(ctx, req.Name, peer, log)
+	t, err := cn.token(ctx, req.Name)
 	if err != nil {
-		return err.Line()
+		w.WriteString(err.Line())
+		return
 	}
+	w.WriteString("OK ")
 	switch req.Verb {
 	case VerbHeader:
-		return "OK " + t.Type + " " + t.Value
+		w.WriteString(t.Type)
+		w.WriteByte(' ')
+		w.WriteString(t.Value)
 	case VerbInfo:
-		return fmt.Sprintf("OK name=%s token_type=%s expires_in=%d expires_at=%s fetched_at=%s scope=%s",
+		fmt.Fprintf(w, "name=%s token_type=%s expires_in=%d expires_at=%s fetched_at=%s scope=%s",
 			t.Name, t.Type, int64(time.Until(t.ExpiresAt)/time.Second),
 			t.ExpiresAt.UTC().Format(time.RFC3339), t.FetchedAt.UTC().Format(time.RFC3339), t.Scope)
 	default:
-		return "OK " + t.Value
+		w.WriteString(t.Value)
 	}
 }
 
 // token asks Tokens and turns any failure into a protocol error.
-func (s *Server) token(ctx context.Context, name string, peer Peer, log zerolog.Logger) (Token, *Error) {
-	t, err := s.Tokens.Token(ctx, name, peer)
+func (cn *conn) token(ctx context.Context, name string) (Token, *Error) {
+	t, err := cn.s.Tokens.Token(ctx, name, cn.peer)
 	if err == nil {
 		return t, nil
 	}
@@ -348,12 +370,13 @@ func (s *Server) token(ctx context.Context, name string, peer Peer, log zerolog.
 	if !errors.As(err, &perr) {
 		perr = &Error{Code: CodeUnavailable, Msg: err.Error()}
 	}
+	peer := cn.peer
 	if perr.Code == CodeDenied {
-		s.warnings.warn(s.Log, "peer denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+		cn.s.warnings.warn(cn.s.Log, "peer denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 			return e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("addr", peer.Addr)
 		})
 	} else {
-		log.Debug().Str("token", name).Str("code", perr.Code).Msg("request failed")
+		cn.log().Debug().Str("token", name).Str("code", perr.Code).Msg("request failed")
 	}
 	return Token{}, perr
 }
@@ -362,23 +385,20 @@ func (s *Server) token(ctx context.Context, name string, peer Peer, log zerolog.
 // token and EOF. A LoadCredential= peer selects the token by credential id.
 // On failure it writes nothing, since an error text would become the
 // credential, and says so loudly in the log instead.
-func (s *Server) serveBare(ctx context.Context, c net.Conn, peer Peer, log zerolog.Logger) {
+func (cn *conn) serveBare(ctx context.Context) {
+	peer := cn.peer
 	name := ""
 	unit, id, isCred := peer.Credential()
-	if isCred {
-		// Claimed: anyone can bind an address of that form.
-		log = log.With().Str("claimed_unit", unit).Str("credential", id).Logger()
-		if ValidName(id) {
-			name = id
-		}
+	if isCred && ValidName(id) {
+		name = id
 	}
-	t, perr := s.token(ctx, name, peer, log)
+	t, perr := cn.token(ctx, name)
 	if perr != nil && perr.Code == CodeUnknown && name != "" {
 		name = ""
-		t, perr = s.token(ctx, name, peer, log)
+		t, perr = cn.token(ctx, name)
 	}
 	if perr != nil {
-		s.warnings.warn(s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+		cn.s.warnings.warn(cn.s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 			e = e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("code", perr.Code).Str("reason", Clean(perr.Msg))
 			if isCred {
 				e = e.Str("claimed_unit", unit).Str("credential", id)
@@ -388,8 +408,9 @@ func (s *Server) serveBare(ctx context.Context, c net.Conn, peer Peer, log zerol
 		return
 	}
 	if isCred {
-		log.Info().Str("token", t.Name).Msg("token served to LoadCredential=")
+		// Claimed: anyone can bind an address of that form.
+		cn.log().Info().Str("claimed_unit", unit).Str("credential", id).Str("token", t.Name).Msg("token served to LoadCredential=")
 	}
-	c.SetWriteDeadline(time.Now().Add(s.IdleTimeout))
-	io.WriteString(c, t.Value)
+	cn.c.SetWriteDeadline(time.Now().Add(cn.s.IdleTimeout))
+	io.WriteString(cn.c, t.Value)
 }
