@@ -1,0 +1,36 @@
+package daemon
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket"
+)
+
+// Serving a token (registry, allow lists, keeper) allocates nothing: with
+// the socket server's zero, a kept-alive TOKEN costs no garbage at all.
+func TestTokenAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own; .ci/test runs this test without it too")
+	}
+	k := newKeeper(Fetch{Name: "vibes", MinRemaining: time.Minute}, nil, nil, zerolog.Nop())
+	k.tok.Store(&socket.Token{Name: "vibes", Type: "Bearer", Value: "v", ExpiresAt: time.Now().Add(time.Hour)})
+	d := &daemon{}
+	d.reg.Store(&registry{def: "vibes", names: []string{"vibes"},
+		entries: map[string]*entry{"vibes": {k: k, access: Access{GIDs: []uint32{2000}}}}})
+	ctx := context.Background()
+	peer := socket.Peer{UID: 1000, GID: 1000, Groups: []uint32{3000, 2000}}
+	for _, name := range []string{"", "vibes"} {
+		n := testing.AllocsPerRun(1000, func() {
+			if tok, err := d.Token(ctx, name, peer); err != nil || tok.Value != "v" {
+				t.Fatalf("Token(%q): %v", name, err)
+			}
+		})
+		if n > 0 {
+			t.Errorf("Token(%q): %.1f allocations, want 0", name, n)
+		}
+	}
+}
