@@ -2,7 +2,8 @@
 # Builds tokend's .deb and .rpm.
 # usage: packaging/build.sh --version V --out DIR
 # Static PIE binaries (CGO_ENABLED=0, -trimpath, no build id), version
-# stamped so `tokend version` prints V; nfpm is pinned in go.mod (go tool).
+# stamped so `tokend version` prints V; nfpm is pinned in packaging/tools/go.mod
+# (its own module: programs that import tokend do not inherit its ~75 modules).
 # Reproducible: file times come from SOURCE_DATE_EPOCH, else the last commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,6 @@ sed -e "s|\${STAGE}|$STAGE|g" -e "s|\${VERSION}|$version|g" -e "s|\${ARCH}|$ARCH
 mkdir -p "$out"
 rm -f "$out"/tokend_*.deb "$out"/tokend-*.rpm
 for p in deb rpm; do
-  go tool nfpm package --config "$STAGE/nfpm.yaml" --packager "$p" --target "$out/"
+  go tool -modfile=packaging/tools/go.mod nfpm package --config "$STAGE/nfpm.yaml" --packager "$p" --target "$out/"
 done
 ls "$out"
