@@ -117,16 +117,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		if why := s.admit(peer.UID); why != "" {
+		if why := s.admit(c, peer.UID); why != "" {
 			s.refuseBusy(c, peer, why)
 			continue
 		}
-		s.track(c, true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.release(peer.UID)
-			defer s.track(c, false)
+			defer s.release(c, peer.UID)
 			defer c.Close()
 			defer func() {
 				if r := recover(); r != nil {
@@ -138,8 +136,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// admit takes a slot for a connection of uid, or says why there is none.
-func (s *Server) admit(uid uint32) string {
+// admit takes a slot for c, a connection of uid, or says why there is none.
+func (s *Server) admit(c net.Conn, uid uint32) string {
 	exempt := s.exempt(uid)
 	limit := s.maxConns.Load()
 	if exempt {
@@ -156,14 +154,17 @@ func (s *Server) admit(uid uint32) string {
 		return "too many connections from this uid"
 	}
 	s.byUID[uid]++
+	s.conns[c] = struct{}{}
 	return ""
 }
 
-func (s *Server) release(uid uint32) {
+// release gives back the slot admit took.
+func (s *Server) release(c net.Conn, uid uint32) {
 	s.mu.Lock()
 	if s.byUID[uid]--; s.byUID[uid] <= 0 {
 		delete(s.byUID, uid)
 	}
+	delete(s.conns, c)
 	s.mu.Unlock()
 	s.active.Add(-1)
 }
@@ -207,16 +208,6 @@ func refuseAsked(c net.Conn, line string, wait time.Duration) {
 	refuse(c, line)
 }
 
-func (s *Server) track(c net.Conn, add bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		s.conns[c] = struct{}{}
-	} else {
-		delete(s.conns, c)
-	}
-}
-
 // wakeIdle ends the reads of connections waiting for their next request;
 // a handler busy answering still writes its answer.
 func (s *Server) wakeIdle() {
@@ -227,16 +218,34 @@ func (s *Server) wakeIdle() {
 	}
 }
 
-// deadlineWriter sets a write deadline before every write, bufio's
+// deadline keeps a connection's read or write deadline between timeout
+// and timeout+timeout/16 ahead of every call to due. Setting it at every
+// request costs a timer update each time; this moves it once per
+// sixteenth of the timeout, and never closes a connection early.
+type deadline struct {
+	timeout time.Duration
+	set     func(time.Time) error
+	by      time.Time
+}
+
+func (d *deadline) due() {
+	now := time.Now()
+	if d.by.Sub(now) < d.timeout {
+		d.by = now.Add(d.timeout + d.timeout/16)
+		d.set(d.by)
+	}
+}
+
+// deadlineWriter keeps the write deadline ahead of every write, bufio's
 // implicit flushes included: a client that pipelines requests and never
 // reads its answers is closed after the timeout, not held forever.
 type deadlineWriter struct {
-	c       net.Conn
-	timeout time.Duration
+	c net.Conn
+	d *deadline
 }
 
 func (w deadlineWriter) Write(p []byte) (int, error) {
-	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	w.d.due()
 	return w.c.Write(p)
 }
 
@@ -259,9 +268,10 @@ func (cn *conn) log() *zerolog.Logger {
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 	cn := &conn{s: s, c: c, peer: peer}
 	r := bufio.NewReaderSize(c, MaxLine+2) // room for the longest line and its CRLF
-	w := bufio.NewWriter(deadlineWriter{c, s.IdleTimeout})
+	w := bufio.NewWriter(deadlineWriter{c, &deadline{timeout: s.IdleTimeout, set: c.SetWriteDeadline}})
+	readBy := &deadline{timeout: s.IdleTimeout, set: c.SetReadDeadline}
 	for first := true; ; first = false {
-		c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		readBy.due()
 		// Checked after setting the deadline: a shutdown that woke idle
 		// readers just before must not be undone by it.
 		if ctx.Err() != nil {
