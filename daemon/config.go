@@ -362,11 +362,11 @@ func (r *reader) vault(m map[string]any) vaultsrc.Config {
 	v := vaultsrc.Config{
 		Address:      t.str("address", ""),
 		Namespace:    t.str("namespace", ""),
-		Auth:         t.str("auth", "token"),
+		Auth:         t.str("auth", vaultsrc.DefaultAuth),
 		TokenFile:    t.path("token_file"),
 		RoleIDFile:   t.path("role_id_file"),
 		SecretIDFile: t.path("secret_id_file"),
-		AppRoleMount: t.str("approle_mount", "approle"),
+		AppRoleMount: t.str("approle_mount", vaultsrc.DefaultAppRoleMount),
 	}
 	insecure := t.bool("allow_insecure_http", false)
 	switch {
