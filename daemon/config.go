@@ -17,7 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -266,7 +266,7 @@ func (r *reader) config(raw map[string]any) *Config {
 		"max_connections", "max_connections_per_uid", "idle_timeout", "vault", "token")
 	c := &Config{
 		Listen: Listen{
-			Socket:      top.str("socket", socket.DefaultPath),
+			Socket:      top.str("socket", proto.DefaultPath),
 			SocketMode:  0o660,
 			SocketGID:   -1,
 			IdleTimeout: top.dur("idle_timeout", defaultIdleTimeout),
@@ -337,7 +337,7 @@ func (r *reader) config(raw map[string]any) *Config {
 			r.fail(key, "want a table [%s], got %s", key, tomlType(tokens[name]))
 			continue
 		}
-		if !socket.ValidName(name) {
+		if !proto.ValidName(name) {
 			r.fail(key, "bad token name %q: want 1-64 of A-Z a-z 0-9 . _ -", name)
 		}
 		c.Tokens[name] = r.token(name, m)

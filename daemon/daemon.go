@@ -29,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -143,10 +144,10 @@ func (d *daemon) Token(ctx context.Context, name string, p socket.Peer) (socket.
 	}
 	e := reg.entries[name]
 	if e == nil {
-		return socket.Token{}, &socket.Error{Code: socket.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
+		return socket.Token{}, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
 	}
 	if !e.access.allows(p) {
-		return socket.Token{}, &socket.Error{Code: socket.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
+		return socket.Token{}, &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
 	}
 	return e.k.get(ctx)
 }

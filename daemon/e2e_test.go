@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // daemonProc is a running tokend binary.
@@ -56,7 +56,7 @@ func startTokend(t *testing.T, cfg string, env ...string) *daemonProc {
 		if d.exited() {
 			t.Fatalf("tokend exited: %v\n%s", d.err, d.out)
 		}
-		_, err := socket.Client{Path: d.sock, Timeout: time.Second}.Do(context.Background(), "PING")
+		_, err := proto.Client{Path: d.sock, Timeout: time.Second}.Do(context.Background(), "PING")
 		return err == nil
 	})
 	return d

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -149,7 +149,7 @@ func fetch(ctx context.Context, hc *http.Client, tc *Fetch, creds vaultsrc.Crede
 			} else if oe.Error != "" {
 				oe.Description = strings.TrimSpace("error " + oe.Error + "; " + oe.Description)
 			}
-			e.Description = serverText(oe.Description, socket.MaxText, creds)
+			e.Description = serverText(oe.Description, proto.MaxText, creds)
 		}
 		return grant{}, e
 	}
@@ -264,7 +264,7 @@ func serverText(s string, max int, c vaultsrc.Credentials) string {
 	if c.Secret != "" {
 		s = redact(s, secretForms(c))
 	}
-	return socket.CleanN(s, max)
+	return proto.CleanN(s, max)
 }
 
 // secretForms lists the encodings of c's secret to hide.

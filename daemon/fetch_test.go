@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -159,7 +159,7 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 			}
 			for what, txt := range map[string]string{"error text": err.Error(), "description": ee.Description} {
 				for _, f := range forms {
-					if strings.Contains(txt, f) || strings.Contains(txt, socket.Clean(f)) || strings.Contains(txt, strings.Trim(strconv.Quote(f), `"`)) {
+					if strings.Contains(txt, f) || strings.Contains(txt, proto.Clean(f)) || strings.Contains(txt, strings.Trim(strconv.Quote(f), `"`)) {
 						t.Errorf("%s in %s: the %s holds the secret: %s", name, field, what, txt)
 					}
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -129,11 +130,11 @@ func (k *keeper) get(ctx context.Context) (socket.Token, error) {
 		}
 		timer.Stop()
 		if t = k.tok.Load(); t == nil {
-			return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: "no token yet: " + k.snapshot(k.clock.Now()).why()}
+			return socket.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.snapshot(k.clock.Now()).why()}
 		}
 	}
 	if now := k.clock.Now(); !k.servable(t, now) {
-		return socket.Token{}, &socket.Error{Code: socket.CodeUnavailable, Msg: fmt.Sprintf(
+		return socket.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(
 			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.snapshot(now).why())}
 	}
 	return *t, nil
@@ -201,7 +202,7 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 	// Upstream text (Vault's errors, TLS and DNS errors, the endpoint's
 	// fields) is cleaned once, here, before it reaches ERR lines,
 	// STATUS= and the log.
-	msg := socket.Clean(err.Error())
+	msg := proto.Clean(err.Error())
 	k.state.Store(&keeperState{err: msg, next: k.clock.Now().Add(wait), failures: k.failures, lastSuccess: k.lastSuccess})
 	ev := k.log.Warn()
 	if ee != nil && ee.rejected() {
@@ -225,7 +226,7 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 	g, err := fetch(ctx, k.hc, &k.cfg, creds)
 	var ee *endpointError
 	if errors.As(err, &ee) && ee.rejected() {
-		k.log.Warn().Str("error", socket.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
+		k.log.Warn().Str("error", proto.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
 		fresh, verr := k.readVault(ctx)
 		switch {
 		case verr != nil:

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -195,8 +196,8 @@ func TestKeeperFailuresAndMinRemaining(t *testing.T) {
 	r.clock.nextWait(t)
 	r.clock.Advance(time.Hour - time.Minute - elapsed + time.Second)
 	_, err := r.get(t)
-	var perr *socket.Error
-	if !errors.As(err, &perr) || perr.Code != socket.CodeUnavailable || !strings.Contains(perr.Msg, "503") {
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeUnavailable || !strings.Contains(perr.Msg, "503") {
 		t.Fatalf("token under min_remaining served or wrong error: %v", err)
 	}
 }
@@ -352,8 +353,8 @@ func TestKeeperLifetimeUnderMinRemaining(t *testing.T) {
 		t.Errorf("no backoff: %v", waits)
 	}
 	_, err := r.get(t)
-	var perr *socket.Error
-	if !errors.As(err, &perr) || perr.Code != socket.CodeUnavailable || !strings.Contains(perr.Msg, "issues tokens for 30s, not more than min_remaining 1m0s") {
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeUnavailable || !strings.Contains(perr.Msg, "issues tokens for 30s, not more than min_remaining 1m0s") {
 		t.Errorf("get: %v", err)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // notifier speaks sd_notify. Outside systemd (no NOTIFY_SOCKET) every call
@@ -45,4 +45,4 @@ func monotonicUsec() string { return sddaemon.SdNotifyMonotonicUsec() }
 // statusLine is the STATUS= assignment for status. Its parts are cleaned
 // where they enter; cleaning the whole again guarantees one line, so no
 // text can add an assignment (READY=1, WATCHDOG=trigger) of its own.
-func statusLine(status string) string { return "STATUS=" + socket.CleanN(status, 2000) }
+func statusLine(status string) string { return "STATUS=" + proto.CleanN(status, 2000) }

@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 var (
@@ -331,7 +331,7 @@ type askers struct {
 	wg         sync.WaitGroup
 }
 
-func startAskers(c socket.Client, n int, pause time.Duration) *askers {
+func startAskers(c proto.Client, n int, pause time.Duration) *askers {
 	a := &askers{stop: make(chan struct{})}
 	for i := 0; i < n; i++ {
 		a.wg.Add(1)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 var (
@@ -226,7 +226,7 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 
 	// (c) Reload keeps serving, with the same token.
 	s.must("reload", "tokend.service")
-	c := socket.Client{Path: s.sock(), Timeout: 20 * time.Second}
+	c := proto.Client{Path: s.sock(), Timeout: 20 * time.Second}
 	if got, err := c.Do(context.Background(), "TOKEN"); err != nil || got != tok {
 		t.Errorf("after reload: %v, same token %v", err, got == tok)
 	}

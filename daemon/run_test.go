@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // notes collects sd_notify states sent in-process.
@@ -79,7 +79,7 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 		}
 	})
 	waitFor(t, "the socket", 10*time.Second, func() bool {
-		_, err := socket.Client{Path: p.sock, Timeout: time.Second}.Do(context.Background(), "PING")
+		_, err := proto.Client{Path: p.sock, Timeout: time.Second}.Do(context.Background(), "PING")
 		return err == nil
 	})
 	return p
@@ -92,7 +92,7 @@ func (p *inProcess) write(t *testing.T, cfg string) {
 }
 
 func (p *inProcess) ask(t *testing.T, req string) (string, error) {
-	return socket.Client{Path: p.sock, Timeout: 10 * time.Second}.Do(context.Background(), req)
+	return proto.Client{Path: p.sock, Timeout: 10 * time.Second}.Do(context.Background(), req)
 }
 
 // The lifecycle in-process: STATUS= says why while the endpoint fails,

@@ -7,7 +7,7 @@ import (
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // supervise reports readiness and status to systemd and pets the watchdog.
@@ -63,10 +63,10 @@ func (d *daemon) alive() error {
 		}
 	}
 	addr := d.ln.Addr().String()
-	c := socket.Client{Path: addr, Timeout: 2 * time.Second}
+	c := proto.Client{Path: addr, Timeout: 2 * time.Second}
 	_, err := c.Do(context.Background(), "PING")
-	var perr *socket.Error
-	if errors.As(err, &perr) && perr.Code == socket.CodeBusy {
+	var perr *proto.Error
+	if errors.As(err, &perr) && perr.Code == proto.CodeBusy {
 		return nil // answering "busy" under a flood is alive, not wedged
 	}
 	return err

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // vaultStandIn is a small httptest Vault: token lookup-self and one KV v2
@@ -221,7 +221,7 @@ func TestSocketActivationKillWhileAsking(t *testing.T) {
 	defer f.Close()
 
 	first := activated(t, cfgPath, f)
-	ask := startAskers(socket.Client{Path: sock, Timeout: 20 * time.Second}, 4, 10*time.Millisecond)
+	ask := startAskers(proto.Client{Path: sock, Timeout: 20 * time.Second}, 4, 10*time.Millisecond)
 	waitFor(t, "answers from the first daemon", 10*time.Second, func() bool { return ask.ok.Load() > 10 })
 	first.cmd.Process.Signal(syscall.SIGKILL)
 	<-first.done

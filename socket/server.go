@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tokend/tokend/socket/proto"
 	"io"
 	"net"
 	"os"
@@ -178,7 +179,7 @@ func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 	s.warnings.warn(s.Log, "connections refused: "+why, peer.UID, func(e *zerolog.Event) *zerolog.Event {
 		return e.Int64("max_connections", s.maxConns.Load()).Int64("max_connections_per_uid", s.maxPerUID.Load())
 	})
-	line := (&Error{Code: CodeBusy, Msg: why + ", try again"}).Line()
+	line := (&proto.Error{Code: proto.CodeBusy, Msg: why + ", try again"}).Line()
 	limit := s.maxLingering
 	if limit <= 0 {
 		limit = 1024
@@ -267,7 +268,7 @@ func (cn *conn) log() *zerolog.Logger {
 
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 	cn := &conn{s: s, c: c, peer: peer}
-	r := bufio.NewReaderSize(c, MaxLine+2) // room for the longest line and its CRLF
+	r := bufio.NewReaderSize(c, proto.MaxLine+2) // room for the longest line and its CRLF
 	w := bufio.NewWriter(deadlineWriter{c, &deadline{timeout: s.IdleTimeout, set: c.SetWriteDeadline}})
 	readBy := &deadline{timeout: s.IdleTimeout, set: c.SetReadDeadline}
 	for first := true; ; first = false {
@@ -278,10 +279,10 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 			return
 		}
 		line, err := r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > MaxLine {
+		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > proto.MaxLine {
 			cn.log().Warn().Msg("request line too long; connection closed")
 			if w.Flush() == nil {
-				refuse(c, (&Error{Code: CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", MaxLine)}).Line())
+				refuse(c, (&proto.Error{Code: proto.CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", proto.MaxLine)}).Line())
 			}
 			return
 		}
@@ -332,17 +333,17 @@ func refuse(c net.Conn, line string) {
 // answer writes the response line to one request line, without its
 // newline. TOKEN and HEADER on a kept-alive connection allocate nothing.
 func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
-	req, perr := parse(line, &cn.name)
+	req, perr := proto.ParseReusing(line, &cn.name)
 	if perr != nil {
 		cn.log().Debug().Str("code", perr.Code).Msg("bad request")
 		w.WriteString(perr.Line())
 		return
 	}
 	switch req.Verb {
-	case VerbPing:
+	case proto.VerbPing:
 		w.WriteString("OK PONG")
 		return
-	case VerbList:
+	case proto.VerbList:
 		w.WriteString("OK")
 		for _, n := range cn.s.Tokens.Names(cn.peer) {
 			w.WriteByte(' ')
@@ -357,11 +358,11 @@ func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
 	}
 	w.WriteString("OK ")
 	switch req.Verb {
-	case VerbHeader:
+	case proto.VerbHeader:
 		w.WriteString(t.Type)
 		w.WriteByte(' ')
 		w.WriteString(t.Value)
-	case VerbInfo:
+	case proto.VerbInfo:
 		fmt.Fprintf(w, "name=%s token_type=%s expires_in=%d expires_at=%s fetched_at=%s scope=%s",
 			t.Name, t.Type, int64(time.Until(t.ExpiresAt)/time.Second),
 			t.ExpiresAt.UTC().Format(time.RFC3339), t.FetchedAt.UTC().Format(time.RFC3339), t.Scope)
@@ -371,17 +372,17 @@ func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
 }
 
 // token asks Tokens and turns any failure into a protocol error.
-func (cn *conn) token(ctx context.Context, name string) (Token, *Error) {
+func (cn *conn) token(ctx context.Context, name string) (Token, *proto.Error) {
 	t, err := cn.s.Tokens.Token(ctx, name, cn.peer)
 	if err == nil {
 		return t, nil
 	}
-	var perr *Error
+	var perr *proto.Error
 	if !errors.As(err, &perr) {
-		perr = &Error{Code: CodeUnavailable, Msg: err.Error()}
+		perr = &proto.Error{Code: proto.CodeUnavailable, Msg: err.Error()}
 	}
 	peer := cn.peer
-	if perr.Code == CodeDenied {
+	if perr.Code == proto.CodeDenied {
 		cn.s.warnings.warn(cn.s.Log, "peer denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 			return e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("addr", peer.Addr)
 		})
@@ -399,17 +400,17 @@ func (cn *conn) serveBare(ctx context.Context) {
 	peer := cn.peer
 	name := ""
 	unit, id, isCred := peer.Credential()
-	if isCred && ValidName(id) {
+	if isCred && proto.ValidName(id) {
 		name = id
 	}
 	t, perr := cn.token(ctx, name)
-	if perr != nil && perr.Code == CodeUnknown && name != "" {
+	if perr != nil && perr.Code == proto.CodeUnknown && name != "" {
 		name = ""
 		t, perr = cn.token(ctx, name)
 	}
 	if perr != nil {
 		cn.s.warnings.warn(cn.s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
-			e = e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("code", perr.Code).Str("reason", Clean(perr.Msg))
+			e = e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("code", perr.Code).Str("reason", proto.Clean(perr.Msg))
 			if isCred {
 				e = e.Str("claimed_unit", unit).Str("credential", id)
 			}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokend/tokend/socket/proto"
 	"io"
 	"net"
 	"os"
@@ -36,11 +37,11 @@ func (f *fakeTokens) Token(ctx context.Context, name string, p Peer) (Token, err
 	case "other":
 		return Token{Name: "other", Type: "Bearer", Value: "tok-other", ExpiresAt: time.Now().Add(time.Hour)}, nil
 	case "locked":
-		return Token{}, &Error{Code: CodeDenied, Msg: "no"}
+		return Token{}, &proto.Error{Code: proto.CodeDenied, Msg: "no"}
 	case "down":
-		return Token{}, &Error{Code: CodeUnavailable, Msg: "endpoint down"}
+		return Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: "endpoint down"}
 	}
-	return Token{}, &Error{Code: CodeUnknown, Msg: "no such token"}
+	return Token{}, &proto.Error{Code: proto.CodeUnknown, Msg: "no such token"}
 }
 
 func (f *fakeTokens) Names(Peer) []string { return []string{"main", "other"} }
@@ -153,8 +154,8 @@ func TestServerTooLong(t *testing.T) {
 	if got != "ERR too-long request line longer than 1024 bytes\n" {
 		t.Errorf("got %q", got)
 	}
-	// Exactly MaxLine bytes plus CRLF is still a line.
-	got = converse(t, path, "PING"+strings.Repeat(" ", MaxLine-4)+"\r\n")
+	// Exactly proto.MaxLine bytes plus CRLF is still a line.
+	got = converse(t, path, "PING"+strings.Repeat(" ", proto.MaxLine-4)+"\r\n")
 	if got != "OK PONG\n" {
 		t.Errorf("max line: got %q", got)
 	}

@@ -18,7 +18,7 @@ type Token struct {
 // Tokens is what the server needs from whoever keeps the tokens.
 type Tokens interface {
 	// Token returns the token called name ("" for the default) if peer may
-	// read it. Errors should be *Error with code denied, unknown-token or
+	// read it. Errors should be *proto.Error with code denied, unknown-token or
 	// unavailable; anything else is answered as unavailable. It may wait
 	// while ctx allows, e.g. for a first token that is on its way.
 	Token(ctx context.Context, name string, peer Peer) (Token, error)

@@ -13,7 +13,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 const usage = `usage: tokenctl [--socket PATH] COMMAND [NAME]
@@ -25,7 +25,7 @@ commands:
   list            print the token names you may read
   ping            check that tokend answers
 
-PATH is --socket, else $TOKEND_SOCKET, else ` + socket.DefaultPath + `.
+PATH is --socket, else $TOKEND_SOCKET, else ` + proto.DefaultPath + `.
 NAME defaults to the daemon's default token. Exit status: 0 ok, 1 the
 daemon answered an error (its code is printed), 2 usage, 3 unreachable.
 `
@@ -47,29 +47,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		*path = os.Getenv("TOKEND_SOCKET")
 	}
 	if *path == "" {
-		*path = socket.DefaultPath
+		*path = proto.DefaultPath
 	}
-	verbs := map[string]socket.Verb{"get": socket.VerbToken, "header": socket.VerbHeader, "info": socket.VerbInfo,
-		"list": socket.VerbList, "ping": socket.VerbPing}
+	verbs := map[string]proto.Verb{"get": proto.VerbToken, "header": proto.VerbHeader, "info": proto.VerbInfo,
+		"list": proto.VerbList, "ping": proto.VerbPing}
 	if fs.NArg() == 0 || verbs[fs.Arg(0)] == "" {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	req, rest := socket.Request{Verb: verbs[fs.Arg(0)]}, fs.Args()[1:]
+	req, rest := proto.Request{Verb: verbs[fs.Arg(0)]}, fs.Args()[1:]
 	if len(rest) > 1 || (len(rest) == 1 && !req.Verb.TakesName()) {
 		fmt.Fprintf(stderr, "tokenctl: too many arguments for %s\n", fs.Arg(0))
 		return 2
 	}
 	if len(rest) == 1 {
-		if !socket.ValidName(rest[0]) {
+		if !proto.ValidName(rest[0]) {
 			fmt.Fprintf(stderr, "tokenctl: malformed token name %q\n", rest[0])
 			return 2
 		}
 		req.Name = rest[0]
 	}
-	out, err := socket.Client{Path: *path}.Do(context.Background(), req.String())
+	out, err := proto.Client{Path: *path}.Do(context.Background(), req.String())
 	if err != nil {
-		var perr *socket.Error
+		var perr *proto.Error
 		if errors.As(err, &perr) {
 			fmt.Fprintf(stderr, "tokenctl: %s: %s\n", perr.Code, perr.Msg)
 			return 1
@@ -78,9 +78,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 3
 	}
 	switch req.Verb {
-	case socket.VerbHeader:
+	case proto.VerbHeader:
 		out = "Authorization: " + out
-	case socket.VerbInfo:
+	case proto.VerbInfo:
 		out = strings.TrimSpace(out)
 	}
 	fmt.Fprintln(stdout, out)

@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon"
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 const usage = `usage: tokend [serve] [--config FILE]   run the daemon
@@ -34,7 +34,7 @@ func main() {
 	// Errors may carry upstream text (Vault's answers, TLS and DNS errors):
 	// in a log line they pass through the same cleaning as ERR lines and
 	// STATUS=, so no server can forge lines or drive a terminal.
-	zerolog.ErrorMarshalFunc = func(err error) any { return socket.Clean(err.Error()) }
+	zerolog.ErrorMarshalFunc = func(err error) any { return proto.Clean(err.Error()) }
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -1,4 +1,4 @@
-package socket
+package proto
 
 import (
 	"strings"
@@ -64,22 +64,6 @@ func TestParseResponse(t *testing.T) {
 	}
 	if _, err := ParseResponse("HELLO"); err == nil {
 		t.Error("garbage accepted")
-	}
-}
-
-func TestCredentialAddr(t *testing.T) {
-	tests := []struct{ addr, unit, id string }{
-		{"@f00d/unit/api-call.service/api-token", "api-call.service", "api-token"},
-		{"@1/unit/x.service/vibes", "x.service", "vibes"},
-		{"@", "", ""},
-		{"@abc", "", ""},
-		{"@1/unit/x.service/", "", ""},
-	}
-	for _, tt := range tests {
-		unit, id, ok := Peer{Addr: tt.addr}.Credential()
-		if ok != (tt.unit != "") || unit != tt.unit || id != tt.id {
-			t.Errorf("Credential(%q) = %q %q %v", tt.addr, unit, id, ok)
-		}
 	}
 }
 

@@ -1,4 +1,7 @@
-// Package socket serves tokens to local processes over a Unix socket.
+// Package proto is tokend's socket protocol as both ends speak it: request
+// parsing, answers, errors, the cleaning of text from elsewhere, and a
+// Client. It imports nothing beyond the standard library, so that tokenctl
+// and other clients stay small; the server is package socket.
 //
 // The protocol is line based and tiny, so that a shell, socat, curl or a
 // ten-line script in any language can speak it. A client sends one request
@@ -13,11 +16,7 @@
 // and any failure is "ERR <code> <message>". A client that sends nothing and
 // closes its writing side gets the bare default token and EOF: that is what
 // `socat UNIX-CONNECT:… - </dev/null` and systemd's LoadCredential= do.
-//
-// Every connection carries its peer's kernel-verified credentials
-// (SO_PEERCRED, SO_PEERGROUPS); the Tokens implementation decides with them.
-// The package knows nothing of Vault or OAuth2.
-package socket
+package proto
 
 import (
 	"bytes"
@@ -87,16 +86,16 @@ func (v Verb) TakesName() bool {
 // Parse parses one request line, without its "\n" (a trailing "\r" is
 // accepted). The error is always a *Error with code bad-request or too-long,
 // and its message quotes the offending input so a human can see it.
-func Parse(line []byte) (Request, *Error) { return parse(line, nil) }
+func Parse(line []byte) (Request, *Error) { return ParseReusing(line, nil) }
 
 // verbs are the known verbs, matched without regard to case.
 var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing}
 
-// parse is Parse without allocating on the way to success: the verb is one
-// of the constants, and a name equal to *last is *last (a connection that
-// asks for the same token again allocates nothing); a new name is stored
-// there. last may be nil.
-func parse(line []byte, last *string) (Request, *Error) {
+// ParseReusing is Parse without allocating on the way to success: the verb
+// is one of the constants, and a name equal to *last is *last (a
+// connection that asks for the same token again allocates nothing); a new
+// name is stored there. last may be nil.
+func ParseReusing(line []byte, last *string) (Request, *Error) {
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	if len(line) > MaxLine {
 		return Request{}, errorf(CodeTooLong, "request line longer than %d bytes", MaxLine)
