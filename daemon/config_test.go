@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +183,39 @@ func TestConfigExample(t *testing.T) {
 	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/tokend.service")
 	if _, err := ParseConfig(path, data); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Parsing asks the machine only through host: users, groups and the
+// environment can be whatever the test says.
+func TestConfigHost(t *testing.T) {
+	h := host{
+		getenv: func(k string) string {
+			return map[string]string{"VAULT_ADDR": "https://vault.test:8200", "VAULT_TOKEN": "t"}[k]
+		},
+		user: func(name string) (uint32, error) {
+			if name == "alice" {
+				return 1234, nil
+			}
+			return 0, fmt.Errorf("unknown user %q", name)
+		},
+		group: func(name string) (int, error) {
+			if name == "team" {
+				return 4321, nil
+			}
+			return -1, fmt.Errorf("unknown group %q", name)
+		},
+	}
+	cfg := "socket_group = \"team\"\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\nallow_users = [\"alice\"]\nallow_groups = [\"team\"]\n"
+	c, err := parseConfig("h.toml", []byte(cfg), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Tokens["a"].Access; !slices.Equal(a.UIDs, []uint32{1234}) || !slices.Equal(a.GIDs, []uint32{4321}) || c.SocketGID != 4321 {
+		t.Errorf("access %+v, socket gid %d", a, c.SocketGID)
+	}
+	_, err = parseConfig("h.toml", []byte(strings.Replace(cfg, `["alice"]`, `["bob"]`, 1)), h)
+	if err == nil || !strings.Contains(err.Error(), `line 5: token.a.allow_users: unknown user "bob"`) {
+		t.Errorf("unknown user: %v", err)
 	}
 }

@@ -1,0 +1,282 @@
+package daemon
+
+import (
+	"maps"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// The schema: tokend.toml's tables and keys, their defaults and checks.
+
+func (r *reader) config(raw map[string]any) *Config {
+	top := r.table("", raw, "socket", "socket_mode", "socket_group", "log_level", "default_token",
+		"max_connections", "max_connections_per_uid", "idle_timeout", "vault", "token")
+	c := &Config{
+		Listen: Listen{
+			Socket:      top.str("socket", proto.DefaultPath),
+			SocketMode:  0o660,
+			SocketGID:   -1,
+			IdleTimeout: top.dur("idle_timeout", defaultIdleTimeout),
+		},
+		DefaultToken:   top.str("default_token", ""),
+		MaxConnections: top.int("max_connections", defaultMaxConns),
+		MaxPerUID:      top.int("max_connections_per_uid", defaultMaxPerUID),
+		Tokens:         map[string]*TokenConfig{},
+	}
+	if !filepath.IsAbs(c.Socket) {
+		r.fail("socket", "%q is not an absolute path", c.Socket)
+	} else if len(c.Socket) > 107 {
+		r.fail("socket", "path is %d bytes; a Unix socket path must be at most 107", len(c.Socket))
+	}
+	switch v := raw["socket_mode"].(type) {
+	case nil:
+	case string:
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || m > 0o777 {
+			r.fail("socket_mode", "bad mode %q: want an octal string such as \"0660\"", v)
+		} else {
+			c.SocketMode = os.FileMode(m)
+		}
+	case int64:
+		// TOML integers are decimal: 660 would be mode 01224, and 438 is 0666.
+		r.fail("socket_mode", "%d is a decimal integer (mode %04o); write the mode as an octal string such as \"0660\"", v, v)
+	default:
+		r.fail("socket_mode", "want an octal string such as \"0660\", got %s", tomlType(v))
+	}
+	if g := top.str("socket_group", ""); g != "" {
+		gid, err := r.host.group(g)
+		if err != nil {
+			r.fail("socket_group", "%v", err)
+		}
+		c.SocketGID = gid
+	}
+	lvl := top.str("log_level", "info")
+	l, err := zerolog.ParseLevel(lvl)
+	if err != nil || lvl == "" || l == zerolog.NoLevel || l == zerolog.Disabled {
+		r.fail("log_level", "unknown level %q: want trace, debug, info, warn or error", lvl)
+		l = zerolog.InfoLevel
+	}
+	c.LogLevel = l
+	if c.MaxConnections < 1 || c.MaxConnections > 1<<20 {
+		r.fail("max_connections", "%d is out of range 1..1048576", c.MaxConnections)
+	}
+	if c.MaxPerUID < 1 || c.MaxPerUID > 1<<20 {
+		r.fail("max_connections_per_uid", "%d is out of range 1..1048576", c.MaxPerUID)
+	}
+	if c.IdleTimeout <= 0 {
+		r.fail("idle_timeout", "must be more than 0")
+	}
+
+	vault, _ := raw["vault"].(map[string]any)
+	if v, ok := raw["vault"]; ok && vault == nil {
+		r.fail("vault", "want a table [vault], got %s", tomlType(v))
+	}
+	c.Vault = r.vault(vault)
+
+	tokens, _ := raw["token"].(map[string]any)
+	if v, ok := raw["token"]; ok && tokens == nil {
+		r.fail("token", "want tables [token.NAME], got %s", tomlType(v))
+	}
+	for _, name := range slices.Sorted(maps.Keys(tokens)) {
+		key := "token." + name
+		m, ok := tokens[name].(map[string]any)
+		if !ok {
+			r.fail(key, "want a table [%s], got %s", key, tomlType(tokens[name]))
+			continue
+		}
+		if !proto.ValidName(name) {
+			r.fail(key, "bad token name %q: want 1-64 of A-Z a-z 0-9 . _ -", name)
+		}
+		c.Tokens[name] = r.token(name, m)
+	}
+	switch {
+	case len(c.Tokens) == 0:
+		r.fail("token", "no token configured: add a [token.NAME] table")
+	case c.DefaultToken == "" && len(c.Tokens) == 1:
+		for name := range c.Tokens {
+			c.DefaultToken = name
+		}
+	case c.DefaultToken == "":
+		r.fail("default_token", "needed when more than one token is configured (have %s)", strings.Join(slices.Sorted(maps.Keys(c.Tokens)), ", "))
+	case c.Tokens[c.DefaultToken] == nil:
+		r.fail("default_token", "%q names no [token.%s] table", c.DefaultToken, c.DefaultToken)
+	}
+	return c
+}
+
+func (r *reader) vault(m map[string]any) vaultsrc.Config {
+	t := r.table("vault", m, "address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount", "allow_insecure_http")
+	v := vaultsrc.Config{
+		Address:      t.str("address", ""),
+		Namespace:    t.str("namespace", ""),
+		Auth:         t.str("auth", vaultsrc.DefaultAuth),
+		TokenFile:    t.path("token_file"),
+		RoleIDFile:   t.path("role_id_file"),
+		SecretIDFile: t.path("secret_id_file"),
+		AppRoleMount: t.str("approle_mount", vaultsrc.DefaultAppRoleMount),
+	}
+	insecure := t.bool("allow_insecure_http", false)
+	switch {
+	case v.Address != "":
+		r.checkURL("vault.address", "", v.Address, insecure)
+	case r.host.getenv("VAULT_ADDR") != "":
+		r.checkURL("vault.address", "VAULT_ADDR ", r.host.getenv("VAULT_ADDR"), insecure)
+	default:
+		r.fail("vault.address", "not set, and VAULT_ADDR is empty")
+	}
+	switch v.Auth {
+	case "token":
+		if v.TokenFile == "" && r.host.getenv("VAULT_TOKEN") == "" {
+			r.fail("vault.token_file", "auth = \"token\" needs token_file (or VAULT_TOKEN in the environment)")
+		}
+	case "approle":
+		if v.RoleIDFile == "" {
+			r.fail("vault.role_id_file", "auth = \"approle\" needs role_id_file")
+		}
+		if v.SecretIDFile == "" {
+			r.fail("vault.secret_id_file", "auth = \"approle\" needs secret_id_file")
+		}
+	default:
+		r.fail("vault.auth", "unknown auth %q: want \"token\" or \"approle\"", v.Auth)
+	}
+	return v
+}
+
+func (r *reader) token(name string, m map[string]any) *TokenConfig {
+	prefix := "token." + name
+	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
+		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
+		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http")
+	tc := &TokenConfig{Fetch: Fetch{
+		Name:       name,
+		TokenURL:   t.str("token_url", ""),
+		Scope:      t.str("scope", defaultScope),
+		ClientAuth: t.str("client_auth", defaultClientAuth),
+		Secret: vaultsrc.Secret{
+			Mount:       strings.Trim(t.str("kv_mount", "secret"), "/"),
+			Path:        strings.Trim(t.str("kv_path", ""), "/"),
+			Version:     t.int("kv_version", 2),
+			IDField:     t.str("client_id_field", "client_id"),
+			SecretField: t.str("client_secret_field", "client_secret"),
+		},
+		MinRemaining:   t.dur("min_remaining", defaultMinRemaining),
+		RetryMax:       t.dur("retry_max", defaultRetryMax),
+		RequestTimeout: t.dur("request_timeout", defaultTimeout),
+	}}
+	if tc.TokenURL == "" {
+		r.fail(prefix+".token_url", "missing: the token endpoint, e.g. \"https://api.example.com/oauth2/token\"")
+	} else if u := r.checkURL(prefix+".token_url", "", tc.TokenURL, t.bool("allow_insecure_http", false)); u != nil && u.User != nil {
+		r.fail(prefix+".token_url", "must not carry credentials; they come from Vault")
+	}
+	switch tc.ClientAuth {
+	case "basic+body", "basic", "body":
+	default:
+		r.fail(prefix+".client_auth", "unknown mode %q: want \"basic+body\", \"basic\" or \"body\"", tc.ClientAuth)
+	}
+	if tc.Secret.Mount == "" {
+		r.fail(prefix+".kv_mount", "must not be empty")
+	}
+	if tc.Secret.Path == "" {
+		r.fail(prefix+".kv_path", "missing: the secret's path under kv_mount, e.g. \"tokend/vibes\"")
+	}
+	if v := tc.Secret.Version; v != 1 && v != 2 {
+		r.fail(prefix+".kv_version", "%d: want 1 or 2", v)
+	}
+	if tc.RetryMax <= 0 {
+		r.fail(prefix+".retry_max", "must be more than 0")
+	}
+	if tc.RequestTimeout <= 0 {
+		r.fail(prefix+".request_timeout", "must be more than 0")
+	}
+	for _, f := range []struct{ key, val string }{{"client_id_field", tc.Secret.IDField}, {"client_secret_field", tc.Secret.SecretField}} {
+		if f.val == "" {
+			r.fail(prefix+"."+f.key, "must not be empty")
+		}
+	}
+	tc.Access = r.access(t)
+	return tc
+}
+
+// checkURL checks an http(s) URL that secrets are sent to: https, unless
+// the host is loopback or the operator allowed plain http for it. from
+// says where the value came from when not the key ("VAULT_ADDR "). It
+// returns the parsed URL, or nil.
+func (r *reader) checkURL(key, from, raw string, allowHTTP bool) *url.URL {
+	u, err := url.Parse(raw)
+	if err != nil {
+		r.fail(key, "%s%q is not an http(s) URL", from, raw)
+		return nil
+	}
+	shown := u.Redacted() // never echo a password from the URL
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.fail(key, "%s%q is not an http(s) URL", from, shown)
+		return nil
+	}
+	if u.Scheme == "http" && !allowHTTP && !isLoopback(u.Hostname()) {
+		r.fail(key, "%s%q is plain http to a host that is not loopback, so secrets would cross the network in clear: use https, or set allow_insecure_http = true beside it", from, shown)
+	}
+	return u
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (r *reader) access(t table) Access {
+	var a Access
+	for _, v := range t.list("allow_users") {
+		name, ok := v.(string)
+		if !ok {
+			r.fail(t.prefix+".allow_users", "want user names (strings), got %s", tomlType(v))
+			continue
+		}
+		uid, err := r.host.user(name)
+		if err != nil {
+			r.fail(t.prefix+".allow_users", "%v", err)
+			continue
+		}
+		a.UIDs = append(a.UIDs, uid)
+	}
+	for _, v := range t.list("allow_groups") {
+		name, ok := v.(string)
+		if !ok {
+			r.fail(t.prefix+".allow_groups", "want group names (strings), got %s", tomlType(v))
+			continue
+		}
+		gid, err := r.host.group(name)
+		if err != nil {
+			r.fail(t.prefix+".allow_groups", "%v", err)
+			continue
+		}
+		a.GIDs = append(a.GIDs, uint32(gid))
+	}
+	for _, k := range []string{"allow_uids", "allow_gids"} {
+		for _, v := range t.list(k) {
+			n, ok := v.(int64)
+			if !ok || n < 0 || n > 1<<32-1 {
+				r.fail(t.prefix+"."+k, "want numeric ids, got %v", v)
+				continue
+			}
+			if k == "allow_uids" {
+				a.UIDs = append(a.UIDs, uint32(n))
+			} else {
+				a.GIDs = append(a.GIDs, uint32(n))
+			}
+		}
+	}
+	return a
+}
