@@ -3,6 +3,7 @@
 package socket
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"unsafe"
@@ -19,15 +20,10 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 	}
 	var (
 		cred    *unix.Ucred
-		groups  []uint32
 		credErr error
 	)
 	err = raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if credErr != nil {
-			return
-		}
-		groups, credErr = peerGroups(int(fd))
 	})
 	if err == nil {
 		err = credErr
@@ -35,7 +31,11 @@ func peerOf(c *net.UnixConn) (Peer, error) {
 	if err != nil {
 		return Peer{}, fmt.Errorf("reading peer credentials: %w", err)
 	}
-	p := Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Groups: groups}
+	p := Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, kernel: &kernelGroups{read: func() (groups []uint32, err error) {
+		// The groups as they were at connect time, like SO_PEERCRED.
+		cerr := raw.Control(func(fd uintptr) { groups, err = peerGroups(int(fd)) })
+		return groups, cmp.Or(cerr, err)
+	}}}
 	if a := c.RemoteAddr(); a != nil {
 		p.Addr = a.String()
 	}

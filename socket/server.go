@@ -224,8 +224,9 @@ func (s *Server) wakeIdle() {
 // request costs a timer update each time; this moves it once per
 // sixteenth of the timeout, and never closes a connection early.
 type deadline struct {
+	c       *net.UnixConn
+	write   bool
 	timeout time.Duration
-	set     func(time.Time) error
 	by      time.Time
 }
 
@@ -233,29 +234,39 @@ func (d *deadline) due() {
 	now := time.Now()
 	if d.by.Sub(now) < d.timeout {
 		d.by = now.Add(d.timeout + d.timeout/16)
-		d.set(d.by)
+		if d.write {
+			d.c.SetWriteDeadline(d.by)
+		} else {
+			d.c.SetReadDeadline(d.by)
+		}
 	}
 }
 
 // deadlineWriter keeps the write deadline ahead of every write, bufio's
 // implicit flushes included: a client that pipelines requests and never
 // reads its answers is closed after the timeout, not held forever.
-type deadlineWriter struct {
-	c net.Conn
-	d *deadline
+type deadlineWriter struct{ d *deadline }
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.d.due()
+	return w.d.c.Write(p)
 }
 
-func (w deadlineWriter) Write(p []byte) (int, error) {
-	w.d.due()
-	return w.c.Write(p)
-}
+// Buffers are reused across connections: a connection per request is the
+// common case for shell clients and LoadCredential=.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, proto.MaxLine+2) }} // the longest line and its CRLF
+	writers = sync.Pool{New: func() any { return bufio.NewWriter(nil) }}
+)
 
 // conn is one client connection.
 type conn struct {
-	s    *Server
-	c    *net.UnixConn
-	peer Peer
-	name string // the token name last asked for, so asking again allocates nothing
+	s               *Server
+	c               *net.UnixConn
+	peer            Peer
+	name            string // the token name last asked for, so asking again allocates nothing
+	readBy, writeBy deadline
+	dw              deadlineWriter
 }
 
 // log is the connection's logger. It is built when something is logged,
@@ -267,12 +278,20 @@ func (cn *conn) log() *zerolog.Logger {
 }
 
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
-	cn := &conn{s: s, c: c, peer: peer}
-	r := bufio.NewReaderSize(c, proto.MaxLine+2) // room for the longest line and its CRLF
-	w := bufio.NewWriter(deadlineWriter{c, &deadline{timeout: s.IdleTimeout, set: c.SetWriteDeadline}})
-	readBy := &deadline{timeout: s.IdleTimeout, set: c.SetReadDeadline}
+	cn := &conn{s: s, c: c, peer: peer,
+		readBy: deadline{c: c, timeout: s.IdleTimeout}, writeBy: deadline{c: c, write: true, timeout: s.IdleTimeout}}
+	cn.dw.d = &cn.writeBy
+	r, w := readers.Get().(*bufio.Reader), writers.Get().(*bufio.Writer)
+	r.Reset(c)
+	w.Reset(&cn.dw)
+	defer func() {
+		r.Reset(nil)
+		w.Reset(nil)
+		readers.Put(r)
+		writers.Put(w)
+	}()
 	for first := true; ; first = false {
-		readBy.due()
+		cn.readBy.due()
 		// Checked after setting the deadline: a shutdown that woke idle
 		// readers just before must not be undone by it.
 		if ctx.Err() != nil {
