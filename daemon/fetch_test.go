@@ -70,7 +70,7 @@ func TestFetchAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEndpoint(t, "basic+body", "id", "pw")
-			e.ttl = tt.ttl
+			e.setTTL(tt.ttl)
 			if tt.f.status != 0 {
 				e.push(tt.f)
 			}
@@ -100,9 +100,7 @@ func TestFetchRejectedAndTimeout(t *testing.T) {
 		t.Fatalf("want a rejection without the secret, got %v", err)
 	}
 
-	e.mu.Lock()
-	e.hang = make(chan struct{})
-	e.mu.Unlock()
+	e.hold()
 	tc := tokenConfig(e.tokenURL(), "basic+body")
 	tc.RequestTimeout = 200 * time.Millisecond
 	start := time.Now()

@@ -153,15 +153,13 @@ retry_max = "1s"
 	<-d.done
 
 	own := regexp.MustCompile(`^(STATUS=[ -~]*|WATCHDOG=1|RELOADING=1|MONOTONIC_USEC=\d+|STOPPING=1)$`)
-	n.mu.Lock()
-	for _, m := range n.msgs {
+	for _, m := range n.all() {
 		for _, l := range strings.Split(m, "\n") {
 			if !own.MatchString(l) {
 				t.Errorf("sd_notify datagram with a line of its own %q in %q", l, m)
 			}
 		}
 	}
-	n.mu.Unlock()
 	if n.index("READY=1\n") >= 0 || n.count("WATCHDOG=1") == 0 {
 		t.Errorf("READY=1 sent, or the watchdog never petted: %s", n)
 	}

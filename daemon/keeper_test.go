@@ -102,6 +102,22 @@ func (v *fakeVault) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Crede
 	return v.creds, v.err
 }
 
+// rotate makes the next read answer the current credentials once more
+// (Vault not yet updated), and later reads c.
+func (v *fakeVault) rotate(c vaultsrc.Credentials) {
+	v.mu.Lock()
+	v.queue = []vaultsrc.Credentials{v.creds}
+	v.creds = c
+	v.mu.Unlock()
+}
+
+// hangReads makes reads block until their context ends.
+func (v *fakeVault) hangReads() {
+	v.mu.Lock()
+	v.hang = true
+	v.mu.Unlock()
+}
+
 func (v *fakeVault) set(c vaultsrc.Credentials, err error) {
 	v.mu.Lock()
 	v.creds, v.err = c, err
@@ -209,10 +225,7 @@ func TestKeeperRotatedSecret(t *testing.T) {
 	d := r.clock.nextWait(t)
 	r.ep.setCreds("client-1", "rotated-secret")
 	// Vault's first answer is still the old secret; the re-read brings the new one.
-	r.vault.mu.Lock()
-	r.vault.queue = []vaultsrc.Credentials{r.vault.creds}
-	r.vault.creds = vaultsrc.Credentials{ID: "client-1", Secret: "rotated-secret"}
-	r.vault.mu.Unlock()
+	r.vault.rotate(vaultsrc.Credentials{ID: "client-1", Secret: "rotated-secret"})
 	r.clock.Advance(d)
 	if w := r.clock.nextWait(t); w < 40*time.Minute {
 		t.Fatalf("rotation not recovered in one attempt: next wait %v", w)
@@ -238,9 +251,7 @@ func TestKeeperVaultDown(t *testing.T) {
 func TestKeeperSingleFlight(t *testing.T) {
 	clock := newFakeClock()
 	ep := newEndpoint(t, "body", "a", "b")
-	ep.mu.Lock()
-	ep.hang = make(chan struct{})
-	ep.mu.Unlock()
+	ep.hold()
 	k := newKeeper(*tokenConfig(ep.tokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
 	k.clock = clock
 	ctx, cancel := context.WithCancel(context.Background())
@@ -257,10 +268,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	ep.mu.Lock()
-	close(ep.hang)
-	ep.hang = nil
-	ep.mu.Unlock()
+	ep.release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -278,9 +286,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 func TestKeeperVaultHangs(t *testing.T) {
 	r := startKeeper(t, "basic+body")
 	d := r.clock.nextWait(t)
-	r.vault.mu.Lock()
-	r.vault.hang = true
-	r.vault.mu.Unlock()
+	r.vault.hangReads()
 	start := time.Now()
 	r.clock.Advance(d)
 	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.calls.Load() != 2 {

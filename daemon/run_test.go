@@ -13,37 +13,6 @@ import (
 	"github.com/tokend/tokend/socket/proto"
 )
 
-// notes collects sd_notify states sent in-process.
-type notes struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (n *notes) send(state string) error {
-	n.mu.Lock()
-	n.msgs = append(n.msgs, state)
-	n.mu.Unlock()
-	return nil
-}
-
-func (n *notes) all() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.msgs, " | ")
-}
-
-func (n *notes) count(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, m := range n.msgs {
-		if strings.Contains(m, s) {
-			c++
-		}
-	}
-	return c
-}
-
 // inProcess is daemon.Run in this process, as cmd/tokend runs it.
 type inProcess struct {
 	sock, config string
@@ -75,7 +44,7 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("logs:\n%s\nsd_notify: %s", p.logs, p.notes.all())
+			t.Logf("logs:\n%s\nsd_notify: %s", p.logs, p.notes.String())
 		}
 	})
 	waitFor(t, "the socket", 10*time.Second, func() bool {
@@ -106,7 +75,7 @@ func TestRunLifecycle(t *testing.T) {
 	p := runInProcess(t, cfg)
 
 	waitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.count("READY=1") == 1 })
-	all := p.notes.all()
+	all := p.notes.String()
 	if w, r := strings.Index(all, "STATUS=waiting: vibes: token endpoint answered 503"), strings.Index(all, "READY=1"); w < 0 || w > r {
 		t.Errorf("no waiting STATUS= before READY=1: %s", all)
 	}
@@ -121,8 +90,8 @@ func TestRunLifecycle(t *testing.T) {
 
 	p.reload <- struct{}{}
 	waitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return p.notes.count("READY=1") == 2 })
-	if !regexp.MustCompile(`RELOADING=1\nMONOTONIC_USEC=\d+`).MatchString(p.notes.all()) {
-		t.Errorf("no RELOADING=1 with MONOTONIC_USEC: %s", p.notes.all())
+	if !regexp.MustCompile(`RELOADING=1\nMONOTONIC_USEC=\d+`).MatchString(p.notes.String()) {
+		t.Errorf("no RELOADING=1 with MONOTONIC_USEC: %s", p.notes.String())
 	}
 	if got, _ := p.ask(t, "TOKEN"); got != tok {
 		t.Errorf("an unchanged token was refetched by the reload")
@@ -142,7 +111,7 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 	if p.notes.count("STOPPING=1") != 1 {
-		t.Errorf("no STOPPING=1: %s", p.notes.all())
+		t.Errorf("no STOPPING=1: %s", p.notes.String())
 	}
 	if _, err := os.Stat(p.sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)

@@ -44,12 +44,7 @@ func newEndpoint(t testing.TB, mode, id, pw string) *endpoint {
 	e := &endpoint{t: t, mode: mode, id: id, pw: pw, ttl: 3600}
 	e.Server = httptest.NewServer(http.HandlerFunc(e.serve))
 	t.Cleanup(func() {
-		e.mu.Lock()
-		if e.hang != nil {
-			close(e.hang)
-			e.hang = nil
-		}
-		e.mu.Unlock()
+		e.release()
 		e.Close()
 		for _, p := range e.problems {
 			t.Errorf("token endpoint saw a request off the recipe: %s", p)
@@ -70,6 +65,23 @@ func (e *endpoint) setCreds(id, pw string) {
 func (e *endpoint) setTTL(ttl any) {
 	e.mu.Lock()
 	e.ttl = ttl
+	e.mu.Unlock()
+}
+
+// hold makes requests wait until release: a token endpoint that hangs.
+func (e *endpoint) hold() {
+	e.mu.Lock()
+	e.hang = make(chan struct{})
+	e.mu.Unlock()
+}
+
+// release lets held requests, and later ones, through.
+func (e *endpoint) release() {
+	e.mu.Lock()
+	if e.hang != nil {
+		close(e.hang)
+		e.hang = nil
+	}
 	e.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,11 +53,48 @@ func standInConfig(t *testing.T, ep *endpoint, extra string) string {
 	return oneTokenConfig(vaultStandIn(t, "cid", "csecret"), tok, ep.tokenURL(), extra, `retry_max = "1s"`)
 }
 
-// notifySocket is a real unixgram NOTIFY_SOCKET collecting messages.
-type notifySocket struct {
-	path string
+// notes are sd_notify messages as they arrive, from a NOTIFY_SOCKET or
+// in-process.
+type notes struct {
 	mu   sync.Mutex
 	msgs []string
+}
+
+func (n *notes) send(state string) error {
+	n.mu.Lock()
+	n.msgs = append(n.msgs, state)
+	n.mu.Unlock()
+	return nil
+}
+
+// all returns every message, copied.
+func (n *notes) all() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.msgs)
+}
+
+// index returns the position of the first message containing s, or -1.
+func (n *notes) index(s string) int {
+	return slices.IndexFunc(n.all(), func(m string) bool { return strings.Contains(m, s) })
+}
+
+func (n *notes) count(s string) int {
+	c := 0
+	for _, m := range n.all() {
+		if strings.Contains(m, s) {
+			c++
+		}
+	}
+	return c
+}
+
+func (n *notes) String() string { return strings.Join(n.all(), " | ") }
+
+// notifySocket is a real unixgram NOTIFY_SOCKET collecting messages.
+type notifySocket struct {
+	notes
+	path string
 }
 
 func listenNotify(t *testing.T) *notifySocket {
@@ -73,42 +111,10 @@ func listenNotify(t *testing.T) *notifySocket {
 			if err != nil {
 				return
 			}
-			n.mu.Lock()
-			n.msgs = append(n.msgs, string(buf[:k]))
-			n.mu.Unlock()
+			n.send(string(buf[:k]))
 		}
 	}()
 	return n
-}
-
-// index returns the position of the first message containing s, or -1.
-func (n *notifySocket) index(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for i, m := range n.msgs {
-		if strings.Contains(m, s) {
-			return i
-		}
-	}
-	return -1
-}
-
-func (n *notifySocket) count(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, m := range n.msgs {
-		if strings.Contains(m, s) {
-			c++
-		}
-	}
-	return c
-}
-
-func (n *notifySocket) String() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.msgs, " | ")
 }
 
 // READY=1 only once the token exists (the endpoint is down first), STATUS

@@ -6,17 +6,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tokend/tokend/socket/proto"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokend/tokend/socket/proto"
 
 	"github.com/rs/zerolog"
 )
@@ -42,6 +44,13 @@ func (f *fakeTokens) Token(ctx context.Context, name string, p Peer) (Token, err
 		return Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: "endpoint down"}
 	}
 	return Token{}, &proto.Error{Code: proto.CodeUnknown, Msg: "no such token"}
+}
+
+// seen returns the peers that asked for a token.
+func (f *fakeTokens) seen() []Peer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.peers)
 }
 
 func (f *fakeTokens) Names(Peer) []string { return []string{"main", "other"} }
@@ -190,12 +199,11 @@ func TestServerPeerCredentials(t *testing.T) {
 	f := &fakeTokens{}
 	path, _ := serve(t, func(s *Server) { s.Tokens = f })
 	converse(t, path, "TOKEN\n")
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.peers) != 1 {
-		t.Fatalf("peers: %v", f.peers)
+	peers := f.seen()
+	if len(peers) != 1 {
+		t.Fatalf("peers: %v", peers)
 	}
-	p := f.peers[0]
+	p := peers[0]
 	if p.UID != uint32(os.Getuid()) || p.GID != uint32(os.Getgid()) || p.PID != int32(os.Getpid()) {
 		t.Errorf("peer %+v, want uid %d gid %d pid %d", p, os.Getuid(), os.Getgid(), os.Getpid())
 	}
