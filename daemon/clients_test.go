@@ -20,8 +20,8 @@ const (
 	groupTeam   = "tokend-t-team"
 )
 
-// hostUsers creates the client users; tokend-clients must exist already.
-func hostUsers(t *testing.T) {
+// HostUsers creates the client users; tokend-clients must exist already.
+func HostUsers(t *testing.T) {
 	t.Helper()
 	run := func(args ...string) {
 		t.Helper()
@@ -51,9 +51,9 @@ func hostUsers(t *testing.T) {
 	add(userOutside, "")
 }
 
-// clientsConfig is two tokens from the stand-ins: vibes for allow_users,
+// ClientsConfig is two tokens from the stand-ins: vibes for allow_users,
 // team for allow_groups.
-func clientsConfig(vaultAddr, tokenFile, tokenURL string) string {
+func ClientsConfig(vaultAddr, tokenFile, tokenURL string) string {
 	return fmt.Sprintf(`
 socket = "/run/tokend/tokend.sock"
 default_token = "vibes"
@@ -75,15 +75,15 @@ allow_groups = [%[5]q]
 `, vaultAddr, tokenFile, tokenURL, userListed, groupTeam)
 }
 
-// ctlAs runs tokenctl inside the namespaces as a user with its groups, the
+// CtlAs runs tokenctl inside the namespaces as a user with its groups, the
 // way a login shell or a unit with User= would.
-func (s *systemdNS) ctlAs(name, tokenctl string, args ...string) (out string, code int) {
+func (s *SystemdNS) CtlAs(name, tokenctl string, args ...string) (out string, code int) {
 	s.t.Helper()
 	u, err := user.Lookup(name)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", append([]string{"-t", s.pid, "-m", "-p", "--",
+	cmd := exec.Command("nsenter", append([]string{"-t", s.PID, "-m", "-p", "--",
 		"setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups", tokenctl, "--socket", "/run/tokend/tokend.sock"}, args...)...)
 	b, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -94,8 +94,8 @@ func (s *systemdNS) ctlAs(name, tokenctl string, args ...string) (out string, co
 	return strings.TrimSpace(string(b)), code
 }
 
-// checkClients is the access matrix, as non-root clients see it.
-func (s *systemdNS) checkClients(t *testing.T, when, tokenctl string, issued func(string) bool) {
+// CheckClients is the access matrix, as non-root clients see it.
+func (s *SystemdNS) CheckClients(t *testing.T, when, tokenctl string, issued func(string) bool) {
 	t.Helper()
 	for _, c := range []struct {
 		user, token string
@@ -110,13 +110,13 @@ func (s *systemdNS) checkClients(t *testing.T, when, tokenctl string, issued fun
 		{userTeam, "vibes", 1, "denied"},
 		{userOutside, "vibes", 3, "permission denied"},
 	} {
-		out, code := s.ctlAs(c.user, tokenctl, "get", c.token)
+		out, code := s.CtlAs(c.user, tokenctl, "get", c.token)
 		ok := code == c.code && (c.want == "" && issued(out) || c.want != "" && strings.Contains(out, c.want))
 		if !ok {
 			t.Errorf("%s: %s: tokenctl get %s: exit %d %q, want exit %d %q", when, c.user, c.token, code, out, c.code, c.want)
 		}
 	}
-	if st, _ := exec.Command("nsenter", "-t", s.pid, "-m", "-p", "--", "stat", "-c", "%U:%G %a", "/run/tokend/tokend.sock").CombinedOutput(); strings.TrimSpace(string(st)) != "tokend:tokend-clients 660" {
+	if st, _ := exec.Command("nsenter", "-t", s.PID, "-m", "-p", "--", "stat", "-c", "%U:%G %a", "/run/tokend/tokend.sock").CombinedOutput(); strings.TrimSpace(string(st)) != "tokend:tokend-clients 660" {
 		t.Errorf("%s: socket is %s, want tokend:tokend-clients 660", when, st)
 	}
 }

@@ -22,20 +22,20 @@ import (
 	"github.com/tokend/tokend/socket/proto"
 )
 
-// daemonProc is a running tokend binary.
-type daemonProc struct {
-	*proc
+// Tokend is a running tokend binary.
+type Tokend struct {
+	*Proc
 	t        *testing.T
-	sock     string
-	config   string
-	tokenctl string
+	Sock     string
+	Config   string
+	Tokenctl string
 }
 
-// startTokend writes cfg (with %SOCK% replaced) and runs tokend on it until
+// StartTokend writes cfg (with %SOCK% replaced) and runs tokend on it until
 // it answers PING.
-func startTokend(t *testing.T, cfg string, env ...string) *daemonProc {
+func StartTokend(t *testing.T, cfg string, env ...string) *Tokend {
 	t.Helper()
-	tokend, tokenctl := binaries(t)
+	tokend, tokenctl := Binaries(t)
 	// Not t.TempDir(): its parent is 0700, and other uids must reach the
 	// socket so that its own mode and the allow lists decide.
 	dir, err := os.MkdirTemp("", "tokend-e2e-")
@@ -44,38 +44,38 @@ func startTokend(t *testing.T, cfg string, env ...string) *daemonProc {
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	d := &daemonProc{t: t, sock: filepath.Join(dir, "tokend.sock"), config: filepath.Join(dir, "tokend.toml"), tokenctl: tokenctl}
-	d.write(cfg)
-	d.proc = start(t, append([]string{"VAULT_ADDR=", "VAULT_TOKEN="}, env...), tokend, "--config", d.config)
+	d := &Tokend{t: t, Sock: filepath.Join(dir, "tokend.sock"), Config: filepath.Join(dir, "tokend.toml"), Tokenctl: tokenctl}
+	d.Write(cfg)
+	d.Proc = Start(t, append([]string{"VAULT_ADDR=", "VAULT_TOKEN="}, env...), tokend, "--config", d.Config)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("tokend logs:\n%s", d.out)
+			t.Logf("tokend logs:\n%s", d.Out)
 		}
 	})
-	waitFor(t, "tokend to listen", 10*time.Second, func() bool {
-		if d.exited() {
-			t.Fatalf("tokend exited: %v\n%s", d.err, d.out)
+	WaitFor(t, "tokend to listen", 10*time.Second, func() bool {
+		if d.Exited() {
+			t.Fatalf("tokend exited: %v\n%s", d.Err, d.Out)
 		}
-		_, err := proto.Client{Path: d.sock, Timeout: time.Second}.Do(context.Background(), "PING")
+		_, err := proto.Client{Path: d.Sock, Timeout: time.Second}.Do(context.Background(), "PING")
 		return err == nil
 	})
 	return d
 }
 
-func (d *daemonProc) write(cfg string) {
-	if err := os.WriteFile(d.config, []byte(strings.ReplaceAll(cfg, "%SOCK%", d.sock)), 0o600); err != nil {
+func (d *Tokend) Write(cfg string) {
+	if err := os.WriteFile(d.Config, []byte(strings.ReplaceAll(cfg, "%SOCK%", d.Sock)), 0o600); err != nil {
 		d.t.Fatal(err)
 	}
 }
 
-// ctl runs tokenctl and returns stdout, stderr and the exit code.
-func (d *daemonProc) ctl(args ...string) (string, string, int) {
-	return d.ctlAs(nil, args...)
+// Ctl runs tokenctl and returns stdout, stderr and the exit code.
+func (d *Tokend) Ctl(args ...string) (string, string, int) {
+	return d.CtlAs(nil, args...)
 }
 
-func (d *daemonProc) ctlAs(cred *syscall.Credential, args ...string) (string, string, int) {
+func (d *Tokend) CtlAs(cred *syscall.Credential, args ...string) (string, string, int) {
 	d.t.Helper()
-	cmd := exec.Command(d.tokenctl, append([]string{"--socket", d.sock}, args...)...)
+	cmd := exec.Command(d.Tokenctl, append([]string{"--socket", d.Sock}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -89,28 +89,28 @@ func (d *daemonProc) ctlAs(cred *syscall.Credential, args ...string) (string, st
 	return strings.TrimSuffix(out.String(), "\n"), errb.String(), code
 }
 
-// token reads the default (or named) token, failing the test on error.
-func (d *daemonProc) token(name ...string) string {
+// Token reads the default (or named) Token, failing the test on error.
+func (d *Tokend) Token(name ...string) string {
 	d.t.Helper()
-	out, errs, code := d.ctl(append([]string{"get"}, name...)...)
+	out, errs, code := d.Ctl(append([]string{"get"}, name...)...)
 	if code != 0 {
-		d.t.Fatalf("tokenctl get %v: exit %d: %s\nlogs:\n%s", name, code, errs, d.out)
+		d.t.Fatalf("tokenctl get %v: exit %d: %s\nlogs:\n%s", name, code, errs, d.Out)
 	}
 	return out
 }
 
-// awaitNewToken waits until tokend serves a token that ep issued after the
+// AwaitNewToken waits until tokend serves a token that ep issued after the
 // call, i.e. one obtained under whatever the test just changed.
-func (d *daemonProc) awaitNewToken(ep *endpoint, what string, within time.Duration) {
+func (d *Tokend) AwaitNewToken(ep *Endpoint, what string, within time.Duration) {
 	d.t.Helper()
-	before := ep.issuedCount()
-	waitFor(d.t, what, within, func() bool { return ep.issuedSince(before, d.token()) })
+	before := ep.IssuedCount()
+	WaitFor(d.t, what, within, func() bool { return ep.IssuedSince(before, d.Token()) })
 }
 
-// noLeaks fails if any secret appears in the daemon's logs.
-func (d *daemonProc) noLeaks(secrets ...string) {
+// NoLeaks fails if any secret appears in the daemon's logs.
+func (d *Tokend) NoLeaks(secrets ...string) {
 	d.t.Helper()
-	logs := d.out.String()
+	logs := d.Out.String()
 	for _, s := range secrets {
 		if s != "" && strings.Contains(logs, s) {
 			d.t.Errorf("secret %.6s… found in tokend's logs", s)
@@ -120,8 +120,8 @@ func (d *daemonProc) noLeaks(secrets ...string) {
 
 // approleConfig is one short-lived token (3s lifetimes at the stand-in,
 // min_remaining 1s) whose credentials come from Vault through AppRole.
-func approleConfig(v *vault, roleIDFile, secretIDFile string, ep *endpoint) string {
-	ep.setTTL(3)
+func approleConfig(v *Vault, roleIDFile, secretIDFile string, ep *Endpoint) string {
+	ep.SetTTL(3)
 	return fmt.Sprintf(`
 socket = "%%SOCK%%"
 log_level = "debug"
@@ -135,38 +135,38 @@ token_url = %q
 scope = "https://rbm.vibes.com/rbm.agents"
 kv_path = "tokend/vibes"
 min_remaining = "1s"
-`, v.addr, roleIDFile, secretIDFile, ep.tokenURL())
+`, v.Addr, roleIDFile, secretIDFile, ep.TokenURL())
 }
 
 // The main path: AppRole login to a real Vault, KV v2 secret, the strict
 // stand-in for the documented recipe, every verb, connect-and-read, a
 // rotated secret, and no secret in the logs.
 func TestE2EVaultAppRoleRecipe(t *testing.T) {
-	v := startVault(t)
+	v := StartVault(t)
 	dir := t.TempDir()
-	roleIDFile, secretIDFile, secretID := v.approle(dir, "tokend/vibes", "20m")
+	roleIDFile, secretIDFile, secretID := v.AppRole(dir, "tokend/vibes", "20m")
 	const id, pw, pw2 = "rbm-client", "p+s/w:d=1%&first", "second/secret=="
-	v.putSecret("tokend/vibes", id, pw)
-	ep := newEndpoint(t, "basic+body", id, pw)
+	v.PutSecret("tokend/vibes", id, pw)
+	ep := NewEndpoint(t, "basic+body", id, pw)
 
-	d := startTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
+	d := StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
 
-	tok := d.token()
+	tok := d.Token()
 	if !strings.HasPrefix(tok, "tok-") {
 		t.Fatalf("token %q", tok)
 	}
-	if hdr, _, code := d.ctl("header", "vibes"); code != 0 || !strings.HasPrefix(hdr, "Authorization: Bearer tok-") {
+	if hdr, _, code := d.Ctl("header", "vibes"); code != 0 || !strings.HasPrefix(hdr, "Authorization: Bearer tok-") {
 		t.Errorf("header: %q %d", hdr, code)
 	}
-	info, _, _ := d.ctl("info")
+	info, _, _ := d.Ctl("info")
 	if !strings.HasPrefix(info, "name=vibes token_type=Bearer expires_in=") || !strings.HasSuffix(info, "scope=https://rbm.vibes.com/rbm.agents") || strings.Contains(info, "tok-") {
 		t.Errorf("info: %q", info)
 	}
-	if list, _, _ := d.ctl("list"); list != "vibes" {
+	if list, _, _ := d.Ctl("list"); list != "vibes" {
 		t.Errorf("list: %q", list)
 	}
 	// Connect-and-read, as socat and LoadCredential= do.
-	c, err := net.Dial("unix", d.sock)
+	c, err := net.Dial("unix", d.Sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,25 +177,25 @@ func TestE2EVaultAppRoleRecipe(t *testing.T) {
 		t.Errorf("connect-and-read: %q", bare)
 	}
 	// With a 3s lifetime the token is refreshed about every 1-2s.
-	waitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.token() != tok })
+	WaitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.Token() != tok })
 
 	// Rotation: the endpoint now wants the new secret, Vault has it.
-	ep.setCreds(id, pw2)
-	v.putSecret("tokend/vibes", id, pw2)
-	d.awaitNewToken(ep, "a token obtained with the rotated secret", 15*time.Second)
+	ep.SetCreds(id, pw2)
+	v.PutSecret("tokend/vibes", id, pw2)
+	d.AwaitNewToken(ep, "a token obtained with the rotated secret", 15*time.Second)
 
 	// Vault goes away later: refreshes go on with the credentials in memory.
-	v.proc.stop(t, 10*time.Second)
-	d.awaitNewToken(ep, "a token obtained with vault down", 20*time.Second)
-	if !strings.Contains(d.out.String(), "using the credentials in memory") {
+	v.Proc.Stop(t, 10*time.Second)
+	d.AwaitNewToken(ep, "a token obtained with vault down", 20*time.Second)
+	if !strings.Contains(d.Out.String(), "using the credentials in memory") {
 		t.Errorf("vault outage not logged")
 	}
 
-	d.noLeaks(append([]string{pw, pw2, secretID, "hvs."}, ep.issued...)...)
-	if exited := d.stop(t, 5*time.Second); !exited || d.err != nil {
-		t.Errorf("SIGTERM: exited %v, err %v", exited, d.err)
+	d.NoLeaks(append([]string{pw, pw2, secretID, "hvs."}, ep.issued...)...)
+	if exited := d.Stop(t, 5*time.Second); !exited || d.Err != nil {
+		t.Errorf("SIGTERM: exited %v, err %v", exited, d.Err)
 	}
-	if _, err := os.Lstat(d.sock); !os.IsNotExist(err) {
+	if _, err := os.Lstat(d.Sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}
 }
@@ -203,11 +203,11 @@ func TestE2EVaultAppRoleRecipe(t *testing.T) {
 // One test per client_auth mode against the real oidc-provider, with a
 // secret that form-encoding changes; Vault token auth and KV v1.
 func TestE2EOAuthServerModes(t *testing.T) {
-	v := startVault(t)
-	v.call("POST", "sys/mounts/kv1", map[string]any{"type": "kv", "options": map[string]any{"version": "1"}})
+	v := StartVault(t)
+	v.Call("POST", "sys/mounts/kv1", map[string]any{"type": "kv", "options": map[string]any{"version": "1"}})
 	const id, pw, plain = "rbm-client", "p+s/w:d=1", "plainSecret123"
-	v.call("POST", "kv1/tokend", map[string]any{"id": id, "pw": pw})
-	v.call("POST", "kv1/tokend-plain", map[string]any{"id": id, "pw": plain})
+	v.Call("POST", "kv1/tokend", map[string]any{"id": id, "pw": pw})
+	v.Call("POST", "kv1/tokend-plain", map[string]any{"id": id, "pw": plain})
 	tokenFile := filepath.Join(t.TempDir(), "vault-token")
 	os.WriteFile(tokenFile, []byte("root\n"), 0o600)
 
@@ -225,8 +225,8 @@ func TestE2EOAuthServerModes(t *testing.T) {
 			if tc.mode == "basic+body" {
 				env = append(env, "ACCEPT_BOTH=1")
 			}
-			idp := startIdP(t, env...)
-			d := startTokend(t, fmt.Sprintf(`
+			idp := StartIdP(t, env...)
+			d := StartTokend(t, fmt.Sprintf(`
 socket = "%%SOCK%%"
 [vault]
 address = %q
@@ -241,13 +241,13 @@ kv_path = %q
 client_id_field = "id"
 client_secret_field = "pw"
 min_remaining = "1s"
-`, v.addr, tokenFile, idp.url, tc.mode, tc.path))
-			first := d.token("api")
+`, v.Addr, tokenFile, idp.URL, tc.mode, tc.path))
+			first := d.Token("api")
 			if len(first) < 20 {
 				t.Fatalf("token %q", first)
 			}
-			waitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.token() != first })
-			d.noLeaks(tc.secret, "root", first)
+			WaitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.Token() != first })
+			d.NoLeaks(tc.secret, "root", first)
 		})
 	}
 }
@@ -256,25 +256,25 @@ min_remaining = "1s"
 // good SIGHUP, a flood of connections, over-long lines, a denied peer, a
 // second tokend on the same socket.
 func TestE2EFaults(t *testing.T) {
-	port := freePort(t)
+	port := FreePort(t)
 	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
 	tokenFile := filepath.Join(t.TempDir(), "vault-token")
 	os.WriteFile(tokenFile, []byte("root"), 0o600)
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.push(fault{status: 503, retryAfter: "1", body: `{"error":"temporarily_unavailable"}`}, fault{status: 429, body: "slow down"})
-	cfg := oneTokenConfig(addr, tokenFile, ep.tokenURL(), "socket_mode = \"0666\"\nmax_connections = 64", "allow_uids = [4242]\nretry_max = \"2s\"")
-	d := startTokend(t, cfg)
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.Push(Fault{Status: 503, RetryAfter: "1", Body: `{"error":"temporarily_unavailable"}`}, Fault{Status: 429, Body: "slow down"})
+	cfg := OneTokenConfig(addr, tokenFile, ep.TokenURL(), "socket_mode = \"0666\"\nmax_connections = 64", "allow_uids = [4242]\nretry_max = \"2s\"")
+	d := StartTokend(t, cfg)
 
 	// Vault is down: the daemon runs and says why.
-	_, errs, code := d.ctl("get")
+	_, errs, code := d.Ctl("get")
 	if code != 1 || !strings.Contains(errs, "unavailable") {
 		t.Fatalf("with vault down: exit %d %q", code, errs)
 	}
-	v := startVaultAt(t, port)
-	v.putSecret("tokend/vibes", "cid", "csecret")
+	v := StartVaultAt(t, port)
+	v.PutSecret("tokend/vibes", "cid", "csecret")
 	var tok string
-	waitFor(t, "a token once vault is up (through 503 and 429)", 30*time.Second, func() bool {
-		out, _, code := d.ctl("get")
+	WaitFor(t, "a token once vault is up (through 503 and 429)", 30*time.Second, func() bool {
+		out, _, code := d.Ctl("get")
 		tok = out
 		return code == 0
 	})
@@ -282,34 +282,34 @@ func TestE2EFaults(t *testing.T) {
 	// Denied peer: another uid, not on the allow list.
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	if os.Getuid() != 0 {
-		need(t, "root", "running tokenctl as another uid needs root")
+		Need(t, "root", "running tokenctl as another uid needs root")
 	}
-	_, errs, code = d.ctlAs(nobody, "get")
+	_, errs, code = d.CtlAs(nobody, "get")
 	if code != 1 || !strings.Contains(errs, "denied") || strings.Contains(errs, tok) {
 		t.Errorf("denied peer: exit %d %q", code, errs)
 	}
-	if list, _, _ := d.ctlAs(nobody, "list"); list != "" {
+	if list, _, _ := d.CtlAs(nobody, "list"); list != "" {
 		t.Errorf("denied peer lists %q", list)
 	}
-	if !strings.Contains(d.out.String(), `"uid":65534`) {
+	if !strings.Contains(d.Out.String(), `"uid":65534`) {
 		t.Errorf("denial not logged with the uid")
 	}
-	if _, _, code := d.ctlAs(&syscall.Credential{Uid: 4242, Gid: 4242}, "get"); code != 0 {
+	if _, _, code := d.CtlAs(&syscall.Credential{Uid: 4242, Gid: 4242}, "get"); code != 0 {
 		t.Errorf("allowed uid 4242 refused: %d", code)
 	}
 
 	// A broken reload keeps the old configuration and token.
-	d.write(cfg + "\nbogus_key = 1\n")
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the failed reload to be logged", 5*time.Second, func() bool { return strings.Contains(d.out.String(), "reload failed") })
-	if got := d.token(); got != tok {
+	d.Write(cfg + "\nbogus_key = 1\n")
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	WaitFor(t, "the failed reload to be logged", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "reload failed") })
+	if got := d.Token(); got != tok {
 		t.Errorf("token changed after a broken reload")
 	}
 	// A good reload that changes only the allow lists keeps the token.
-	d.write(strings.Replace(cfg, "allow_uids = [4242]", "allow_uids = [65534]", 1))
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.out.String(), "configuration reloaded") })
-	if got, _, code := d.ctlAs(nobody, "get"); code != 0 || got != tok {
+	d.Write(strings.Replace(cfg, "allow_uids = [4242]", "allow_uids = [65534]", 1))
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	WaitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
+	if got, _, code := d.CtlAs(nobody, "get"); code != 0 || got != tok {
 		t.Errorf("after reload: uid 65534 got exit %d; same token: %v", code, got == tok)
 	}
 
@@ -320,7 +320,7 @@ func TestE2EFaults(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.DialTimeout("unix", d.sock, 5*time.Second)
+			c, err := net.DialTimeout("unix", d.Sock, 5*time.Second)
 			if err != nil {
 				other.Add(1)
 				return
@@ -346,7 +346,7 @@ func TestE2EFaults(t *testing.T) {
 	}
 
 	// Over-long line.
-	c, _ := net.Dial("unix", d.sock)
+	c, _ := net.Dial("unix", d.Sock)
 	fmt.Fprint(c, strings.Repeat("x", 4096)+"\n")
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	c.Close()
@@ -355,19 +355,19 @@ func TestE2EFaults(t *testing.T) {
 	}
 
 	// A second tokend on the same socket refuses to start.
-	tokend, _ := binaries(t)
-	out, err := exec.Command(tokend, "--config", d.config).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), d.sock) {
+	tokend, _ := Binaries(t)
+	out, err := exec.Command(tokend, "--config", d.Config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), d.Sock) {
 		t.Errorf("second tokend: %v %s", err, out)
 	}
-	if got := d.token(); got != tok {
+	if got := d.Token(); got != tok {
 		t.Errorf("first tokend disturbed by the second")
 	}
-	d.noLeaks("csecret", tok)
+	d.NoLeaks("csecret", tok)
 }
 
 func TestE2ECheck(t *testing.T) {
-	tokend, _ := binaries(t)
+	tokend, _ := Binaries(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.toml")
 	os.WriteFile(good, []byte("[vault]\naddress = \"http://127.0.0.1:1\"\ntoken_file = \"/dev/null\"\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\n"), 0o600)
@@ -394,7 +394,7 @@ func TestE2ECheck(t *testing.T) {
 	// read or another user owns, a socket directory anyone may write, a
 	// socket_mode open to all.
 	if os.Getuid() != 0 {
-		need(t, "root", "chown to another user needs root")
+		Need(t, "root", "chown to another user needs root")
 	}
 	open := filepath.Join(dir, "open")
 	os.Mkdir(open, 0o777)
@@ -442,38 +442,38 @@ func TestE2ECheck(t *testing.T) {
 // Short Vault token TTLs: the LifetimeWatcher renews, and at the max TTL
 // tokend logs in again; token refreshes never notice.
 func TestE2EVaultRenewalAndRelogin(t *testing.T) {
-	v := startVault(t)
+	v := StartVault(t)
 	dir := t.TempDir()
-	roleIDFile, secretIDFile, _ := v.approle(dir, "tokend/vibes", "2s")
-	v.call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": "2s", "token_max_ttl": "4s"})
-	v.putSecret("tokend/vibes", "cid", "csecret")
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	d := startTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
-	waitFor(t, "three approle logins", 30*time.Second, func() bool {
-		return strings.Count(d.out.String(), "logged in to vault with approle") >= 3
+	roleIDFile, secretIDFile, _ := v.AppRole(dir, "tokend/vibes", "2s")
+	v.Call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": "2s", "token_max_ttl": "4s"})
+	v.PutSecret("tokend/vibes", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
+	WaitFor(t, "three approle logins", 30*time.Second, func() bool {
+		return strings.Count(d.Out.String(), "logged in to vault with approle") >= 3
 	})
-	logs := d.out.String()
+	logs := d.Out.String()
 	if !strings.Contains(logs, "vault token renewed") {
 		t.Errorf("no renewal logged")
 	}
 	if strings.Contains(logs, "using the credentials in memory") || strings.Contains(logs, "token refresh failed") {
 		t.Errorf("vault reads failed around re-logins:\n%s", logs)
 	}
-	d.token()
+	d.Token()
 }
 
 // A renewable Vault token in token_file, as an operator or Vault Agent
 // leaves it: the LifetimeWatcher renews it past its TTL, and at its max TTL
 // tokend reads token_file again and goes on with the token it finds there.
 func TestE2EVaultTokenFileRenewal(t *testing.T) {
-	v := startVault(t)
-	v.call("PUT", "sys/policies/acl/tokend", map[string]any{"policy": `path "secret/data/tokend/vibes" { capabilities = ["read"] }`})
+	v := StartVault(t)
+	v.Call("PUT", "sys/policies/acl/tokend", map[string]any{"policy": `path "secret/data/tokend/vibes" { capabilities = ["read"] }`})
 	newToken := func(ttl, maxTTL string) string {
-		r := v.call("POST", "auth/token/create", map[string]any{"policies": []string{"tokend"}, "ttl": ttl, "explicit_max_ttl": maxTTL, "renewable": true})
+		r := v.Call("POST", "auth/token/create", map[string]any{"policies": []string{"tokend"}, "ttl": ttl, "explicit_max_ttl": maxTTL, "renewable": true})
 		return r["auth"].(map[string]any)["client_token"].(string)
 	}
 	expired := func(tok string) bool {
-		req, _ := http.NewRequest("GET", v.addr+"/v1/auth/token/lookup-self", nil)
+		req, _ := http.NewRequest("GET", v.Addr+"/v1/auth/token/lookup-self", nil)
 		req.Header.Set("X-Vault-Token", tok)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -487,13 +487,13 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(first+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v.putSecret("tokend/vibes", "cid", "csecret")
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.setTTL(3)
-	d := startTokend(t, oneTokenConfig(v.addr, tokenFile, ep.tokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
+	v.PutSecret("tokend/vibes", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.SetTTL(3)
+	d := StartTokend(t, OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
 
-	waitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
-		return strings.Count(d.out.String(), "vault token renewed") >= 2
+	WaitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
+		return strings.Count(d.Out.String(), "vault token renewed") >= 2
 	})
 	// The next token is in the file before the first reaches its max TTL
 	// (its TTL outlives the wait: nobody renews it until tokend reads it).
@@ -501,48 +501,48 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(second+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first token to expire", 15*time.Second, func() bool { return expired(first) })
+	WaitFor(t, "the first token to expire", 15*time.Second, func() bool { return expired(first) })
 
 	// Reads now succeed only through the second token: a rotated secret
 	// reaches the token endpoint.
-	ep.setCreds("cid", "rotated")
-	v.putSecret("tokend/vibes", "cid", "rotated")
-	d.awaitNewToken(ep, "a token obtained with the rotated secret", 15*time.Second)
-	if !strings.Contains(d.out.String(), "vault token reached its max TTL") && !strings.Contains(d.out.String(), "vault token renewal failed") {
-		t.Errorf("the end of the first token's life was not noticed:\n%s", d.out)
+	ep.SetCreds("cid", "rotated")
+	v.PutSecret("tokend/vibes", "cid", "rotated")
+	d.AwaitNewToken(ep, "a token obtained with the rotated secret", 15*time.Second)
+	if !strings.Contains(d.Out.String(), "vault token reached its max TTL") && !strings.Contains(d.Out.String(), "vault token renewal failed") {
+		t.Errorf("the end of the first token's life was not noticed:\n%s", d.Out)
 	}
-	d.noLeaks(first, second, "csecret", "rotated")
+	d.NoLeaks(first, second, "csecret", "rotated")
 }
 
 // A sealed Vault, for real: refreshes go on with the credentials in memory
 // and say why; once Vault is unsealed, a rotated secret is picked up.
 func TestE2EVaultSealed(t *testing.T) {
-	v := startVault(t)
+	v := StartVault(t)
 	tokenFile := filepath.Join(t.TempDir(), "vault-token")
 	if err := os.WriteFile(tokenFile, []byte("root"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v.putSecret("tokend/vibes", "cid", "csecret")
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.setTTL(3)
-	d := startTokend(t, oneTokenConfig(v.addr, tokenFile, ep.tokenURL(), "", `min_remaining = "1s"`))
-	d.token()
-	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(v.proc.out.String())
+	v.PutSecret("tokend/vibes", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.SetTTL(3)
+	d := StartTokend(t, OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), "", `min_remaining = "1s"`))
+	d.Token()
+	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(v.Proc.Out.String())
 	if m == nil {
-		t.Fatalf("no unseal key in vault's output:\n%s", v.proc.out)
+		t.Fatalf("no unseal key in vault's output:\n%s", v.Proc.Out)
 	}
 
-	v.call("PUT", "sys/seal", nil)
-	d.awaitNewToken(ep, "a token obtained while vault is sealed", 15*time.Second)
-	if !regexp.MustCompile(`Vault is sealed.*"message":"vault read failed; using the credentials in memory"`).MatchString(d.out.String()) {
-		t.Errorf("no log says the refresh went on because vault is sealed:\n%s", d.out)
+	v.Call("PUT", "sys/seal", nil)
+	d.AwaitNewToken(ep, "a token obtained while vault is sealed", 15*time.Second)
+	if !regexp.MustCompile(`Vault is sealed.*"message":"vault read failed; using the credentials in memory"`).MatchString(d.Out.String()) {
+		t.Errorf("no log says the refresh went on because vault is sealed:\n%s", d.Out)
 	}
 
-	v.call("PUT", "sys/unseal", map[string]any{"key": m[1]})
-	ep.setCreds("cid", "rotated")
-	v.putSecret("tokend/vibes", "cid", "rotated")
-	d.awaitNewToken(ep, "a token obtained with the secret rotated after unsealing", 20*time.Second)
-	d.noLeaks("csecret", "rotated", m[1])
+	v.Call("PUT", "sys/unseal", map[string]any{"key": m[1]})
+	ep.SetCreds("cid", "rotated")
+	v.PutSecret("tokend/vibes", "cid", "rotated")
+	d.AwaitNewToken(ep, "a token obtained with the secret rotated after unsealing", 20*time.Second)
+	d.NoLeaks("csecret", "rotated", m[1])
 }
 
 // The README's examples, run for real: tokenctl header | curl -H @-, the
@@ -550,12 +550,12 @@ func TestE2EVaultSealed(t *testing.T) {
 func TestE2EDocumentedUsage(t *testing.T) {
 	for _, tool := range []string{"curl", "socat", "sh", "python3"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			need(t, tool, "apt-get install "+tool)
+			Need(t, tool, "apt-get install "+tool)
 		}
 	}
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	d := startTokend(t, standInConfig(t, ep, ""))
-	tok := d.token()
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := StartTokend(t, StandInConfig(t, ep, ""))
+	tok := d.Token()
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+tok {
 			w.WriteHeader(401)
@@ -567,7 +567,7 @@ func TestE2EDocumentedUsage(t *testing.T) {
 	sh := func(script string) string {
 		t.Helper()
 		cmd := exec.Command("sh", "-c", script)
-		cmd.Env = append(os.Environ(), "TOKEND_SOCKET="+d.sock, "PATH="+filepath.Dir(d.tokenctl)+":"+os.Getenv("PATH"), "API="+api.URL)
+		cmd.Env = append(os.Environ(), "TOKEND_SOCKET="+d.Sock, "PATH="+filepath.Dir(d.Tokenctl)+":"+os.Getenv("PATH"), "API="+api.URL)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("%s: %v\n%s", script, err, out)
@@ -594,11 +594,11 @@ func TestE2EDocumentedUsage(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "usage:"},
 		{[]string{"list", "x"}, 2, "too many arguments"},
 	} {
-		if _, errs, code := d.ctl(tc.args...); code != tc.code || !strings.Contains(errs, tc.err) {
+		if _, errs, code := d.Ctl(tc.args...); code != tc.code || !strings.Contains(errs, tc.err) {
 			t.Errorf("tokenctl %v: exit %d %q", tc.args, code, errs)
 		}
 	}
-	cmd := exec.Command(d.tokenctl, "--socket", "/nonexistent/tokend.sock", "ping")
+	cmd := exec.Command(d.Tokenctl, "--socket", "/nonexistent/tokend.sock", "ping")
 	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "/nonexistent/tokend.sock") {
 		t.Errorf("unreachable: %v %s", err, out)
 	}
@@ -616,7 +616,7 @@ def tokend(request="HEADER", path="/run/tokend/tokend.sock"):
     return rest
 print(tokend(path=sys.argv[1]))
 `
-	out, err := exec.Command("python3", "-c", script, d.sock).CombinedOutput()
+	out, err := exec.Command("python3", "-c", script, d.Sock).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "Bearer "+tok {
 		t.Errorf("python snippet: %v %q", err, out)
 	}
@@ -628,16 +628,16 @@ print(tokend(path=sys.argv[1]))
 // rather than an ERR text that would become a credential.
 func TestE2EPerUIDCap(t *testing.T) {
 	if os.Getuid() != 0 {
-		need(t, "root", "running clients as other uids needs root")
+		Need(t, "root", "running clients as other uids needs root")
 	}
 	// The system's python: other uids cannot run one under /root (pyenv).
 	python := "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
-		need(t, python, "apt-get install python3")
+		Need(t, python, "apt-get install python3")
 	}
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	d := startTokend(t, standInConfig(t, ep, "socket_mode = \"0666\"\nmax_connections_per_uid = 4"))
-	tok := d.token()
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := StartTokend(t, StandInConfig(t, ep, "socket_mode = \"0666\"\nmax_connections_per_uid = 4"))
+	tok := d.Token()
 	const holder = `
 import socket, sys, time
 held = []
@@ -651,33 +651,33 @@ print("holding", len(held), flush=True)
 time.sleep(120)
 `
 	hog := &syscall.Credential{Uid: 4242, Gid: 4242}
-	h := &proc{cmd: exec.Command(python, "-c", holder, d.sock, "4"), out: &syncBuf{}, done: make(chan struct{})}
-	h.cmd.Stdout, h.cmd.Stderr = h.out, h.out
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: hog, Setpgid: true}
-	if err := h.cmd.Start(); err != nil {
+	h := &Proc{Cmd: exec.Command(python, "-c", holder, d.Sock, "4"), Out: &SyncBuf{}, Done: make(chan struct{})}
+	h.Cmd.Stdout, h.Cmd.Stderr = h.Out, h.Out
+	h.Cmd.SysProcAttr = &syscall.SysProcAttr{Credential: hog, Setpgid: true}
+	if err := h.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { h.err = h.cmd.Wait(); close(h.done) }()
-	t.Cleanup(func() { h.stop(t, time.Second) })
-	waitFor(t, "uid 4242 to hold its 4 connections", 10*time.Second, func() bool {
-		if h.exited() {
-			t.Fatalf("holder exited: %s", h.out)
+	go func() { h.Err = h.Cmd.Wait(); close(h.Done) }()
+	t.Cleanup(func() { h.Stop(t, time.Second) })
+	WaitFor(t, "uid 4242 to hold its 4 connections", 10*time.Second, func() bool {
+		if h.Exited() {
+			t.Fatalf("holder exited: %s", h.Out)
 		}
-		return strings.Contains(h.out.String(), "holding 4")
+		return strings.Contains(h.Out.String(), "holding 4")
 	})
 
-	if _, errs, code := d.ctlAs(hog, "get"); code != 1 || !strings.Contains(errs, "busy: too many connections from this uid") {
+	if _, errs, code := d.CtlAs(hog, "get"); code != 1 || !strings.Contains(errs, "busy: too many connections from this uid") {
 		t.Errorf("uid 4242 over its cap: exit %d %q", code, errs)
 	}
-	if got, errs, code := d.ctlAs(&syscall.Credential{Uid: 4343, Gid: 4343}, "get"); code != 0 || got != tok {
+	if got, errs, code := d.CtlAs(&syscall.Credential{Uid: 4343, Gid: 4343}, "get"); code != 0 || got != tok {
 		t.Errorf("uid 4343: exit %d %q", code, errs)
 	}
-	if got := d.token(); got != tok {
+	if got := d.Token(); got != tok {
 		t.Errorf("root: %q", got)
 	}
 	// LoadCredential= connects as root from an address naming the unit.
 	local := &net.UnixAddr{Name: fmt.Sprintf("@%x/unit/api-call.service/vibes", time.Now().UnixNano()), Net: "unix"}
-	c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: d.sock, Net: "unix"})
+	c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: d.Sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -695,13 +695,13 @@ s.connect(sys.argv[1])
 s.shutdown(socket.SHUT_WR)
 data = s.recv(4096)
 sys.stdout.write(repr(data))
-`, d.sock)
+`, d.Sock)
 	read.SysProcAttr = &syscall.SysProcAttr{Credential: hog}
 	if out, err := read.CombinedOutput(); err != nil || string(out) != "b''" {
 		t.Errorf("capped uid's connect-and-read: %v %s", err, out)
 	}
-	if !strings.Contains(d.out.String(), `"message":"connections refused: too many connections from this uid"`) {
+	if !strings.Contains(d.Out.String(), `"message":"connections refused: too many connections from this uid"`) {
 		t.Errorf("refusal not logged")
 	}
-	d.noLeaks("csecret", tok)
+	d.NoLeaks("csecret", tok)
 }

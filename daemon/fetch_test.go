@@ -31,12 +31,12 @@ func TestFetchRecipe(t *testing.T) {
 	const id, pw = "rbm client", "p+s/w:d=1%&"
 	for _, mode := range []string{"basic+body", "basic", "body"} {
 		t.Run(mode, func(t *testing.T) {
-			e := newEndpoint(t, mode, id, pw)
-			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw})
+			e := NewEndpoint(t, mode, id, pw)
+			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g.AccessToken != e.lastToken() || g.TokenType != "Bearer" || g.Lifetime != time.Hour {
+			if g.AccessToken != e.LastToken() || g.TokenType != "Bearer" || g.Lifetime != time.Hour {
 				t.Errorf("grant %+v", g)
 			}
 		})
@@ -46,41 +46,41 @@ func TestFetchRecipe(t *testing.T) {
 func TestFetchAnswers(t *testing.T) {
 	tests := []struct {
 		name     string
-		f        fault
+		f        Fault
 		ttl      any
 		wantErr  string
 		lifetime time.Duration
 	}{
 		{name: "expires_in string", ttl: "120", lifetime: 2 * time.Minute},
 		{name: "expires_in missing", ttl: nil, lifetime: defaultLifetime},
-		{name: "503 with Retry-After", f: fault{status: 503, retryAfter: "7", body: "busy"}, wantErr: "answered 503"},
-		{name: "429", f: fault{status: 429, body: `{"error":"slow_down"}`}, wantErr: "429 slow_down"},
-		{name: "garbage", f: fault{status: 200, body: "<html>"}, wantErr: "not a JSON object"},
-		{name: "no access_token", f: fault{status: 200, body: `{"token_type":"Bearer"}`}, wantErr: "no access_token"},
-		{name: "token with space", f: fault{status: 200, body: `{"access_token":"a b","expires_in":60}`}, wantErr: "spaces"},
-		{name: "bad expires_in", f: fault{status: 200, body: `{"access_token":"a","expires_in":"soon"}`}, wantErr: "expires_in"},
-		{name: "huge body", f: fault{status: 200, body: strings.Repeat("x", maxBody+10)}, wantErr: "larger than"},
-		{name: "invalid_scope", f: fault{status: 400, body: `{"error":"invalid_scope","error_description":"nope"}`}, wantErr: `400 invalid_scope`},
-		{name: "expires_in NaN", f: fault{status: 200, body: `{"access_token":"a","expires_in":"NaN"}`}, wantErr: "expires_in"},
-		{name: "expires_in Inf", f: fault{status: 200, body: `{"access_token":"a","expires_in":"+Inf"}`}, wantErr: "expires_in"},
-		{name: "expires_in negative", f: fault{status: 200, body: `{"access_token":"a","expires_in":-5}`}, wantErr: "expires_in"},
-		{name: "expires_in zero", f: fault{status: 200, body: `{"access_token":"a","expires_in":0}`}, wantErr: "expires_in"},
-		{name: "expires_in under a second", f: fault{status: 200, body: `{"access_token":"a","expires_in":0.5}`}, wantErr: "expires_in"},
+		{name: "503 with Retry-After", f: Fault{Status: 503, RetryAfter: "7", Body: "busy"}, wantErr: "answered 503"},
+		{name: "429", f: Fault{Status: 429, Body: `{"error":"slow_down"}`}, wantErr: "429 slow_down"},
+		{name: "garbage", f: Fault{Status: 200, Body: "<html>"}, wantErr: "not a JSON object"},
+		{name: "no access_token", f: Fault{Status: 200, Body: `{"token_type":"Bearer"}`}, wantErr: "no access_token"},
+		{name: "token with space", f: Fault{Status: 200, Body: `{"access_token":"a b","expires_in":60}`}, wantErr: "spaces"},
+		{name: "bad expires_in", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":"soon"}`}, wantErr: "expires_in"},
+		{name: "huge body", f: Fault{Status: 200, Body: strings.Repeat("x", maxBody+10)}, wantErr: "larger than"},
+		{name: "invalid_scope", f: Fault{Status: 400, Body: `{"error":"invalid_scope","error_description":"nope"}`}, wantErr: `400 invalid_scope`},
+		{name: "expires_in NaN", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":"NaN"}`}, wantErr: "expires_in"},
+		{name: "expires_in Inf", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":"+Inf"}`}, wantErr: "expires_in"},
+		{name: "expires_in negative", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":-5}`}, wantErr: "expires_in"},
+		{name: "expires_in zero", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":0}`}, wantErr: "expires_in"},
+		{name: "expires_in under a second", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":0.5}`}, wantErr: "expires_in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEndpoint(t, "basic+body", "id", "pw")
-			e.setTTL(tt.ttl)
-			if tt.f.status != 0 {
-				e.push(tt.f)
+			e := NewEndpoint(t, "basic+body", "id", "pw")
+			e.SetTTL(tt.ttl)
+			if tt.f.Status != 0 {
+				e.Push(tt.f)
 			}
-			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
+			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)
 				}
 				var ee *endpointError
-				if tt.f.retryAfter != "" && (!errors.As(err, &ee) || ee.RetryAfter != 7*time.Second) {
+				if tt.f.RetryAfter != "" && (!errors.As(err, &ee) || ee.RetryAfter != 7*time.Second) {
 					t.Errorf("Retry-After not parsed: %#v", err)
 				}
 				return
@@ -93,15 +93,15 @@ func TestFetchAnswers(t *testing.T) {
 }
 
 func TestFetchRejectedAndTimeout(t *testing.T) {
-	e := newEndpoint(t, "basic+body", "id", "right")
-	_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"})
+	e := NewEndpoint(t, "basic+body", "id", "right")
+	_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"})
 	var ee *endpointError
 	if !errors.As(err, &ee) || !ee.rejected() || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("want a rejection without the secret, got %v", err)
 	}
 
-	e.hold()
-	tc := tokenConfig(e.tokenURL(), "basic+body")
+	e.Hold()
+	tc := tokenConfig(e.TokenURL(), "basic+body")
 	tc.RequestTimeout = 200 * time.Millisecond
 	start := time.Now()
 	_, err = fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "id", Secret: "right"})
@@ -139,7 +139,7 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 	}
 	for name, form := range forms {
 		for _, field := range []string{"error_description", "error"} {
-			e := newEndpoint(t, "basic+body", id, pw)
+			e := NewEndpoint(t, "basic+body", id, pw)
 			raw, _ := json.Marshal("bad client secret " + form + " here")
 			text := string(raw)
 			if name == "raw" {
@@ -149,8 +149,8 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 			if field == "error" {
 				body = `{"error":` + text + `}`
 			}
-			e.push(fault{status: 401, body: body})
-			_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.tokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
+			e.Push(Fault{Status: 401, Body: body})
+			_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
 			var ee *endpointError
 			if !errors.As(err, &ee) || !ee.rejected() {
 				t.Fatalf("%s in %s: %v", name, field, err)

@@ -91,7 +91,7 @@ func vaultFailingAt(t *testing.T, path string) string {
 // reload included), and every log line is one JSON object.
 func TestUpstreamTextCleaned(t *testing.T) {
 	tlsURL, caFile := tlsEndpointNamed(t, "x"+injected)
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
 	tok := filepath.Join(t.TempDir(), "vault-token")
 	os.WriteFile(tok, []byte("test-token"), 0o600)
 	cfg := fmt.Sprintf(`
@@ -108,16 +108,16 @@ retry_max = "1s"
 token_url = %q
 kv_path = "tokend/vaulty"
 retry_max = "1s"
-`, vaultFailingAt(t, "tokend/vaulty"), tok, tlsURL, ep.tokenURL())
-	n := listenNotify(t)
-	d := startTokend(t, cfg, "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=1000000", "SSL_CERT_FILE="+caFile)
+`, vaultFailingAt(t, "tokend/vaulty"), tok, tlsURL, ep.TokenURL())
+	n := ListenNotify(t)
+	d := StartTokend(t, cfg, "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000", "SSL_CERT_FILE="+caFile)
 
-	waitFor(t, "both failures in STATUS=", 20*time.Second, func() bool {
-		return n.index("certificate is valid for x") >= 0 && n.index("backend down") >= 0
+	WaitFor(t, "both failures in STATUS=", 20*time.Second, func() bool {
+		return n.Index("certificate is valid for x") >= 0 && n.Index("backend down") >= 0
 	})
 
 	// Pipelined requests: one line each, in order.
-	c, err := net.Dial("unix", d.sock)
+	c, err := net.Dial("unix", d.Sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,26 +146,26 @@ retry_max = "1s"
 	}
 
 	// A reload before the first token: still no READY=1.
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(d.out.String(), "configuration reloaded") })
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	WaitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
 	time.Sleep(1500 * time.Millisecond) // a few more STATUS= and WATCHDOG=1
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	<-d.done
+	d.Cmd.Process.Signal(syscall.SIGTERM)
+	<-d.Done
 
 	own := regexp.MustCompile(`^(STATUS=[ -~]*|WATCHDOG=1|RELOADING=1|MONOTONIC_USEC=\d+|STOPPING=1)$`)
-	for _, m := range n.all() {
+	for _, m := range n.All() {
 		for _, l := range strings.Split(m, "\n") {
 			if !own.MatchString(l) {
 				t.Errorf("sd_notify datagram with a line of its own %q in %q", l, m)
 			}
 		}
 	}
-	if n.index("READY=1\n") >= 0 || n.count("WATCHDOG=1") == 0 {
+	if n.Index("READY=1\n") >= 0 || n.Count("WATCHDOG=1") == 0 {
 		t.Errorf("READY=1 sent, or the watchdog never petted: %s", n)
 	}
 
 	// The log: one JSON object per line, no raw control bytes.
-	sc := bufio.NewScanner(strings.NewReader(d.out.String()))
+	sc := bufio.NewScanner(strings.NewReader(d.Out.String()))
 	for sc.Scan() {
 		var v map[string]any
 		if json.Unmarshal(sc.Bytes(), &v) != nil {
@@ -175,7 +175,7 @@ retry_max = "1s"
 			t.Errorf("log line repeats upstream control bytes: %s", s)
 		}
 	}
-	if !strings.Contains(d.out.String(), `x\\x0aREADY=1`) {
+	if !strings.Contains(d.Out.String(), `x\\x0aREADY=1`) {
 		t.Errorf("the TLS failure is not logged")
 	}
 }

@@ -128,17 +128,17 @@ type keeperRig struct {
 	k     *keeper
 	clock *fakeClock
 	vault *fakeVault
-	ep    *endpoint
-	logs  *syncBuf
+	ep    *Endpoint
+	logs  *SyncBuf
 }
 
 func startKeeper(t *testing.T, mode string) *keeperRig {
 	t.Helper()
 	const id, pw = "client-1", "s3cr3t+/=value"
 	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
-		ep: newEndpoint(t, mode, id, pw), logs: &syncBuf{}}
+		ep: NewEndpoint(t, mode, id, pw), logs: &SyncBuf{}}
 	log := zerolog.New(rig.logs)
-	rig.k = newKeeper(*tokenConfig(rig.ep.tokenURL(), mode), rig.vault, http.DefaultClient, log)
+	rig.k = newKeeper(*tokenConfig(rig.ep.TokenURL(), mode), rig.vault, http.DefaultClient, log)
 	rig.k.clock = rig.clock
 	rig.k.rand = func() float64 { return 0.5 }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -169,14 +169,14 @@ func TestKeeperRefreshSchedule(t *testing.T) {
 		t.Fatalf("first refresh in %v, want 75-80%% of an hour", d)
 	}
 	tok, err := r.get(t)
-	if err != nil || tok.Value != r.ep.lastToken() || tok.Type != "Bearer" || tok.Scope != rbmScope {
+	if err != nil || tok.Value != r.ep.LastToken() || tok.Type != "Bearer" || tok.Scope != rbmScope {
 		t.Fatalf("get: %+v %v", tok, err)
 	}
 	first := tok.Value
 	r.clock.Advance(d)
 	r.clock.nextWait(t)
-	if tok, _ = r.get(t); tok.Value == first || r.ep.calls.Load() != 2 {
-		t.Fatalf("not refreshed: %q, %d calls", tok.Value, r.ep.calls.Load())
+	if tok, _ = r.get(t); tok.Value == first || r.ep.Calls.Load() != 2 {
+		t.Fatalf("not refreshed: %q, %d calls", tok.Value, r.ep.Calls.Load())
 	}
 	if !tok.ExpiresAt.Equal(r.clock.Now().Add(time.Hour)) {
 		t.Errorf("expiry not counted from the request: %v", tok.ExpiresAt)
@@ -189,7 +189,7 @@ func TestKeeperFailuresAndMinRemaining(t *testing.T) {
 	r := startKeeper(t, "basic+body")
 	d := r.clock.nextWait(t)
 	for i := 0; i < 200; i++ {
-		r.ep.push(fault{status: 503, body: `{"error":"server_error"}`})
+		r.ep.Push(Fault{Status: 503, Body: `{"error":"server_error"}`})
 	}
 	r.clock.Advance(d)
 	var waits []time.Duration
@@ -223,15 +223,15 @@ func TestKeeperFailuresAndMinRemaining(t *testing.T) {
 func TestKeeperRotatedSecret(t *testing.T) {
 	r := startKeeper(t, "basic+body")
 	d := r.clock.nextWait(t)
-	r.ep.setCreds("client-1", "rotated-secret")
+	r.ep.SetCreds("client-1", "rotated-secret")
 	// Vault's first answer is still the old secret; the re-read brings the new one.
 	r.vault.rotate(vaultsrc.Credentials{ID: "client-1", Secret: "rotated-secret"})
 	r.clock.Advance(d)
 	if w := r.clock.nextWait(t); w < 40*time.Minute {
 		t.Fatalf("rotation not recovered in one attempt: next wait %v", w)
 	}
-	if r.ep.calls.Load() != 3 {
-		t.Errorf("token endpoint calls = %d, want 3 (first, rejected, retried)", r.ep.calls.Load())
+	if r.ep.Calls.Load() != 3 {
+		t.Errorf("token endpoint calls = %d, want 3 (first, rejected, retried)", r.ep.Calls.Load())
 	}
 }
 
@@ -241,8 +241,8 @@ func TestKeeperVaultDown(t *testing.T) {
 	d := r.clock.nextWait(t)
 	r.vault.set(vaultsrc.Credentials{}, errors.New("vault is sealed"))
 	r.clock.Advance(d)
-	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.calls.Load() != 2 {
-		t.Fatalf("refresh failed with vault down: wait %v calls %d", w, r.ep.calls.Load())
+	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.Calls.Load() != 2 {
+		t.Fatalf("refresh failed with vault down: wait %v calls %d", w, r.ep.Calls.Load())
 	}
 }
 
@@ -250,9 +250,9 @@ func TestKeeperVaultDown(t *testing.T) {
 // the first token and get it.
 func TestKeeperSingleFlight(t *testing.T) {
 	clock := newFakeClock()
-	ep := newEndpoint(t, "body", "a", "b")
-	ep.hold()
-	k := newKeeper(*tokenConfig(ep.tokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
+	ep := NewEndpoint(t, "body", "a", "b")
+	ep.Hold()
+	k := newKeeper(*tokenConfig(ep.TokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
 	k.clock = clock
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -268,7 +268,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	ep.release()
+	ep.Release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -276,8 +276,8 @@ func TestKeeperSingleFlight(t *testing.T) {
 			t.Fatalf("early reader: %v", err)
 		}
 	}
-	if ep.calls.Load() != 1 || ep.maxInflight.Load() != 1 {
-		t.Errorf("calls %d, max in flight %d; want 1 and 1", ep.calls.Load(), ep.maxInflight.Load())
+	if ep.Calls.Load() != 1 || ep.MaxInflight.Load() != 1 {
+		t.Errorf("calls %d, max in flight %d; want 1 and 1", ep.Calls.Load(), ep.MaxInflight.Load())
 	}
 }
 
@@ -289,8 +289,8 @@ func TestKeeperVaultHangs(t *testing.T) {
 	r.vault.hangReads()
 	start := time.Now()
 	r.clock.Advance(d)
-	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.calls.Load() != 2 {
-		t.Fatalf("refresh failed with vault hanging: wait %v calls %d", w, r.ep.calls.Load())
+	if w := r.clock.nextWait(t); w < 40*time.Minute || r.ep.Calls.Load() != 2 {
+		t.Fatalf("refresh failed with vault hanging: wait %v calls %d", w, r.ep.Calls.Load())
 	}
 	if took := time.Since(start); took > vaultTimeout+5*time.Second {
 		t.Errorf("refresh took %v with vault hanging; the deadline is %v", took, vaultTimeout)
@@ -317,8 +317,8 @@ func (s *stuckSource) Read(context.Context, vaultsrc.Secret) (vaultsrc.Credentia
 // counts as wedged; one that is merely slow, or done, does not.
 func TestKeeperWedged(t *testing.T) {
 	src := &stuckSource{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	ep := newEndpoint(t, "basic+body", "id", "pw")
-	k := newKeeper(*tokenConfig(ep.tokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
+	ep := NewEndpoint(t, "basic+body", "id", "pw")
+	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); k.run(ctx) }()
@@ -338,7 +338,7 @@ func TestKeeperWedged(t *testing.T) {
 	}
 	// Released, the attempt ends; the keeper backs off between attempts.
 	close(src.release)
-	waitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
+	WaitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
 }
 
 // Tokens that live no longer than min_remaining can never be served: the
@@ -347,7 +347,7 @@ func TestKeeperWedged(t *testing.T) {
 func TestKeeperLifetimeUnderMinRemaining(t *testing.T) {
 	r := startKeeper(t, "basic+body")
 	r.clock.nextWait(t)
-	r.ep.setTTL(30) // min_remaining is a minute
+	r.ep.SetTTL(30) // min_remaining is a minute
 	r.clock.Advance(time.Hour)
 	var waits []time.Duration
 	for i := 0; i < 8; i++ {
@@ -376,7 +376,7 @@ func TestKeeperSnapshot(t *testing.T) {
 		t.Fatalf("after a success: %+v", s)
 	}
 	success := s.LastSuccess
-	r.ep.push(fault{status: 503}, fault{status: 503})
+	r.ep.Push(Fault{Status: 503}, Fault{Status: 503})
 	r.clock.Advance(d)
 	w := r.clock.nextWait(t)
 	r.clock.Advance(w)

@@ -18,14 +18,14 @@ import (
 func TestPackage(t *testing.T) {
 	dir, version := os.Getenv("TOKEND_PACKAGES"), os.Getenv("TOKEND_PACKAGE_VERSION")
 	if dir == "" || version == "" {
-		need(t, "built packages", "packaging/build.sh --version V --out DIR, then TOKEND_PACKAGES=DIR TOKEND_PACKAGE_VERSION=V")
+		Need(t, "built packages", "packaging/build.sh --version V --out DIR, then TOKEND_PACKAGES=DIR TOKEND_PACKAGE_VERSION=V")
 	}
 	if os.Getuid() != 0 {
-		need(t, "root", "installing a package needs root")
+		Need(t, "root", "installing a package needs root")
 	}
 	for _, tool := range []string{"dpkg-deb", "apt-get", "rpm", "lintian"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			need(t, tool, "apt-get install dpkg rpm lintian")
+			Need(t, tool, "apt-get install dpkg rpm lintian")
 		}
 	}
 	debs, _ := filepath.Glob(filepath.Join(dir, "tokend_*.deb"))
@@ -145,31 +145,31 @@ func TestPackage(t *testing.T) {
 	// The installed units and binary under a real systemd, with non-root
 	// clients on and off the allow lists, after start and restart.
 	t.Run("systemd", func(t *testing.T) {
-		hostUsers(t)
-		ep := newEndpoint(t, "basic+body", "cid", "csecret")
-		cfg := clientsConfig(vaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.tokenURL())
+		HostUsers(t)
+		ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+		cfg := ClientsConfig(VaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.TokenURL())
 		svc, _ := os.ReadFile("/usr/lib/systemd/system/tokend.service")
 		sock, _ := os.ReadFile("/usr/lib/systemd/system/tokend.socket")
-		s := bootSystemd(t, map[string]string{
+		s := BootSystemd(t, map[string]string{
 			"tokend.service":             string(svc),
 			"tokend.socket":              string(sock),
 			"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/tokend --config /srv/tokend.toml\n",
 		}, map[string][]byte{"tokend.toml": []byte(cfg), "vault-token": []byte("test-token")})
-		s.must("start", "tokend.socket")
-		out, err := exec.Command("nsenter", "-t", s.pid, "-m", "-p", "--", "/usr/bin/tokenctl", "get").CombinedOutput()
-		if err != nil || !ep.issuedSince(0, strings.TrimSpace(string(out))) {
+		s.Must("start", "tokend.socket")
+		out, err := exec.Command("nsenter", "-t", s.PID, "-m", "-p", "--", "/usr/bin/tokenctl", "get").CombinedOutput()
+		if err != nil || !ep.IssuedSince(0, strings.TrimSpace(string(out))) {
 			t.Errorf("installed tokenctl get as root, through activation: %v %q", err, out)
 		}
-		if st := s.must("show", "tokend.service", "-p", "ActiveState", "--value"); st != "active" {
+		if st := s.Must("show", "tokend.service", "-p", "ActiveState", "--value"); st != "active" {
 			t.Errorf("tokend.service %s", st)
 		}
-		issued := func(tok string) bool { return ep.issuedSince(0, tok) }
-		s.checkClients(t, "installed, after activation", "/usr/bin/tokenctl", issued)
-		s.must("stop", "tokend.service")
-		s.must("start", "tokend.service")
-		s.checkClients(t, "installed, after systemctl start tokend.service", "/usr/bin/tokenctl", issued)
-		s.must("restart", "tokend.service")
-		s.checkClients(t, "installed, after restart", "/usr/bin/tokenctl", issued)
+		issued := func(tok string) bool { return ep.IssuedSince(0, tok) }
+		s.CheckClients(t, "installed, after activation", "/usr/bin/tokenctl", issued)
+		s.Must("stop", "tokend.service")
+		s.Must("start", "tokend.service")
+		s.CheckClients(t, "installed, after systemctl start tokend.service", "/usr/bin/tokenctl", issued)
+		s.Must("restart", "tokend.service")
+		s.CheckClients(t, "installed, after restart", "/usr/bin/tokenctl", issued)
 	})
 
 	// Remove and purge.
@@ -202,8 +202,8 @@ func matchLine(text, pattern string) bool {
 	return false
 }
 
-// configValue returns the quoted value of key in a config text.
-func configValue(cfg, key string) string {
+// ConfigValue returns the quoted value of key in a config text.
+func ConfigValue(cfg, key string) string {
 	i := strings.Index(cfg, key+` = "`)
 	if i < 0 {
 		return ""

@@ -54,8 +54,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need skips (or, under TOKEND_E2E=1, fails) when a peer is missing.
-func need(t *testing.T, what, hint string) {
+// Need skips (or, under TOKEND_E2E=1, fails) when a peer is missing.
+func Need(t *testing.T, what, hint string) {
 	t.Helper()
 	if os.Getenv("TOKEND_E2E") == "1" {
 		t.Fatalf("%s is missing (%s) and TOKEND_E2E=1 forbids skipping", what, hint)
@@ -66,9 +66,9 @@ func need(t *testing.T, what, hint string) {
 	t.Skipf("SKIP: no %s (%s)", what, hint)
 }
 
-// binaries builds tokend and tokenctl once per test run, with the race
+// Binaries builds tokend and tokenctl once per test run, with the race
 // detector when the tests have it.
-func binaries(t *testing.T) (tokend, tokenctl string) {
+func Binaries(t *testing.T) (tokend, tokenctl string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "tokend-bin-")
@@ -92,9 +92,9 @@ func binaries(t *testing.T) (tokend, tokenctl string) {
 	return filepath.Join(binDir, "tokend"), filepath.Join(binDir, "tokenctl")
 }
 
-// freePort returns a loopback port that is free, and so is the next one
+// FreePort returns a loopback port that is free, and so is the next one
 // (Vault's dev server also takes PORT+1).
-func freePort(t *testing.T) int {
+func FreePort(t *testing.T) int {
 	t.Helper()
 	for i := 0; i < 50; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,73 +112,73 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-// proc is a child process with its output captured.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuf
-	done chan struct{}
-	err  error
+// Proc is a child process with its output captured.
+type Proc struct {
+	Cmd  *exec.Cmd
+	Out  *SyncBuf
+	Done chan struct{}
+	Err  error
 }
 
-type syncBuf struct {
+type SyncBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) {
+func (s *SyncBuf) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuf) String() string {
+func (s *SyncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-func start(t *testing.T, env []string, name string, args ...string) *proc {
+func Start(t *testing.T, env []string, name string, args ...string) *Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), out: &syncBuf{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
+	p := &Proc{Cmd: exec.Command(name, args...), Out: &SyncBuf{}, Done: make(chan struct{})}
+	p.Cmd.Env = append(os.Environ(), env...)
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Out, p.Out
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop(t, 10*time.Second) })
+	go func() { p.Err = p.Cmd.Wait(); close(p.Done) }()
+	t.Cleanup(func() { p.Stop(t, 10*time.Second) })
 	return p
 }
 
-// stop sends SIGTERM and waits, then kills the process group.
-func (p *proc) stop(t *testing.T, grace time.Duration) (exited bool) {
+// Stop sends SIGTERM and waits, then kills the process group.
+func (p *Proc) Stop(t *testing.T, grace time.Duration) (exited bool) {
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return true
 	default:
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return true
 	case <-time.After(grace):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+		syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+		<-p.Done
 		return false
 	}
 }
 
-func (p *proc) exited() bool {
+func (p *Proc) Exited() bool {
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return true
 	default:
 		return false
 	}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+func WaitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !ok() {
@@ -189,9 +189,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	}
 }
 
-// oneTokenConfig is a config with Vault token auth and one token "vibes";
+// OneTokenConfig is a config with Vault token auth and one token "vibes";
 // top and token are extra lines for the top level and the token table.
-func oneTokenConfig(vaultAddr, tokenFile, tokenURL, top, token string) string {
+func OneTokenConfig(vaultAddr, tokenFile, tokenURL, top, token string) string {
 	return fmt.Sprintf(`
 socket = "%%SOCK%%"
 %s
@@ -206,8 +206,8 @@ kv_path = "tokend/vibes"
 `, top, vaultAddr, tokenFile, tokenURL, token)
 }
 
-// vaultBin finds the Vault binary: $TOKEND_VAULT, else vault on PATH.
-func vaultBin(t *testing.T) string {
+// VaultBin finds the Vault binary: $TOKEND_VAULT, else vault on PATH.
+func VaultBin(t *testing.T) string {
 	if p := os.Getenv("TOKEND_VAULT"); p != "" {
 		if _, err := os.Stat(p); err == nil {
 			return p
@@ -216,33 +216,33 @@ func vaultBin(t *testing.T) string {
 	if p, err := exec.LookPath("vault"); err == nil {
 		return p
 	}
-	need(t, "Vault binary", "set TOKEND_VAULT or put vault on PATH; .ci/build-vault.sh builds one")
+	Need(t, "Vault binary", "set TOKEND_VAULT or put vault on PATH; .ci/build-vault.sh builds one")
 	return ""
 }
 
-// vault is a real Vault dev server with root token "root".
-type vault struct {
+// Vault is a real Vault dev server with root token "root".
+type Vault struct {
 	t    *testing.T
-	addr string
-	port int
-	proc *proc
+	Addr string
+	Port int
+	Proc *Proc
 }
 
-func startVault(t *testing.T) *vault {
-	return startVaultAt(t, freePort(t))
+func StartVault(t *testing.T) *Vault {
+	return StartVaultAt(t, FreePort(t))
 }
 
-func startVaultAt(t *testing.T, port int) *vault {
+func StartVaultAt(t *testing.T, port int) *Vault {
 	t.Helper()
-	bin := vaultBin(t)
-	v := &vault{t: t, port: port, addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	v.proc = start(t, []string{"VAULT_ADDR=", "VAULT_TOKEN="}, bin, "server", "-dev", "-dev-root-token-id=root",
+	bin := VaultBin(t)
+	v := &Vault{t: t, Port: port, Addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	v.Proc = Start(t, []string{"VAULT_ADDR=", "VAULT_TOKEN="}, bin, "server", "-dev", "-dev-root-token-id=root",
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-dev-no-store-token")
-	waitFor(t, "vault to start", 30*time.Second, func() bool {
-		if v.proc.exited() {
-			t.Fatalf("vault exited: %s", v.proc.out)
+	WaitFor(t, "vault to start", 30*time.Second, func() bool {
+		if v.Proc.Exited() {
+			t.Fatalf("vault exited: %s", v.Proc.Out)
 		}
-		resp, err := http.Get(v.addr + "/v1/sys/health")
+		resp, err := http.Get(v.Addr + "/v1/sys/health")
 		if err != nil {
 			return false
 		}
@@ -252,15 +252,15 @@ func startVaultAt(t *testing.T, port int) *vault {
 	return v
 }
 
-// call makes a Vault API call with the root token and decodes the answer.
-func (v *vault) call(method, path string, body any) map[string]any {
+// Call makes a Vault API Call with the root token and decodes the answer.
+func (v *Vault) Call(method, path string, body any) map[string]any {
 	v.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, v.addr+"/v1/"+path, rd)
+	req, _ := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
 	req.Header.Set("X-Vault-Token", "root")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -276,63 +276,63 @@ func (v *vault) call(method, path string, body any) map[string]any {
 	return out
 }
 
-// putSecret writes a KV v2 secret under the dev server's "secret/" mount.
-func (v *vault) putSecret(path, id, secret string) {
-	v.call("POST", "secret/data/"+path, map[string]any{"data": map[string]any{"client_id": id, "client_secret": secret}})
+// PutSecret writes a KV v2 secret under the dev server's "secret/" mount.
+func (v *Vault) PutSecret(path, id, secret string) {
+	v.Call("POST", "secret/data/"+path, map[string]any{"data": map[string]any{"client_id": id, "client_secret": secret}})
 }
 
-// approle sets up AppRole with read access to secret/<path> and writes the
+// AppRole sets up AppRole with read access to secret/<path> and writes the
 // role_id and a fresh secret_id to files in dir.
-func (v *vault) approle(dir, path string, tokenTTL string) (roleIDFile, secretIDFile, secretID string) {
-	v.call("POST", "sys/auth/approle", map[string]any{"type": "approle"})
-	v.call("PUT", "sys/policies/acl/tokend", map[string]any{"policy": fmt.Sprintf(`path "secret/data/%s" { capabilities = ["read"] }`, path)})
-	v.call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": tokenTTL, "token_max_ttl": "1h"})
-	roleID := v.call("GET", "auth/approle/role/tokend/role-id", nil)["data"].(map[string]any)["role_id"].(string)
-	secretID = v.call("POST", "auth/approle/role/tokend/secret-id", nil)["data"].(map[string]any)["secret_id"].(string)
+func (v *Vault) AppRole(dir, path string, tokenTTL string) (roleIDFile, secretIDFile, secretID string) {
+	v.Call("POST", "sys/auth/approle", map[string]any{"type": "approle"})
+	v.Call("PUT", "sys/policies/acl/tokend", map[string]any{"policy": fmt.Sprintf(`path "secret/data/%s" { capabilities = ["read"] }`, path)})
+	v.Call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": tokenTTL, "token_max_ttl": "1h"})
+	roleID := v.Call("GET", "auth/approle/role/tokend/role-id", nil)["data"].(map[string]any)["role_id"].(string)
+	secretID = v.Call("POST", "auth/approle/role/tokend/secret-id", nil)["data"].(map[string]any)["secret_id"].(string)
 	roleIDFile, secretIDFile = filepath.Join(dir, "role-id"), filepath.Join(dir, "secret-id")
 	os.WriteFile(roleIDFile, []byte(roleID+"\n"), 0o600)
 	os.WriteFile(secretIDFile, []byte(secretID+"\n"), 0o600)
 	return roleIDFile, secretIDFile, secretID
 }
 
-// idp is the real, independent OAuth2 server in testdata/idp.
-type idp struct {
-	url  string
-	proc *proc
+// IdP is the real, independent OAuth2 server in testdata/IdP.
+type IdP struct {
+	URL  string
+	proc *Proc
 }
 
-func startIdP(t *testing.T, env ...string) *idp {
+func StartIdP(t *testing.T, env ...string) *IdP {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		need(t, "node", "install Node.js")
+		Need(t, "node", "install Node.js")
 	}
 	if _, err := os.Stat("testdata/idp/node_modules/oidc-provider"); err != nil {
-		need(t, "oidc-provider", "run npm ci in daemon/testdata/idp")
+		Need(t, "oidc-provider", "run npm ci in daemon/testdata/idp")
 	}
-	port := freePort(t)
-	i := &idp{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	i.proc = start(t, append(env, fmt.Sprintf("PORT=%d", port)), node, "testdata/idp/server.mjs")
-	waitFor(t, "oidc-provider to listen", 20*time.Second, func() bool {
-		if i.proc.exited() {
-			t.Fatalf("oidc-provider exited: %s", i.proc.out)
+	port := FreePort(t)
+	i := &IdP{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	i.proc = Start(t, append(env, fmt.Sprintf("PORT=%d", port)), node, "testdata/idp/server.mjs")
+	WaitFor(t, "oidc-provider to listen", 20*time.Second, func() bool {
+		if i.proc.Exited() {
+			t.Fatalf("oidc-provider exited: %s", i.proc.Out)
 		}
-		return strings.Contains(i.proc.out.String(), "listening")
+		return strings.Contains(i.proc.Out.String(), "listening")
 	})
 	return i
 }
 
-// askers are clients that keep asking for a token until stopped, counting
+// Askers are clients that keep asking for a token until stopped, counting
 // answers and failures: what must survive a daemon's death and restart.
-type askers struct {
-	ok, failed atomic.Int32
+type Askers struct {
+	OK, Failed atomic.Int32
 	firstErr   atomic.Value
 	stop       chan struct{}
 	wg         sync.WaitGroup
 }
 
-func startAskers(c proto.Client, n int, pause time.Duration) *askers {
-	a := &askers{stop: make(chan struct{})}
+func StartAskers(c proto.Client, n int, pause time.Duration) *Askers {
+	a := &Askers{stop: make(chan struct{})}
 	for i := 0; i < n; i++ {
 		a.wg.Add(1)
 		go func() {
@@ -344,10 +344,10 @@ func startAskers(c proto.Client, n int, pause time.Duration) *askers {
 				default:
 				}
 				if _, err := c.Do(context.Background(), "TOKEN"); err != nil {
-					a.failed.Add(1)
+					a.Failed.Add(1)
 					a.firstErr.CompareAndSwap(nil, err.Error())
 				} else {
-					a.ok.Add(1)
+					a.OK.Add(1)
 				}
 				time.Sleep(pause)
 			}
@@ -356,13 +356,13 @@ func startAskers(c proto.Client, n int, pause time.Duration) *askers {
 	return a
 }
 
-// finish stops the askers and fails the test if any request was lost.
-func (a *askers) finish(t *testing.T, what string) {
+// Finish stops the askers and fails the test if any request was lost.
+func (a *Askers) Finish(t *testing.T, what string) {
 	t.Helper()
 	close(a.stop)
 	a.wg.Wait()
-	t.Logf("%d answered, %d failed across %s", a.ok.Load(), a.failed.Load(), what)
-	if a.failed.Load() != 0 {
-		t.Errorf("%d requests lost; first: %v", a.failed.Load(), a.firstErr.Load())
+	t.Logf("%d answered, %d failed across %s", a.OK.Load(), a.Failed.Load(), what)
+	if a.Failed.Load() != 0 {
+		t.Errorf("%d requests lost; first: %v", a.Failed.Load(), a.firstErr.Load())
 	}
 }

@@ -22,9 +22,9 @@ var (
 	staticErr  error
 )
 
-// staticBinaries builds tokend and tokenctl as the packages do (static, no
+// StaticBinaries builds tokend and tokenctl as the packages do (static, no
 // race detector), to run inside a hardened unit.
-func staticBinaries(t *testing.T) string {
+func StaticBinaries(t *testing.T) string {
 	staticOnce.Do(func() {
 		staticDir, staticErr = os.MkdirTemp("", "tokend-static-")
 		if staticErr != nil {
@@ -42,50 +42,50 @@ func staticBinaries(t *testing.T) string {
 	return staticDir
 }
 
-// systemdNS is a real systemd running as PID 1 in fresh namespaces.
-type systemdNS struct {
+// SystemdNS is a real systemd running as PID 1 in fresh namespaces.
+type SystemdNS struct {
 	t       *testing.T
-	dir, cg string
-	pid     string
+	Dir, cg string
+	PID     string
 }
 
-func (s *systemdNS) ctl(args ...string) (string, error) {
-	out, err := exec.Command("nsenter", append([]string{"-t", s.pid, "-m", "-p", "--", "systemctl", "--no-pager"}, args...)...).CombinedOutput()
+func (s *SystemdNS) Ctl(args ...string) (string, error) {
+	out, err := exec.Command("nsenter", append([]string{"-t", s.PID, "-m", "-p", "--", "systemctl", "--no-pager"}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
-func (s *systemdNS) must(args ...string) string {
+func (s *SystemdNS) Must(args ...string) string {
 	s.t.Helper()
-	out, err := s.ctl(args...)
+	out, err := s.Ctl(args...)
 	if err != nil {
-		s.t.Fatalf("systemctl %s: %v\n%s\nconsole:\n%s", strings.Join(args, " "), err, out, s.console())
+		s.t.Fatalf("systemctl %s: %v\n%s\nconsole:\n%s", strings.Join(args, " "), err, out, s.Console())
 	}
 	return out
 }
 
-func (s *systemdNS) console() string {
-	b, _ := os.ReadFile(filepath.Join(s.dir, "console.log"))
+func (s *SystemdNS) Console() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "console.log"))
 	return string(b)
 }
 
-// sock is tokend's socket inside the namespaces, as the host reaches it.
-func (s *systemdNS) sock() string { return "/proc/" + s.pid + "/root/run/tokend/tokend.sock" }
+// Sock is tokend's socket inside the namespaces, as the host reaches it.
+func (s *SystemdNS) Sock() string { return "/proc/" + s.PID + "/root/run/tokend/tokend.sock" }
 
-func bootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *systemdNS {
+func BootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *SystemdNS {
 	t.Helper()
 	if os.Getuid() != 0 {
-		need(t, "root", "booting systemd in namespaces needs root")
+		Need(t, "root", "booting systemd in namespaces needs root")
 	}
 	for _, tool := range []string{"/usr/lib/systemd/systemd", "unshare", "nsenter", "script", "systemd-sysusers"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			need(t, tool, "apt-get install systemd util-linux bsdutils")
+			Need(t, tool, "apt-get install systemd util-linux bsdutils")
 		}
 	}
 	dir, err := os.MkdirTemp("", "tokend-sd-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &systemdNS{t: t, dir: dir}
+	s := &SystemdNS{t: t, Dir: dir}
 	cgroot := "/sys/fs/cgroup"
 	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil {
 		cgroot = "/sys/fs/cgroup/unified" // hybrid layout
@@ -117,10 +117,10 @@ func bootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *
 	if err != nil {
 		t.Fatalf("booting systemd: %v\n%s", err, out)
 	}
-	s.pid = strings.TrimSpace(string(out))
+	s.PID = strings.TrimSpace(string(out))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("console:\n%s", s.console())
+			t.Logf("console:\n%s", s.Console())
 		}
 		exec.Command(filepath.Join(dir, "stop.sh"), dir, s.cg).Run()
 		os.RemoveAll(dir)
@@ -128,11 +128,11 @@ func bootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *
 	return s
 }
 
-// shipped creates tokend's user and group as the packages do, and returns
+// Shipped creates tokend's user and group as the packages do, and returns
 // a reader for unit files and the static binaries' contents.
-func shipped(t *testing.T) (read func(path string) string, tokend, tokenctl []byte) {
+func Shipped(t *testing.T) (read func(path string) string, tokend, tokenctl []byte) {
 	t.Helper()
-	bin := staticBinaries(t)
+	bin := StaticBinaries(t)
 	sysusers, _ := filepath.Abs("../packaging/sysusers.d/tokend.conf")
 	if out, err := exec.Command("systemd-sysusers", sysusers).CombinedOutput(); err != nil {
 		t.Fatalf("systemd-sysusers: %v %s", err, out)
@@ -149,7 +149,7 @@ func shipped(t *testing.T) (read func(path string) string, tokend, tokenctl []by
 	return read, tokend, tokenctl
 }
 
-func sha(s string) string {
+func SHA(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])[:16]
 }
@@ -158,16 +158,16 @@ func sha(s string) string {
 // a consumer service, LoadCredential= from the socket, reload, kill -9
 // with clients asking, and the STATUS= line in systemctl status.
 func TestRealSystemd(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	read, tokendBin, tokenctlBin := shipped(t)
-	cfg := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
-	tokenFile := configValue(cfg, "token_file")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	read, tokendBin, tokenctlBin := Shipped(t)
+	cfg := strings.ReplaceAll(StandInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
+	tokenFile := ConfigValue(cfg, "token_file")
 	// The Vault token comes in through LoadCredential=, as an AppRole
 	// secret_id would: tokend reads it from ${CREDENTIALS_DIRECTORY}.
 	cfg = strings.ReplaceAll(cfg, tokenFile, "${CREDENTIALS_DIRECTORY}/vault-token")
 	vaultToken, _ := os.ReadFile(tokenFile)
 
-	s := bootSystemd(t, map[string]string{
+	s := BootSystemd(t, map[string]string{
 		"tokend.service": read("../systemd/tokend.service"),
 		"tokend.socket":  read("../systemd/tokend.socket"),
 		// The installed unit, pointed at the test's binary and config.
@@ -196,63 +196,63 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 `,
 	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": vaultToken})
 
-	s.must("start", "systemd-journald.socket", "systemd-journald.service")
-	s.must("start", "tokend.socket")
-	if st, _ := s.ctl("is-active", "tokend.service"); st == "active" {
+	s.Must("start", "systemd-journald.socket", "systemd-journald.service")
+	s.Must("start", "tokend.socket")
+	if st, _ := s.Ctl("is-active", "tokend.service"); st == "active" {
 		t.Errorf("tokend.service started before anyone connected")
 	}
 
 	// (a) A consumer ordered after the socket reads a token with tokenctl.
-	s.must("start", "consumer.service")
-	tok := ep.lastToken()
-	if !strings.Contains(s.console(), "consumer-token="+sha(tok)) {
-		t.Errorf("consumer did not print the token's hash %s", sha(tok))
+	s.Must("start", "consumer.service")
+	tok := ep.LastToken()
+	if !strings.Contains(s.Console(), "consumer-token="+SHA(tok)) {
+		t.Errorf("consumer did not print the token's hash %s", SHA(tok))
 	}
-	if st := s.must("show", "tokend.service", "-p", "Type,ActiveState,SubState", "--value"); st != "notify\nactive\nrunning" {
+	if st := s.Must("show", "tokend.service", "-p", "Type,ActiveState,SubState", "--value"); st != "notify\nactive\nrunning" {
 		t.Errorf("tokend.service: %q", st)
 	}
 
 	// (b) LoadCredential= straight from the socket.
-	s.must("start", "api-call.service")
-	if !strings.Contains(s.console(), "credential-token="+sha(tok)) {
-		t.Errorf("LoadCredential= did not deliver the token (hash %s)", sha(tok))
+	s.Must("start", "api-call.service")
+	if !strings.Contains(s.Console(), "credential-token="+SHA(tok)) {
+		t.Errorf("LoadCredential= did not deliver the token (hash %s)", SHA(tok))
 	}
 
 	// (e) The STATUS= line in systemctl status.
-	status, _ := s.ctl("status", "tokend.service")
+	status, _ := s.Ctl("status", "tokend.service")
 	if !strings.Contains(status, "Status: \"serving 1 token; vibes valid until ") {
 		t.Errorf("systemctl status lacks the STATUS= line:\n%s", status)
 	}
 
 	// (c) Reload keeps serving, with the same token.
-	s.must("reload", "tokend.service")
-	c := proto.Client{Path: s.sock(), Timeout: 20 * time.Second}
+	s.Must("reload", "tokend.service")
+	c := proto.Client{Path: s.Sock(), Timeout: 20 * time.Second}
 	if got, err := c.Do(context.Background(), "TOKEN"); err != nil || got != tok {
 		t.Errorf("after reload: %v, same token %v", err, got == tok)
 	}
 
 	// (d) kill -9 while clients keep asking: none lost once systemd restarts it.
-	ask := startAskers(c, 4, 20*time.Millisecond)
-	waitFor(t, "clients answered", 10*time.Second, func() bool { return ask.ok.Load() > 10 })
-	s.must("kill", "-s", "KILL", "tokend.service")
-	waitFor(t, "systemd to restart tokend", 20*time.Second, func() bool {
-		out, _ := s.ctl("show", "tokend.service", "-p", "NRestarts", "--value")
+	ask := StartAskers(c, 4, 20*time.Millisecond)
+	WaitFor(t, "clients answered", 10*time.Second, func() bool { return ask.OK.Load() > 10 })
+	s.Must("kill", "-s", "KILL", "tokend.service")
+	WaitFor(t, "systemd to restart tokend", 20*time.Second, func() bool {
+		out, _ := s.Ctl("show", "tokend.service", "-p", "NRestarts", "--value")
 		return out == "1"
 	})
-	atRestart := ask.ok.Load()
-	waitFor(t, "answers from the restarted tokend", 20*time.Second, func() bool { return ask.ok.Load() > atRestart+20 })
+	atRestart := ask.OK.Load()
+	WaitFor(t, "answers from the restarted tokend", 20*time.Second, func() bool { return ask.OK.Load() > atRestart+20 })
 	// Outlive a few watchdog intervals: the watchdog is petted, no restart.
 	time.Sleep(5 * time.Second)
-	ask.finish(t, "kill -9 and systemd's restart")
-	if n, _ := s.ctl("show", "tokend.service", "-p", "NRestarts", "--value"); n != "1" {
+	ask.Finish(t, "kill -9 and systemd's restart")
+	if n, _ := s.Ctl("show", "tokend.service", "-p", "NRestarts", "--value"); n != "1" {
 		t.Errorf("NRestarts = %s, want 1 (a watchdog timeout restarts it too)", n)
 	}
-	if con := s.console(); strings.Contains(con, "csecret") || strings.Contains(con, tok) {
+	if con := s.Console(); strings.Contains(con, "csecret") || strings.Contains(con, tok) {
 		t.Errorf("a secret or token reached the console")
 	}
 
 	// The journal has tokend's entries with priorities and fields.
-	journal, err := exec.Command("nsenter", "-t", s.pid, "-m", "-p", "--", "journalctl", "--no-pager", "-o", "json",
+	journal, err := exec.Command("nsenter", "-t", s.PID, "-m", "-p", "--", "journalctl", "--no-pager", "-o", "json",
 		"_SYSTEMD_UNIT=tokend.service").CombinedOutput()
 	if err != nil {
 		t.Fatalf("journalctl: %v\n%s", err, journal)
@@ -274,18 +274,18 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 // after a restart (each start of the service used to re-own the socket,
 // and PrivateUsers= made every client uid 65534).
 func TestRealSystemdClients(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	unit, tokendBin, tokenctlBin := shipped(t)
-	hostUsers(t)
-	cfg := clientsConfig(vaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.tokenURL())
-	s := bootSystemd(t, map[string]string{
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	unit, tokendBin, tokenctlBin := Shipped(t)
+	HostUsers(t)
+	cfg := ClientsConfig(VaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.TokenURL())
+	s := BootSystemd(t, map[string]string{
 		"tokend.service":             unit("../systemd/tokend.service"),
 		"tokend.socket":              unit("../systemd/tokend.socket"),
 		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\n",
 	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": []byte("test-token")})
-	issued := func(tok string) bool { return ep.issuedSince(0, tok) }
-	s.must("start", "tokend.service")
-	s.checkClients(t, "after start", "/srv/tokenctl", issued)
-	s.must("restart", "tokend.service")
-	s.checkClients(t, "after restart", "/srv/tokenctl", issued)
+	issued := func(tok string) bool { return ep.IssuedSince(0, tok) }
+	s.Must("start", "tokend.service")
+	s.CheckClients(t, "after start", "/srv/tokenctl", issued)
+	s.Must("restart", "tokend.service")
+	s.CheckClients(t, "after restart", "/srv/tokenctl", issued)
 }

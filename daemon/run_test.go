@@ -17,8 +17,8 @@ import (
 type inProcess struct {
 	sock, config string
 	reload       chan struct{}
-	notes        *notes
-	logs         *syncBuf
+	notes        *Notes
+	logs         *SyncBuf
 	stop         func() error
 }
 
@@ -26,14 +26,14 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 	t.Helper()
 	dir := t.TempDir()
 	p := &inProcess{sock: filepath.Join(dir, "t.sock"), config: filepath.Join(dir, "tokend.toml"),
-		reload: make(chan struct{}), notes: &notes{}, logs: &syncBuf{}}
+		reload: make(chan struct{}), notes: &Notes{}, logs: &SyncBuf{}}
 	p.write(t, cfg)
 	t.Setenv("LISTEN_FDS", "") // not socket-activated, whatever the test runner inherited
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{ConfigPath: p.config, Log: NewLogWriterTo(p.logs), Reload: p.reload,
-			Notify: p.notes.send, Watchdog: 400 * time.Millisecond})
+			Notify: p.notes.Send, Watchdog: 400 * time.Millisecond})
 	}()
 	var once sync.Once
 	var err error
@@ -47,7 +47,7 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 			t.Logf("logs:\n%s\nsd_notify: %s", p.logs, p.notes.String())
 		}
 	})
-	waitFor(t, "the socket", 10*time.Second, func() bool {
+	WaitFor(t, "the socket", 10*time.Second, func() bool {
 		_, err := proto.Client{Path: p.sock, Timeout: time.Second}.Do(context.Background(), "PING")
 		return err == nil
 	})
@@ -69,12 +69,12 @@ func (p *inProcess) ask(t *testing.T, req string) (string, error) {
 // with RELOADING=1 and READY=1, a broken reload that keeps the old
 // configuration, and STOPPING=1 and a nil return at the end.
 func TestRunLifecycle(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep.push(fault{status: 503, body: `{"error":"temporarily_unavailable"}`}, fault{status: 503})
-	cfg := standInConfig(t, ep, "")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.Push(Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`}, Fault{Status: 503})
+	cfg := StandInConfig(t, ep, "")
 	p := runInProcess(t, cfg)
 
-	waitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.count("READY=1") == 1 })
+	WaitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.Count("READY=1") == 1 })
 	all := p.notes.String()
 	if w, r := strings.Index(all, "STATUS=waiting: vibes: token endpoint answered 503"), strings.Index(all, "READY=1"); w < 0 || w > r {
 		t.Errorf("no waiting STATUS= before READY=1: %s", all)
@@ -83,13 +83,13 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("READY=1 without a serving STATUS=: %s", all)
 	}
 	tok, err := p.ask(t, "TOKEN")
-	if err != nil || tok != ep.lastToken() {
+	if err != nil || tok != ep.LastToken() {
 		t.Fatalf("TOKEN: %q %v", tok, err)
 	}
-	waitFor(t, "the watchdog", 5*time.Second, func() bool { return p.notes.count("WATCHDOG=1") >= 3 })
+	WaitFor(t, "the watchdog", 5*time.Second, func() bool { return p.notes.Count("WATCHDOG=1") >= 3 })
 
 	p.reload <- struct{}{}
-	waitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return p.notes.count("READY=1") == 2 })
+	WaitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return p.notes.Count("READY=1") == 2 })
 	if !regexp.MustCompile(`RELOADING=1\nMONOTONIC_USEC=\d+`).MatchString(p.notes.String()) {
 		t.Errorf("no RELOADING=1 with MONOTONIC_USEC: %s", p.notes.String())
 	}
@@ -99,7 +99,7 @@ func TestRunLifecycle(t *testing.T) {
 
 	p.write(t, cfg+"\nbogus = 1\n")
 	p.reload <- struct{}{}
-	waitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
+	WaitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
 	if got, err := p.ask(t, "TOKEN"); got != tok || err != nil {
 		t.Errorf("after a broken reload: %q %v", got, err)
 	}
@@ -110,7 +110,7 @@ func TestRunLifecycle(t *testing.T) {
 	if err := p.stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	if p.notes.count("STOPPING=1") != 1 {
+	if p.notes.Count("STOPPING=1") != 1 {
 		t.Errorf("no STOPPING=1: %s", p.notes.String())
 	}
 	if _, err := os.Stat(p.sock); !os.IsNotExist(err) {

@@ -16,9 +16,9 @@ import (
 
 const rbmScope = "https://rbm.vibes.com/rbm.agents"
 
-// endpoint is a strict stand-in for the API's token endpoint: it accepts
+// Endpoint is a strict stand-in for the API's token Endpoint: it accepts
 // only the documented recipe, byte for byte, for its client_auth mode.
-type endpoint struct {
+type Endpoint struct {
 	*httptest.Server
 	t    testing.TB
 	mode string // basic+body, basic or body
@@ -26,25 +26,25 @@ type endpoint struct {
 	mu       sync.Mutex
 	id, pw   string
 	ttl      any // expires_in as sent: int, string or nil (omitted)
-	faults   []fault
+	faults   []Fault
 	hang     chan struct{} // when set, requests block on it
 	issued   []string
 	problems []string
 
-	calls, inflight, maxInflight atomic.Int32
+	Calls, inflight, MaxInflight atomic.Int32
 }
 
-type fault struct {
-	status     int
-	retryAfter string
-	body       string
+type Fault struct {
+	Status     int
+	RetryAfter string
+	Body       string
 }
 
-func newEndpoint(t testing.TB, mode, id, pw string) *endpoint {
-	e := &endpoint{t: t, mode: mode, id: id, pw: pw, ttl: 3600}
+func NewEndpoint(t testing.TB, mode, id, pw string) *Endpoint {
+	e := &Endpoint{t: t, mode: mode, id: id, pw: pw, ttl: 3600}
 	e.Server = httptest.NewServer(http.HandlerFunc(e.serve))
 	t.Cleanup(func() {
-		e.release()
+		e.Release()
 		e.Close()
 		for _, p := range e.problems {
 			t.Errorf("token endpoint saw a request off the recipe: %s", p)
@@ -53,30 +53,30 @@ func newEndpoint(t testing.TB, mode, id, pw string) *endpoint {
 	return e
 }
 
-func (e *endpoint) tokenURL() string { return e.URL + "/oauth2/token" }
+func (e *Endpoint) TokenURL() string { return e.URL + "/oauth2/token" }
 
-func (e *endpoint) setCreds(id, pw string) {
+func (e *Endpoint) SetCreds(id, pw string) {
 	e.mu.Lock()
 	e.id, e.pw = id, pw
 	e.mu.Unlock()
 }
 
-// setTTL sets the expires_in of the tokens issued from now on.
-func (e *endpoint) setTTL(ttl any) {
+// SetTTL sets the expires_in of the tokens issued from now on.
+func (e *Endpoint) SetTTL(ttl any) {
 	e.mu.Lock()
 	e.ttl = ttl
 	e.mu.Unlock()
 }
 
-// hold makes requests wait until release: a token endpoint that hangs.
-func (e *endpoint) hold() {
+// Hold makes requests wait until release: a token endpoint that hangs.
+func (e *Endpoint) Hold() {
 	e.mu.Lock()
 	e.hang = make(chan struct{})
 	e.mu.Unlock()
 }
 
-// release lets held requests, and later ones, through.
-func (e *endpoint) release() {
+// Release lets held requests, and later ones, through.
+func (e *Endpoint) Release() {
 	e.mu.Lock()
 	if e.hang != nil {
 		close(e.hang)
@@ -85,19 +85,19 @@ func (e *endpoint) release() {
 	e.mu.Unlock()
 }
 
-func (e *endpoint) issuedCount() int {
+func (e *Endpoint) IssuedCount() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.issued)
 }
 
-func (e *endpoint) push(f ...fault) {
+func (e *Endpoint) Push(f ...Fault) {
 	e.mu.Lock()
 	e.faults = append(e.faults, f...)
 	e.mu.Unlock()
 }
 
-func (e *endpoint) lastToken() string {
+func (e *Endpoint) LastToken() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.issued) == 0 {
@@ -106,9 +106,9 @@ func (e *endpoint) lastToken() string {
 	return e.issued[len(e.issued)-1]
 }
 
-// issuedSince reports whether tok is among the tokens issued after the
+// IssuedSince reports whether tok is among the tokens issued after the
 // first n.
-func (e *endpoint) issuedSince(n int, tok string) bool {
+func (e *Endpoint) IssuedSince(n int, tok string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, t := range e.issued[n:] {
@@ -128,15 +128,15 @@ func recipe(mode, id, pw string) string {
 	return b + "&scope=" + url.QueryEscape(rbmScope)
 }
 
-func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
-	e.calls.Add(1)
-	if n := e.inflight.Add(1); n > e.maxInflight.Load() {
-		e.maxInflight.Store(n)
+func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
+	e.Calls.Add(1)
+	if n := e.inflight.Add(1); n > e.MaxInflight.Load() {
+		e.MaxInflight.Store(n)
 	}
 	defer e.inflight.Add(-1)
 	e.mu.Lock()
 	hang := e.hang
-	var f *fault
+	var f *Fault
 	if len(e.faults) > 0 {
 		f = &e.faults[0]
 		e.faults = e.faults[1:]
@@ -163,11 +163,11 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f != nil {
-		if f.retryAfter != "" {
-			w.Header().Set("Retry-After", f.retryAfter)
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
 		}
-		w.WriteHeader(f.status)
-		io.WriteString(w, f.body)
+		w.WriteHeader(f.Status)
+		io.WriteString(w, f.Body)
 		return
 	}
 	// Credentials: compare against what this endpoint currently accepts.
@@ -193,7 +193,7 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"error":"invalid_client","error_description":"client authentication failed"}`)
 		return
 	}
-	tok := fmt.Sprintf("tok-%d-%d", time.Now().UnixNano(), e.calls.Load())
+	tok := fmt.Sprintf("tok-%d-%d", time.Now().UnixNano(), e.Calls.Load())
 	e.mu.Lock()
 	e.issued = append(e.issued, tok)
 	e.mu.Unlock()

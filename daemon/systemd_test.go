@@ -21,10 +21,10 @@ import (
 	"github.com/tokend/tokend/socket/proto"
 )
 
-// vaultStandIn is a small httptest Vault: token lookup-self and one KV v2
+// VaultStandIn is a small httptest Vault: token lookup-self and one KV v2
 // secret. The real server is used elsewhere; here it keeps systemd-focused
 // tests fast and independent of the 17-minute Vault build.
-func vaultStandIn(t *testing.T, id, secret string) string {
+func VaultStandIn(t *testing.T, id, secret string) string {
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Vault-Token") != "test-token" {
 			w.WriteHeader(403)
@@ -45,43 +45,43 @@ func vaultStandIn(t *testing.T, id, secret string) string {
 	return s.URL
 }
 
-// standInConfig is a one-token config against the stand-ins.
-func standInConfig(t *testing.T, ep *endpoint, extra string) string {
+// StandInConfig is a one-token config against the stand-ins.
+func StandInConfig(t *testing.T, ep *Endpoint, extra string) string {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "vault-token")
 	os.WriteFile(tok, []byte("test-token"), 0o644)
-	return oneTokenConfig(vaultStandIn(t, "cid", "csecret"), tok, ep.tokenURL(), extra, `retry_max = "1s"`)
+	return OneTokenConfig(VaultStandIn(t, "cid", "csecret"), tok, ep.TokenURL(), extra, `retry_max = "1s"`)
 }
 
-// notes are sd_notify messages as they arrive, from a NOTIFY_SOCKET or
+// Notes are sd_notify messages as they arrive, from a NOTIFY_SOCKET or
 // in-process.
-type notes struct {
+type Notes struct {
 	mu   sync.Mutex
 	msgs []string
 }
 
-func (n *notes) send(state string) error {
+func (n *Notes) Send(state string) error {
 	n.mu.Lock()
 	n.msgs = append(n.msgs, state)
 	n.mu.Unlock()
 	return nil
 }
 
-// all returns every message, copied.
-func (n *notes) all() []string {
+// All returns every message, copied.
+func (n *Notes) All() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.msgs)
 }
 
-// index returns the position of the first message containing s, or -1.
-func (n *notes) index(s string) int {
-	return slices.IndexFunc(n.all(), func(m string) bool { return strings.Contains(m, s) })
+// Index returns the position of the first message containing s, or -1.
+func (n *Notes) Index(s string) int {
+	return slices.IndexFunc(n.All(), func(m string) bool { return strings.Contains(m, s) })
 }
 
-func (n *notes) count(s string) int {
+func (n *Notes) Count(s string) int {
 	c := 0
-	for _, m := range n.all() {
+	for _, m := range n.All() {
 		if strings.Contains(m, s) {
 			c++
 		}
@@ -89,17 +89,17 @@ func (n *notes) count(s string) int {
 	return c
 }
 
-func (n *notes) String() string { return strings.Join(n.all(), " | ") }
+func (n *Notes) String() string { return strings.Join(n.All(), " | ") }
 
-// notifySocket is a real unixgram NOTIFY_SOCKET collecting messages.
-type notifySocket struct {
-	notes
-	path string
+// NotifySocket is a real unixgram NOTIFY_SOCKET collecting messages.
+type NotifySocket struct {
+	Notes
+	Path string
 }
 
-func listenNotify(t *testing.T) *notifySocket {
-	n := &notifySocket{path: filepath.Join(t.TempDir(), "notify")}
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+func ListenNotify(t *testing.T) *NotifySocket {
+	n := &NotifySocket{Path: filepath.Join(t.TempDir(), "notify")}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.Path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func listenNotify(t *testing.T) *notifySocket {
 			if err != nil {
 				return
 			}
-			n.send(string(buf[:k]))
+			n.Send(string(buf[:k]))
 		}
 	}()
 	return n
@@ -121,42 +121,42 @@ func listenNotify(t *testing.T) *notifySocket {
 // lines that say why, WATCHDOG=1 at half the interval, RELOADING=1 and
 // READY=1 around a SIGHUP, STOPPING=1 on SIGTERM.
 func TestSdNotify(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
 	for i := 0; i < 4; i++ {
-		ep.push(fault{status: 503, body: `{"error":"temporarily_unavailable"}`})
+		ep.Push(Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`})
 	}
-	n := listenNotify(t)
-	d := startTokend(t, standInConfig(t, ep, ""), "NOTIFY_SOCKET="+n.path, "WATCHDOG_USEC=600000")
+	n := ListenNotify(t)
+	d := StartTokend(t, StandInConfig(t, ep, ""), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=600000")
 
-	waitFor(t, "READY=1", 20*time.Second, func() bool { return n.index("READY=1") >= 0 })
-	waiting, ready := n.index("STATUS=waiting: vibes: token endpoint answered 503"), n.index("READY=1")
+	WaitFor(t, "READY=1", 20*time.Second, func() bool { return n.Index("READY=1") >= 0 })
+	waiting, ready := n.Index("STATUS=waiting: vibes: token endpoint answered 503"), n.Index("READY=1")
 	if waiting < 0 || waiting > ready {
 		t.Errorf("no waiting STATUS before READY (waiting at %d, ready at %d): %s", waiting, ready, n)
 	}
 	if !regexp.MustCompile(`READY=1\nSTATUS=serving 1 token; vibes valid until \d\d:\d\d:\d\dZ`).MatchString(n.String()) {
 		t.Errorf("READY without a serving STATUS: %s", n)
 	}
-	if got := d.token(); got != ep.lastToken() {
+	if got := d.Token(); got != ep.LastToken() {
 		t.Errorf("token %q after READY", got)
 	}
 
-	before := n.count("WATCHDOG=1")
+	before := n.Count("WATCHDOG=1")
 	time.Sleep(3 * time.Second)
 	// 600ms interval, pinged every 300ms: about 10 in 3s.
-	if pets := n.count("WATCHDOG=1") - before; pets < 3 || pets > 30 {
+	if pets := n.Count("WATCHDOG=1") - before; pets < 3 || pets > 30 {
 		t.Errorf("%d WATCHDOG=1 in 3s with WATCHDOG_USEC=600000", pets)
 	}
 
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "RELOADING=1", 5*time.Second, func() bool { return n.index("RELOADING=1") >= 0 })
-	waitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return n.count("READY=1") >= 2 })
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	WaitFor(t, "RELOADING=1", 5*time.Second, func() bool { return n.Index("RELOADING=1") >= 0 })
+	WaitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return n.Count("READY=1") >= 2 })
 	if !regexp.MustCompile(`RELOADING=1\nMONOTONIC_USEC=\d+`).MatchString(n.String()) {
 		t.Errorf("RELOADING=1 without MONOTONIC_USEC: %s", n)
 	}
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	<-d.done
-	if n.index("STOPPING=1") < 0 {
+	d.Cmd.Process.Signal(syscall.SIGTERM)
+	<-d.Done
+	if n.Index("STOPPING=1") < 0 {
 		t.Errorf("no STOPPING=1: %s", n)
 	}
 }
@@ -166,58 +166,58 @@ func TestSdNotify(t *testing.T) {
 func TestSocketActivate(t *testing.T) {
 	activate, err := exec.LookPath("systemd-socket-activate")
 	if err != nil {
-		need(t, "systemd-socket-activate", "apt-get install systemd")
+		Need(t, "systemd-socket-activate", "apt-get install systemd")
 	}
-	tokend, tokenctl := binaries(t)
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	tokend, tokenctl := Binaries(t)
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfgPath, sock := filepath.Join(dir, "tokend.toml"), filepath.Join(dir, "act.sock")
 	unused := filepath.Join(dir, "configured.sock")
-	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", unused)), 0o600)
-	p := start(t, nil, activate, "-l", sock, "--fdname=tokend", tokend, "--config", cfgPath)
-	waitFor(t, "the activation socket", 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
+	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(StandInConfig(t, ep, ""), "%SOCK%", unused)), 0o600)
+	p := Start(t, nil, activate, "-l", sock, "--fdname=tokend", tokend, "--config", cfgPath)
+	WaitFor(t, "the activation socket", 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
 
 	out, err := exec.Command(tokenctl, "--socket", sock, "get").CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != ep.lastToken() {
-		t.Fatalf("first request through activation: %v %s\n%s", err, out, p.out)
+	if err != nil || strings.TrimSpace(string(out)) != ep.LastToken() {
+		t.Fatalf("first request through activation: %v %s\n%s", err, out, p.Out)
 	}
 	if _, err := os.Stat(unused); !os.IsNotExist(err) {
 		t.Errorf("tokend created its configured socket too: %v", err)
 	}
-	p.stop(t, 5*time.Second)
+	p.Stop(t, 5*time.Second)
 	if _, err := os.Stat(sock); err != nil {
 		t.Errorf("tokend removed the socket it did not create: %v", err)
 	}
-	if !strings.Contains(p.out.String(), "serving on the socket passed by systemd") {
-		t.Errorf("activation not logged:\n%s", p.out)
+	if !strings.Contains(p.Out.String(), "serving on the socket passed by systemd") {
+		t.Errorf("activation not logged:\n%s", p.Out)
 	}
 }
 
 // activated runs tokend the way systemd does: the test holds the listening
 // socket, and each tokend process inherits it as fd 3 with LISTEN_PID set
 // to its own pid (sh's $$ survives the exec).
-func activated(t *testing.T, cfgPath string, files ...*os.File) *proc {
-	tokend, _ := binaries(t)
-	p := &proc{cmd: exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" --config "$1"`, tokend, cfgPath),
-		out: &syncBuf{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES=tokend", "VAULT_ADDR=", "VAULT_TOKEN=")
-	p.cmd.ExtraFiles = files
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
+func activated(t *testing.T, cfgPath string, files ...*os.File) *Proc {
+	tokend, _ := Binaries(t)
+	p := &Proc{Cmd: exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" --config "$1"`, tokend, cfgPath),
+		Out: &SyncBuf{}, Done: make(chan struct{})}
+	p.Cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES=tokend", "VAULT_ADDR=", "VAULT_TOKEN=")
+	p.Cmd.ExtraFiles = files
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Out, p.Out
+	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop(t, 5*time.Second) })
+	go func() { p.Err = p.Cmd.Wait(); close(p.Done) }()
+	t.Cleanup(func() { p.Stop(t, 5*time.Second) })
 	return p
 }
 
 // Clients that connect while the daemon is dead are queued by the kernel
 // and answered once it is back: kill -9 under activation loses nothing.
 func TestSocketActivationKillWhileAsking(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfgPath, sock := filepath.Join(dir, "tokend.toml"), filepath.Join(dir, "a.sock")
-	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "unused.sock"))), 0o600)
+	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(StandInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "unused.sock"))), 0o600)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -227,23 +227,23 @@ func TestSocketActivationKillWhileAsking(t *testing.T) {
 	defer f.Close()
 
 	first := activated(t, cfgPath, f)
-	ask := startAskers(proto.Client{Path: sock, Timeout: 20 * time.Second}, 4, 10*time.Millisecond)
-	waitFor(t, "answers from the first daemon", 10*time.Second, func() bool { return ask.ok.Load() > 10 })
-	first.cmd.Process.Signal(syscall.SIGKILL)
-	<-first.done
-	atDeath := ask.ok.Load()
+	ask := StartAskers(proto.Client{Path: sock, Timeout: 20 * time.Second}, 4, 10*time.Millisecond)
+	WaitFor(t, "answers from the first daemon", 10*time.Second, func() bool { return ask.OK.Load() > 10 })
+	first.Cmd.Process.Signal(syscall.SIGKILL)
+	<-first.Done
+	atDeath := ask.OK.Load()
 	time.Sleep(time.Second) // clients keep connecting to a socket nobody accepts on
 	activated(t, cfgPath, f)
-	waitFor(t, "answers from the second daemon", 15*time.Second, func() bool { return ask.ok.Load() > atDeath+20 })
-	ask.finish(t, "a kill -9 and a 1s outage")
+	WaitFor(t, "answers from the second daemon", 15*time.Second, func() bool { return ask.OK.Load() > atDeath+20 })
+	ask.Finish(t, "a kill -9 and a 1s outage")
 }
 
 // Anything but exactly one Unix stream listener is refused, clearly.
 func TestSocketActivationWrongListeners(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "tokend.toml")
-	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "unused.sock"))), 0o600)
+	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(StandInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "unused.sock"))), 0o600)
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -264,12 +264,12 @@ func TestSocketActivationWrongListeners(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := activated(t, cfgPath, tc.files...)
 			select {
-			case <-p.done:
+			case <-p.Done:
 			case <-time.After(10 * time.Second):
 				t.Fatal("tokend kept running")
 			}
-			if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.out.String(), tc.want) {
-				t.Errorf("exit %d, output:\n%s", code, p.out)
+			if code := p.Cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.Out.String(), tc.want) {
+				t.Errorf("exit %d, output:\n%s", code, p.Out)
 			}
 		})
 	}
@@ -278,30 +278,30 @@ func TestSocketActivationWrongListeners(t *testing.T) {
 // LoadCredential=: systemd connects from "@<hex>/unit/<unit>/<id>" and
 // half-closes; the token named like the id is served, bare.
 func TestLoadCredentialPeer(t *testing.T) {
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
-	d := startTokend(t, standInConfig(t, ep, ""))
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := StartTokend(t, StandInConfig(t, ep, ""))
 	for _, id := range []string{"vibes", "api-token"} { // by name; else the default
 		local := &net.UnixAddr{Name: fmt.Sprintf("@%x/unit/api-call.service/%s", time.Now().UnixNano(), id), Net: "unix"}
-		c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: d.sock, Net: "unix"})
+		c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: d.Sock, Net: "unix"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.CloseWrite()
 		got, _ := bufio.NewReader(c).ReadString(0)
 		c.Close()
-		if got != ep.lastToken() {
+		if got != ep.LastToken() {
 			t.Errorf("credential %s: %q", id, got)
 		}
 	}
-	if !strings.Contains(d.out.String(), `"claimed_unit":"api-call.service"`) {
+	if !strings.Contains(d.Out.String(), `"claimed_unit":"api-call.service"`) {
 		t.Errorf("unit not logged")
 	}
-	d.noLeaks("csecret", ep.lastToken())
+	d.NoLeaks("csecret", ep.LastToken())
 }
 
 // unitRoot lays out the units and binaries under a root for systemd-analyze.
 func unitRoot(t *testing.T) (root string, units []string) {
-	tokend, tokenctl := binaries(t)
+	tokend, tokenctl := Binaries(t)
 	root = t.TempDir()
 	for _, d := range []string{"usr/bin", "bin", "etc/systemd/system", "usr/lib/systemd/system"} {
 		os.MkdirAll(filepath.Join(root, d), 0o755)
@@ -332,7 +332,7 @@ func unitRoot(t *testing.T) (root string, units []string) {
 func TestUnitsVerify(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		need(t, "systemd-analyze", "apt-get install systemd")
+		Need(t, "systemd-analyze", "apt-get install systemd")
 	}
 	root, units := unitRoot(t)
 	for _, u := range units {
@@ -349,7 +349,7 @@ func TestUnitsVerify(t *testing.T) {
 func TestUnitExposure(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		need(t, "systemd-analyze", "apt-get install systemd")
+		Need(t, "systemd-analyze", "apt-get install systemd")
 	}
 	out, _ := exec.Command(sa, "security", "--offline=true", "../systemd/tokend.service").CombinedOutput()
 	m := regexp.MustCompile(`Overall exposure level for tokend.service: (\d+\.\d+)`).FindSubmatch(out)
@@ -366,13 +366,13 @@ func TestUnitExposure(t *testing.T) {
 // Reload: a new Vault address and a new token take effect; the token whose
 // fetch settings did not change keeps its token; a removed token is gone.
 func TestReloadVaultAndTokens(t *testing.T) {
-	ep1 := newEndpoint(t, "basic+body", "cid", "csecret")
-	ep2 := newEndpoint(t, "body", "cid2", "csecret2")
-	cfg := standInConfig(t, ep1, "")
-	d := startTokend(t, cfg)
-	tokA := d.token("vibes")
+	ep1 := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep2 := NewEndpoint(t, "body", "cid2", "csecret2")
+	cfg := StandInConfig(t, ep1, "")
+	d := StartTokend(t, cfg)
+	tokA := d.Token("vibes")
 
-	vault2 := vaultStandIn(t, "cid2", "csecret2")
+	vault2 := VaultStandIn(t, "cid2", "csecret2")
 	vault1 := regexp.MustCompile(`address = "([^"]+)"`).FindStringSubmatch(cfg)[1]
 	cfg2 := strings.Replace(cfg, vault1, vault2, 1) + fmt.Sprintf(`
 [token.second]
@@ -380,34 +380,34 @@ token_url = %q
 client_auth = "body"
 scope = "https://rbm.vibes.com/rbm.agents"
 kv_path = "tokend/second"
-`, ep2.tokenURL())
+`, ep2.TokenURL())
 	cfg2 = strings.Replace(cfg2, "%SOCK%\"\n", "%SOCK%\"\ndefault_token = \"vibes\"\n", 1)
-	d.write(cfg2)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.out.String(), "configuration reloaded") })
-	if got := d.token("second"); got != ep2.lastToken() {
+	d.Write(cfg2)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	WaitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
+	if got := d.Token("second"); got != ep2.LastToken() {
 		t.Errorf("new token not served from the new vault: %q", got)
 	}
-	if got := d.token("vibes"); got != tokA {
+	if got := d.Token("vibes"); got != tokA {
 		t.Errorf("unchanged token was refetched")
 	}
-	if list, _, _ := d.ctl("list"); list != "second vibes" {
+	if list, _, _ := d.Ctl("list"); list != "second vibes" {
 		t.Errorf("list: %q", list)
 	}
 
 	// Remove vibes (and its default); second stays.
 	cfg3 := strings.Replace(cfg2, "default_token = \"vibes\"\n", "", 1)
 	cfg3 = cfg3[:strings.Index(cfg3, "[token.vibes]")] + cfg3[strings.Index(cfg3, "[token.second]"):]
-	d.write(cfg3)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the second reload", 5*time.Second, func() bool {
-		return strings.Count(d.out.String(), "configuration reloaded") == 2
+	d.Write(cfg3)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	WaitFor(t, "the second reload", 5*time.Second, func() bool {
+		return strings.Count(d.Out.String(), "configuration reloaded") == 2
 	})
-	if _, errs, code := d.ctl("get", "vibes"); code != 1 || !strings.Contains(errs, "unknown-token") {
+	if _, errs, code := d.Ctl("get", "vibes"); code != 1 || !strings.Contains(errs, "unknown-token") {
 		t.Errorf("removed token: %d %q", code, errs)
 	}
-	if got := d.token(); got != ep2.lastToken() {
+	if got := d.Token(); got != ep2.LastToken() {
 		t.Errorf("default after removal: %q", got)
 	}
-	d.noLeaks("csecret", "csecret2", tokA)
+	d.NoLeaks("csecret", "csecret2", tokA)
 }

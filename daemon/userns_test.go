@@ -51,13 +51,13 @@ func TestIDMaps(t *testing.T) {
 func TestUserNamespaceRefused(t *testing.T) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		need(t, "unshare", "apt-get install util-linux")
+		Need(t, "unshare", "apt-get install util-linux")
 	}
-	tokend, _ := binaries(t)
-	ep := newEndpoint(t, "basic+body", "cid", "csecret")
+	tokend, _ := Binaries(t)
+	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tokend.toml")
-	text := strings.ReplaceAll(standInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "t.sock"))
+	text := strings.ReplaceAll(StandInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "t.sock"))
 	os.WriteFile(cfg, []byte(strings.Replace(text, `retry_max = "1s"`, "retry_max = \"1s\"\nallow_uids = [1001]", 1)), 0o600)
 	cmd := exec.Command(unshare, "--user", "--map-root-user", tokend, "--config", cfg)
 	out, _ := cmd.CombinedOutput()
@@ -66,6 +66,6 @@ func TestUserNamespaceRefused(t *testing.T) {
 	}
 	// Without allow lists it runs, and warns.
 	os.WriteFile(cfg, []byte(text), 0o600)
-	p := start(t, nil, unshare, "--user", "--map-root-user", tokend, "--config", cfg)
-	waitFor(t, "the warning", 10*time.Second, func() bool { return strings.Contains(p.out.String(), "peer ids are not the host's") })
+	p := Start(t, nil, unshare, "--user", "--map-root-user", tokend, "--config", cfg)
+	WaitFor(t, "the warning", 10*time.Second, func() bool { return strings.Contains(p.Out.String(), "peer ids are not the host's") })
 }
