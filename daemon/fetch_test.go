@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
 func tokenConfig(url, mode string) *Fetch {
-	return &Fetch{Name: "vibes", TokenURL: url, Scope: rbmScope, ClientAuth: mode,
+	return &Fetch{Name: "vibes", TokenURL: url, Scope: daemontest.RBMScope, ClientAuth: mode,
 		MinRemaining: time.Minute, RetryMax: 30 * time.Second, RequestTimeout: 2 * time.Second}
 }
 
@@ -31,7 +32,7 @@ func TestFetchRecipe(t *testing.T) {
 	const id, pw = "rbm client", "p+s/w:d=1%&"
 	for _, mode := range []string{"basic+body", "basic", "body"} {
 		t.Run(mode, func(t *testing.T) {
-			e := NewEndpoint(t, mode, id, pw)
+			e := daemontest.NewEndpoint(t, mode, id, pw)
 			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw})
 			if err != nil {
 				t.Fatal(err)
@@ -46,30 +47,30 @@ func TestFetchRecipe(t *testing.T) {
 func TestFetchAnswers(t *testing.T) {
 	tests := []struct {
 		name     string
-		f        Fault
+		f        daemontest.Fault
 		ttl      any
 		wantErr  string
 		lifetime time.Duration
 	}{
 		{name: "expires_in string", ttl: "120", lifetime: 2 * time.Minute},
 		{name: "expires_in missing", ttl: nil, lifetime: defaultLifetime},
-		{name: "503 with Retry-After", f: Fault{Status: 503, RetryAfter: "7", Body: "busy"}, wantErr: "answered 503"},
-		{name: "429", f: Fault{Status: 429, Body: `{"error":"slow_down"}`}, wantErr: "429 slow_down"},
-		{name: "garbage", f: Fault{Status: 200, Body: "<html>"}, wantErr: "not a JSON object"},
-		{name: "no access_token", f: Fault{Status: 200, Body: `{"token_type":"Bearer"}`}, wantErr: "no access_token"},
-		{name: "token with space", f: Fault{Status: 200, Body: `{"access_token":"a b","expires_in":60}`}, wantErr: "spaces"},
-		{name: "bad expires_in", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":"soon"}`}, wantErr: "expires_in"},
-		{name: "huge body", f: Fault{Status: 200, Body: strings.Repeat("x", maxBody+10)}, wantErr: "larger than"},
-		{name: "invalid_scope", f: Fault{Status: 400, Body: `{"error":"invalid_scope","error_description":"nope"}`}, wantErr: `400 invalid_scope`},
-		{name: "expires_in NaN", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":"NaN"}`}, wantErr: "expires_in"},
-		{name: "expires_in Inf", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":"+Inf"}`}, wantErr: "expires_in"},
-		{name: "expires_in negative", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":-5}`}, wantErr: "expires_in"},
-		{name: "expires_in zero", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":0}`}, wantErr: "expires_in"},
-		{name: "expires_in under a second", f: Fault{Status: 200, Body: `{"access_token":"a","expires_in":0.5}`}, wantErr: "expires_in"},
+		{name: "503 with Retry-After", f: daemontest.Fault{Status: 503, RetryAfter: "7", Body: "busy"}, wantErr: "answered 503"},
+		{name: "429", f: daemontest.Fault{Status: 429, Body: `{"error":"slow_down"}`}, wantErr: "429 slow_down"},
+		{name: "garbage", f: daemontest.Fault{Status: 200, Body: "<html>"}, wantErr: "not a JSON object"},
+		{name: "no access_token", f: daemontest.Fault{Status: 200, Body: `{"token_type":"Bearer"}`}, wantErr: "no access_token"},
+		{name: "token with space", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a b","expires_in":60}`}, wantErr: "spaces"},
+		{name: "bad expires_in", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a","expires_in":"soon"}`}, wantErr: "expires_in"},
+		{name: "huge body", f: daemontest.Fault{Status: 200, Body: strings.Repeat("x", maxBody+10)}, wantErr: "larger than"},
+		{name: "invalid_scope", f: daemontest.Fault{Status: 400, Body: `{"error":"invalid_scope","error_description":"nope"}`}, wantErr: `400 invalid_scope`},
+		{name: "expires_in NaN", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a","expires_in":"NaN"}`}, wantErr: "expires_in"},
+		{name: "expires_in Inf", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a","expires_in":"+Inf"}`}, wantErr: "expires_in"},
+		{name: "expires_in negative", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a","expires_in":-5}`}, wantErr: "expires_in"},
+		{name: "expires_in zero", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a","expires_in":0}`}, wantErr: "expires_in"},
+		{name: "expires_in under a second", f: daemontest.Fault{Status: 200, Body: `{"access_token":"a","expires_in":0.5}`}, wantErr: "expires_in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEndpoint(t, "basic+body", "id", "pw")
+			e := daemontest.NewEndpoint(t, "basic+body", "id", "pw")
 			e.SetTTL(tt.ttl)
 			if tt.f.Status != 0 {
 				e.Push(tt.f)
@@ -93,7 +94,7 @@ func TestFetchAnswers(t *testing.T) {
 }
 
 func TestFetchRejectedAndTimeout(t *testing.T) {
-	e := NewEndpoint(t, "basic+body", "id", "right")
+	e := daemontest.NewEndpoint(t, "basic+body", "id", "right")
 	_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"})
 	var ee *endpointError
 	if !errors.As(err, &ee) || !ee.rejected() || strings.Contains(err.Error(), "wrong") {
@@ -139,7 +140,7 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 	}
 	for name, form := range forms {
 		for _, field := range []string{"error_description", "error"} {
-			e := NewEndpoint(t, "basic+body", id, pw)
+			e := daemontest.NewEndpoint(t, "basic+body", id, pw)
 			raw, _ := json.Marshal("bad client secret " + form + " here")
 			text := string(raw)
 			if name == "raw" {
@@ -149,7 +150,7 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 			if field == "error" {
 				body = `{"error":` + text + `}`
 			}
-			e.Push(Fault{Status: 401, Body: body})
+			e.Push(daemontest.Fault{Status: 401, Body: body})
 			_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
 			var ee *endpointError
 			if !errors.As(err, &ee) || !ee.rejected() {

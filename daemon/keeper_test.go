@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
@@ -128,15 +129,15 @@ type keeperRig struct {
 	k     *keeper
 	clock *fakeClock
 	vault *fakeVault
-	ep    *Endpoint
-	logs  *SyncBuf
+	ep    *daemontest.Endpoint
+	logs  *daemontest.SyncBuf
 }
 
 func startKeeper(t *testing.T, mode string) *keeperRig {
 	t.Helper()
 	const id, pw = "client-1", "s3cr3t+/=value"
 	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
-		ep: NewEndpoint(t, mode, id, pw), logs: &SyncBuf{}}
+		ep: daemontest.NewEndpoint(t, mode, id, pw), logs: &daemontest.SyncBuf{}}
 	log := zerolog.New(rig.logs)
 	rig.k = newKeeper(*tokenConfig(rig.ep.TokenURL(), mode), rig.vault, http.DefaultClient, log)
 	rig.k.clock = rig.clock
@@ -147,7 +148,7 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		for _, secret := range append([]string{pw, "rotated-secret"}, rig.ep.issued...) {
+		for _, secret := range append([]string{pw, "rotated-secret"}, rig.ep.Issued()...) {
 			if strings.Contains(rig.logs.String(), secret) {
 				t.Errorf("secret or token %q in logs:\n%s", secret, rig.logs)
 			}
@@ -169,7 +170,7 @@ func TestKeeperRefreshSchedule(t *testing.T) {
 		t.Fatalf("first refresh in %v, want 75-80%% of an hour", d)
 	}
 	tok, err := r.get(t)
-	if err != nil || tok.Value != r.ep.LastToken() || tok.Type != "Bearer" || tok.Scope != rbmScope {
+	if err != nil || tok.Value != r.ep.LastToken() || tok.Type != "Bearer" || tok.Scope != daemontest.RBMScope {
 		t.Fatalf("get: %+v %v", tok, err)
 	}
 	first := tok.Value
@@ -189,7 +190,7 @@ func TestKeeperFailuresAndMinRemaining(t *testing.T) {
 	r := startKeeper(t, "basic+body")
 	d := r.clock.nextWait(t)
 	for i := 0; i < 200; i++ {
-		r.ep.Push(Fault{Status: 503, Body: `{"error":"server_error"}`})
+		r.ep.Push(daemontest.Fault{Status: 503, Body: `{"error":"server_error"}`})
 	}
 	r.clock.Advance(d)
 	var waits []time.Duration
@@ -250,7 +251,7 @@ func TestKeeperVaultDown(t *testing.T) {
 // the first token and get it.
 func TestKeeperSingleFlight(t *testing.T) {
 	clock := newFakeClock()
-	ep := NewEndpoint(t, "body", "a", "b")
+	ep := daemontest.NewEndpoint(t, "body", "a", "b")
 	ep.Hold()
 	k := newKeeper(*tokenConfig(ep.TokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
 	k.clock = clock
@@ -317,7 +318,7 @@ func (s *stuckSource) Read(context.Context, vaultsrc.Secret) (vaultsrc.Credentia
 // counts as wedged; one that is merely slow, or done, does not.
 func TestKeeperWedged(t *testing.T) {
 	src := &stuckSource{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	ep := NewEndpoint(t, "basic+body", "id", "pw")
+	ep := daemontest.NewEndpoint(t, "basic+body", "id", "pw")
 	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -338,7 +339,7 @@ func TestKeeperWedged(t *testing.T) {
 	}
 	// Released, the attempt ends; the keeper backs off between attempts.
 	close(src.release)
-	WaitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
+	daemontest.WaitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
 }
 
 // Tokens that live no longer than min_remaining can never be served: the
@@ -376,7 +377,7 @@ func TestKeeperSnapshot(t *testing.T) {
 		t.Fatalf("after a success: %+v", s)
 	}
 	success := s.LastSuccess
-	r.ep.Push(Fault{Status: 503}, Fault{Status: 503})
+	r.ep.Push(daemontest.Fault{Status: 503}, daemontest.Fault{Status: 503})
 	r.clock.Advance(d)
 	w := r.clock.nextWait(t)
 	r.clock.Advance(w)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
 )
 
@@ -17,8 +18,8 @@ import (
 type inProcess struct {
 	sock, config string
 	reload       chan struct{}
-	notes        *Notes
-	logs         *SyncBuf
+	notes        *daemontest.Notes
+	logs         *daemontest.SyncBuf
 	stop         func() error
 }
 
@@ -26,7 +27,7 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 	t.Helper()
 	dir := t.TempDir()
 	p := &inProcess{sock: filepath.Join(dir, "t.sock"), config: filepath.Join(dir, "tokend.toml"),
-		reload: make(chan struct{}), notes: &Notes{}, logs: &SyncBuf{}}
+		reload: make(chan struct{}), notes: &daemontest.Notes{}, logs: &daemontest.SyncBuf{}}
 	p.write(t, cfg)
 	t.Setenv("LISTEN_FDS", "") // not socket-activated, whatever the test runner inherited
 	ctx, cancel := context.WithCancel(context.Background())
@@ -47,7 +48,7 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 			t.Logf("logs:\n%s\nsd_notify: %s", p.logs, p.notes.String())
 		}
 	})
-	WaitFor(t, "the socket", 10*time.Second, func() bool {
+	daemontest.WaitFor(t, "the socket", 10*time.Second, func() bool {
 		_, err := proto.Client{Path: p.sock, Timeout: time.Second}.Do(context.Background(), "PING")
 		return err == nil
 	})
@@ -69,12 +70,12 @@ func (p *inProcess) ask(t *testing.T, req string) (string, error) {
 // with RELOADING=1 and READY=1, a broken reload that keeps the old
 // configuration, and STOPPING=1 and a nil return at the end.
 func TestRunLifecycle(t *testing.T) {
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
-	ep.Push(Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`}, Fault{Status: 503})
-	cfg := StandInConfig(t, ep, "")
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.Push(daemontest.Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`}, daemontest.Fault{Status: 503})
+	cfg := daemontest.StandInConfig(t, ep, "")
 	p := runInProcess(t, cfg)
 
-	WaitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.Count("READY=1") == 1 })
+	daemontest.WaitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.Count("READY=1") == 1 })
 	all := p.notes.String()
 	if w, r := strings.Index(all, "STATUS=waiting: vibes: token endpoint answered 503"), strings.Index(all, "READY=1"); w < 0 || w > r {
 		t.Errorf("no waiting STATUS= before READY=1: %s", all)
@@ -86,10 +87,10 @@ func TestRunLifecycle(t *testing.T) {
 	if err != nil || tok != ep.LastToken() {
 		t.Fatalf("TOKEN: %q %v", tok, err)
 	}
-	WaitFor(t, "the watchdog", 5*time.Second, func() bool { return p.notes.Count("WATCHDOG=1") >= 3 })
+	daemontest.WaitFor(t, "the watchdog", 5*time.Second, func() bool { return p.notes.Count("WATCHDOG=1") >= 3 })
 
 	p.reload <- struct{}{}
-	WaitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return p.notes.Count("READY=1") == 2 })
+	daemontest.WaitFor(t, "READY=1 after the reload", 5*time.Second, func() bool { return p.notes.Count("READY=1") == 2 })
 	if !regexp.MustCompile(`RELOADING=1\nMONOTONIC_USEC=\d+`).MatchString(p.notes.String()) {
 		t.Errorf("no RELOADING=1 with MONOTONIC_USEC: %s", p.notes.String())
 	}
@@ -99,7 +100,7 @@ func TestRunLifecycle(t *testing.T) {
 
 	p.write(t, cfg+"\nbogus = 1\n")
 	p.reload <- struct{}{}
-	WaitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
+	daemontest.WaitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
 	if got, err := p.ask(t, "TOKEN"); got != tok || err != nil {
 		t.Errorf("after a broken reload: %q %v", got, err)
 	}

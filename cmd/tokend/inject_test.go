@@ -1,4 +1,4 @@
-package daemon
+package main
 
 import (
 	"bufio"
@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokend/tokend/daemon/daemontest"
 )
 
 const injected = "\nREADY=1\nWATCHDOG=trigger"
@@ -91,7 +93,7 @@ func vaultFailingAt(t *testing.T, path string) string {
 // reload included), and every log line is one JSON object.
 func TestUpstreamTextCleaned(t *testing.T) {
 	tlsURL, caFile := tlsEndpointNamed(t, "x"+injected)
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	tok := filepath.Join(t.TempDir(), "vault-token")
 	os.WriteFile(tok, []byte("test-token"), 0o600)
 	cfg := fmt.Sprintf(`
@@ -109,10 +111,10 @@ token_url = %q
 kv_path = "tokend/vaulty"
 retry_max = "1s"
 `, vaultFailingAt(t, "tokend/vaulty"), tok, tlsURL, ep.TokenURL())
-	n := ListenNotify(t)
-	d := StartTokend(t, cfg, "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000", "SSL_CERT_FILE="+caFile)
+	n := daemontest.ListenNotify(t)
+	d := daemontest.StartTokend(t, cfg, "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000", "SSL_CERT_FILE="+caFile)
 
-	WaitFor(t, "both failures in STATUS=", 20*time.Second, func() bool {
+	daemontest.WaitFor(t, "both failures in STATUS=", 20*time.Second, func() bool {
 		return n.Index("certificate is valid for x") >= 0 && n.Index("backend down") >= 0
 	})
 
@@ -147,7 +149,7 @@ retry_max = "1s"
 
 	// A reload before the first token: still no READY=1.
 	d.Cmd.Process.Signal(syscall.SIGHUP)
-	WaitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
+	daemontest.WaitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
 	time.Sleep(1500 * time.Millisecond) // a few more STATUS= and WATCHDOG=1
 	d.Cmd.Process.Signal(syscall.SIGTERM)
 	<-d.Done

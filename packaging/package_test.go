@@ -1,4 +1,6 @@
-package daemon
+// Package packaging builds tokend's .deb and .rpm (build.sh); its test
+// checks and installs them.
+package packaging
 
 import (
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tokend/tokend/daemon/daemontest"
 )
 
 // TestPackage checks the .deb and .rpm that packaging/build.sh wrote to
@@ -18,14 +22,14 @@ import (
 func TestPackage(t *testing.T) {
 	dir, version := os.Getenv("TOKEND_PACKAGES"), os.Getenv("TOKEND_PACKAGE_VERSION")
 	if dir == "" || version == "" {
-		Need(t, "built packages", "packaging/build.sh --version V --out DIR, then TOKEND_PACKAGES=DIR TOKEND_PACKAGE_VERSION=V")
+		daemontest.Need(t, "built packages", "packaging/build.sh --version V --out DIR, then TOKEND_PACKAGES=DIR TOKEND_PACKAGE_VERSION=V")
 	}
 	if os.Getuid() != 0 {
-		Need(t, "root", "installing a package needs root")
+		daemontest.Need(t, "root", "installing a package needs root")
 	}
 	for _, tool := range []string{"dpkg-deb", "apt-get", "rpm", "lintian"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			Need(t, tool, "apt-get install dpkg rpm lintian")
+			daemontest.Need(t, tool, "apt-get install dpkg rpm lintian")
 		}
 	}
 	debs, _ := filepath.Glob(filepath.Join(dir, "tokend_*.deb"))
@@ -145,12 +149,12 @@ func TestPackage(t *testing.T) {
 	// The installed units and binary under a real systemd, with non-root
 	// clients on and off the allow lists, after start and restart.
 	t.Run("systemd", func(t *testing.T) {
-		HostUsers(t)
-		ep := NewEndpoint(t, "basic+body", "cid", "csecret")
-		cfg := ClientsConfig(VaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.TokenURL())
+		daemontest.HostUsers(t)
+		ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+		cfg := daemontest.ClientsConfig(daemontest.VaultStandIn(t, "cid", "csecret"), "/srv/vault-token", ep.TokenURL())
 		svc, _ := os.ReadFile("/usr/lib/systemd/system/tokend.service")
 		sock, _ := os.ReadFile("/usr/lib/systemd/system/tokend.socket")
-		s := BootSystemd(t, map[string]string{
+		s := daemontest.BootSystemd(t, map[string]string{
 			"tokend.service":             string(svc),
 			"tokend.socket":              string(sock),
 			"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/tokend --config /srv/tokend.toml\n",
@@ -200,14 +204,4 @@ func matchLine(text, pattern string) bool {
 		}
 	}
 	return false
-}
-
-// ConfigValue returns the quoted value of key in a config text.
-func ConfigValue(cfg, key string) string {
-	i := strings.Index(cfg, key+` = "`)
-	if i < 0 {
-		return ""
-	}
-	rest := cfg[i+len(key)+4:]
-	return rest[:strings.IndexByte(rest, '"')]
 }

@@ -1,11 +1,4 @@
-package daemon
-
-// Helpers for the end-to-end tests: the real tokend and tokenctl binaries,
-// a real Vault dev server and a real OAuth2 server (oidc-provider).
-//
-// Without a peer binary the tests that need it skip, loudly, and TestMain
-// lists them at the end; with TOKEND_E2E=1 (set by .ci/test) a missing peer
-// fails the test instead.
+package daemontest
 
 import (
 	"bytes"
@@ -37,23 +30,6 @@ var (
 	buildErr  error
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if len(skipped) > 0 {
-		fmt.Fprintf(os.Stderr, "\n!!! SKIPPED %d end-to-end test(s) for want of a peer:\n", len(skipped))
-		for _, s := range skipped {
-			fmt.Fprintf(os.Stderr, "!!!   %s\n", s)
-		}
-		fmt.Fprintf(os.Stderr, "!!! run .ci/test to provide Vault and the OAuth2 server (CI fails instead of skipping)\n\n")
-	}
-	for _, d := range []string{binDir, staticDir} {
-		if d != "" {
-			os.RemoveAll(d)
-		}
-	}
-	os.Exit(code)
-}
-
 // Need skips (or, under TOKEND_E2E=1, fails) when a peer is missing.
 func Need(t *testing.T, what, hint string) {
 	t.Helper()
@@ -77,10 +53,10 @@ func Binaries(t *testing.T) (tokend, tokenctl string) {
 		}
 		os.Chmod(binDir, 0o755) // tests run tokenctl as other users too
 		args := []string{"build", "-o", binDir}
-		if raceEnabled {
+		if Race {
 			args = append(args, "-race")
 		}
-		cmd := exec.Command("go", append(args, "../cmd/tokend", "../cmd/tokenctl")...)
+		cmd := exec.Command("go", append(args, Root("cmd/tokend"), Root("cmd/tokenctl"))...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -307,12 +283,12 @@ func StartIdP(t *testing.T, env ...string) *IdP {
 	if err != nil {
 		Need(t, "node", "install Node.js")
 	}
-	if _, err := os.Stat("testdata/idp/node_modules/oidc-provider"); err != nil {
+	if _, err := os.Stat(Root("daemon/testdata/idp/node_modules/oidc-provider")); err != nil {
 		Need(t, "oidc-provider", "run npm ci in daemon/testdata/idp")
 	}
 	port := FreePort(t)
 	i := &IdP{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	i.proc = Start(t, append(env, fmt.Sprintf("PORT=%d", port)), node, "testdata/idp/server.mjs")
+	i.proc = Start(t, append(env, fmt.Sprintf("PORT=%d", port)), node, Root("daemon/testdata/idp/server.mjs"))
 	WaitFor(t, "oidc-provider to listen", 20*time.Second, func() bool {
 		if i.proc.Exited() {
 			t.Fatalf("oidc-provider exited: %s", i.proc.Out)
@@ -365,4 +341,24 @@ func (a *Askers) Finish(t *testing.T, what string) {
 	if a.Failed.Load() != 0 {
 		t.Errorf("%d requests lost; first: %v", a.Failed.Load(), a.firstErr.Load())
 	}
+}
+
+// Main runs the tests of a package that uses these helpers, then lists the
+// end-to-end tests that skipped for want of a peer, and removes the
+// binaries built for them. Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if len(skipped) > 0 {
+		fmt.Fprintf(os.Stderr, "\n!!! SKIPPED %d end-to-end test(s) for want of a peer:\n", len(skipped))
+		for _, s := range skipped {
+			fmt.Fprintf(os.Stderr, "!!!   %s\n", s)
+		}
+		fmt.Fprintf(os.Stderr, "!!! run .ci/test to provide Vault and the OAuth2 server (CI fails instead of skipping)\n\n")
+	}
+	for _, d := range []string{binDir, staticDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
+	}
+	os.Exit(code)
 }

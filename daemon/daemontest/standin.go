@@ -1,4 +1,4 @@
-package daemon
+package daemontest
 
 import (
 	"encoding/base64"
@@ -8,13 +8,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-const rbmScope = "https://rbm.vibes.com/rbm.agents"
+// RBMScope is the scope the API documents.
+const RBMScope = "https://rbm.vibes.com/rbm.agents"
 
 // Endpoint is a strict stand-in for the API's token Endpoint: it accepts
 // only the documented recipe, byte for byte, for its client_auth mode.
@@ -85,6 +90,13 @@ func (e *Endpoint) Release() {
 	e.mu.Unlock()
 }
 
+// Issued lists the tokens issued so far.
+func (e *Endpoint) Issued() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.issued)
+}
+
 func (e *Endpoint) IssuedCount() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -125,7 +137,7 @@ func recipe(mode, id, pw string) string {
 	if mode != "basic" {
 		b += "&client_id=" + url.QueryEscape(id) + "&client_secret=" + url.QueryEscape(pw)
 	}
-	return b + "&scope=" + url.QueryEscape(rbmScope)
+	return b + "&scope=" + url.QueryEscape(RBMScope)
 }
 
 func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +194,7 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	if string(body) != recipe(e.mode, id, pw) || gotAuth != wantAuth {
 		// Same shape with other credentials is a wrong secret, not a broken recipe.
 		form, err := url.ParseQuery(string(body))
-		shapeOK := err == nil && form.Get("grant_type") == "client_credentials" && form.Get("scope") == rbmScope &&
+		shapeOK := err == nil && form.Get("grant_type") == "client_credentials" && form.Get("scope") == RBMScope &&
 			(e.mode == "body") == (gotAuth == "") && (e.mode == "basic") == (form.Get("client_secret") == "")
 		if !shapeOK {
 			bad("body %q, Authorization header present: %v", body, gotAuth != "")
@@ -203,4 +215,36 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
+}
+
+// VaultStandIn is a small httptest Vault: token lookup-self and one KV v2
+// secret. The real server is used elsewhere; here it keeps systemd-focused
+// tests fast and independent of the 17-minute Vault build.
+func VaultStandIn(t *testing.T, id, secret string) string {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Vault-Token") != "test-token" {
+			w.WriteHeader(403)
+			fmt.Fprint(w, `{"errors":["permission denied"]}`)
+			return
+		}
+		switch {
+		case r.URL.Path == "/v1/auth/token/lookup-self":
+			fmt.Fprint(w, `{"data":{"ttl":0,"renewable":false,"policies":["root"]}}`)
+		case strings.HasPrefix(r.URL.Path, "/v1/secret/data/"):
+			fmt.Fprintf(w, `{"data":{"data":{"client_id":%q,"client_secret":%q},"metadata":{"version":1}}}`, id, secret)
+		default:
+			w.WriteHeader(404)
+			fmt.Fprint(w, `{"errors":[]}`)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+// StandInConfig is a one-token config against the stand-ins.
+func StandInConfig(t *testing.T, ep *Endpoint, extra string) string {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "vault-token")
+	os.WriteFile(tok, []byte("test-token"), 0o644)
+	return OneTokenConfig(VaultStandIn(t, "cid", "csecret"), tok, ep.TokenURL(), extra, `retry_max = "1s"`)
 }

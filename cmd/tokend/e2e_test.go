@@ -1,8 +1,7 @@
-package daemon
+package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -19,108 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/daemon/daemontest"
 )
-
-// Tokend is a running tokend binary.
-type Tokend struct {
-	*Proc
-	t        *testing.T
-	Sock     string
-	Config   string
-	Tokenctl string
-}
-
-// StartTokend writes cfg (with %SOCK% replaced) and runs tokend on it until
-// it answers PING.
-func StartTokend(t *testing.T, cfg string, env ...string) *Tokend {
-	t.Helper()
-	tokend, tokenctl := Binaries(t)
-	// Not t.TempDir(): its parent is 0700, and other uids must reach the
-	// socket so that its own mode and the allow lists decide.
-	dir, err := os.MkdirTemp("", "tokend-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	d := &Tokend{t: t, Sock: filepath.Join(dir, "tokend.sock"), Config: filepath.Join(dir, "tokend.toml"), Tokenctl: tokenctl}
-	d.Write(cfg)
-	d.Proc = Start(t, append([]string{"VAULT_ADDR=", "VAULT_TOKEN="}, env...), tokend, "--config", d.Config)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("tokend logs:\n%s", d.Out)
-		}
-	})
-	WaitFor(t, "tokend to listen", 10*time.Second, func() bool {
-		if d.Exited() {
-			t.Fatalf("tokend exited: %v\n%s", d.Err, d.Out)
-		}
-		_, err := proto.Client{Path: d.Sock, Timeout: time.Second}.Do(context.Background(), "PING")
-		return err == nil
-	})
-	return d
-}
-
-func (d *Tokend) Write(cfg string) {
-	if err := os.WriteFile(d.Config, []byte(strings.ReplaceAll(cfg, "%SOCK%", d.Sock)), 0o600); err != nil {
-		d.t.Fatal(err)
-	}
-}
-
-// Ctl runs tokenctl and returns stdout, stderr and the exit code.
-func (d *Tokend) Ctl(args ...string) (string, string, int) {
-	return d.CtlAs(nil, args...)
-}
-
-func (d *Tokend) CtlAs(cred *syscall.Credential, args ...string) (string, string, int) {
-	d.t.Helper()
-	cmd := exec.Command(d.Tokenctl, append([]string{"--socket", d.Sock}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		d.t.Fatal(err)
-	}
-	return strings.TrimSuffix(out.String(), "\n"), errb.String(), code
-}
-
-// Token reads the default (or named) Token, failing the test on error.
-func (d *Tokend) Token(name ...string) string {
-	d.t.Helper()
-	out, errs, code := d.Ctl(append([]string{"get"}, name...)...)
-	if code != 0 {
-		d.t.Fatalf("tokenctl get %v: exit %d: %s\nlogs:\n%s", name, code, errs, d.Out)
-	}
-	return out
-}
-
-// AwaitNewToken waits until tokend serves a token that ep issued after the
-// call, i.e. one obtained under whatever the test just changed.
-func (d *Tokend) AwaitNewToken(ep *Endpoint, what string, within time.Duration) {
-	d.t.Helper()
-	before := ep.IssuedCount()
-	WaitFor(d.t, what, within, func() bool { return ep.IssuedSince(before, d.Token()) })
-}
-
-// NoLeaks fails if any secret appears in the daemon's logs.
-func (d *Tokend) NoLeaks(secrets ...string) {
-	d.t.Helper()
-	logs := d.Out.String()
-	for _, s := range secrets {
-		if s != "" && strings.Contains(logs, s) {
-			d.t.Errorf("secret %.6s… found in tokend's logs", s)
-		}
-	}
-}
 
 // approleConfig is one short-lived token (3s lifetimes at the stand-in,
 // min_remaining 1s) whose credentials come from Vault through AppRole.
-func approleConfig(v *Vault, roleIDFile, secretIDFile string, ep *Endpoint) string {
+func approleConfig(v *daemontest.Vault, roleIDFile, secretIDFile string, ep *daemontest.Endpoint) string {
 	ep.SetTTL(3)
 	return fmt.Sprintf(`
 socket = "%%SOCK%%"
@@ -142,14 +45,14 @@ min_remaining = "1s"
 // stand-in for the documented recipe, every verb, connect-and-read, a
 // rotated secret, and no secret in the logs.
 func TestE2EVaultAppRoleRecipe(t *testing.T) {
-	v := StartVault(t)
+	v := daemontest.StartVault(t)
 	dir := t.TempDir()
 	roleIDFile, secretIDFile, secretID := v.AppRole(dir, "tokend/vibes", "20m")
 	const id, pw, pw2 = "rbm-client", "p+s/w:d=1%&first", "second/secret=="
 	v.PutSecret("tokend/vibes", id, pw)
-	ep := NewEndpoint(t, "basic+body", id, pw)
+	ep := daemontest.NewEndpoint(t, "basic+body", id, pw)
 
-	d := StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
+	d := daemontest.StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
 
 	tok := d.Token()
 	if !strings.HasPrefix(tok, "tok-") {
@@ -177,7 +80,7 @@ func TestE2EVaultAppRoleRecipe(t *testing.T) {
 		t.Errorf("connect-and-read: %q", bare)
 	}
 	// With a 3s lifetime the token is refreshed about every 1-2s.
-	WaitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.Token() != tok })
+	daemontest.WaitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.Token() != tok })
 
 	// Rotation: the endpoint now wants the new secret, Vault has it.
 	ep.SetCreds(id, pw2)
@@ -191,7 +94,7 @@ func TestE2EVaultAppRoleRecipe(t *testing.T) {
 		t.Errorf("vault outage not logged")
 	}
 
-	d.NoLeaks(append([]string{pw, pw2, secretID, "hvs."}, ep.issued...)...)
+	d.NoLeaks(append([]string{pw, pw2, secretID, "hvs."}, ep.Issued()...)...)
 	if exited := d.Stop(t, 5*time.Second); !exited || d.Err != nil {
 		t.Errorf("SIGTERM: exited %v, err %v", exited, d.Err)
 	}
@@ -203,7 +106,7 @@ func TestE2EVaultAppRoleRecipe(t *testing.T) {
 // One test per client_auth mode against the real oidc-provider, with a
 // secret that form-encoding changes; Vault token auth and KV v1.
 func TestE2EOAuthServerModes(t *testing.T) {
-	v := StartVault(t)
+	v := daemontest.StartVault(t)
 	v.Call("POST", "sys/mounts/kv1", map[string]any{"type": "kv", "options": map[string]any{"version": "1"}})
 	const id, pw, plain = "rbm-client", "p+s/w:d=1", "plainSecret123"
 	v.Call("POST", "kv1/tokend", map[string]any{"id": id, "pw": pw})
@@ -225,8 +128,8 @@ func TestE2EOAuthServerModes(t *testing.T) {
 			if tc.mode == "basic+body" {
 				env = append(env, "ACCEPT_BOTH=1")
 			}
-			idp := StartIdP(t, env...)
-			d := StartTokend(t, fmt.Sprintf(`
+			idp := daemontest.StartIdP(t, env...)
+			d := daemontest.StartTokend(t, fmt.Sprintf(`
 socket = "%%SOCK%%"
 [vault]
 address = %q
@@ -246,7 +149,7 @@ min_remaining = "1s"
 			if len(first) < 20 {
 				t.Fatalf("token %q", first)
 			}
-			WaitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.Token() != first })
+			daemontest.WaitFor(t, "a refreshed token", 10*time.Second, func() bool { return d.Token() != first })
 			d.NoLeaks(tc.secret, "root", first)
 		})
 	}
@@ -256,24 +159,24 @@ min_remaining = "1s"
 // good SIGHUP, a flood of connections, over-long lines, a denied peer, a
 // second tokend on the same socket.
 func TestE2EFaults(t *testing.T) {
-	port := FreePort(t)
+	port := daemontest.FreePort(t)
 	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
 	tokenFile := filepath.Join(t.TempDir(), "vault-token")
 	os.WriteFile(tokenFile, []byte("root"), 0o600)
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
-	ep.Push(Fault{Status: 503, RetryAfter: "1", Body: `{"error":"temporarily_unavailable"}`}, Fault{Status: 429, Body: "slow down"})
-	cfg := OneTokenConfig(addr, tokenFile, ep.TokenURL(), "socket_mode = \"0666\"\nmax_connections = 64", "allow_uids = [4242]\nretry_max = \"2s\"")
-	d := StartTokend(t, cfg)
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.Push(daemontest.Fault{Status: 503, RetryAfter: "1", Body: `{"error":"temporarily_unavailable"}`}, daemontest.Fault{Status: 429, Body: "slow down"})
+	cfg := daemontest.OneTokenConfig(addr, tokenFile, ep.TokenURL(), "socket_mode = \"0666\"\nmax_connections = 64", "allow_uids = [4242]\nretry_max = \"2s\"")
+	d := daemontest.StartTokend(t, cfg)
 
 	// Vault is down: the daemon runs and says why.
 	_, errs, code := d.Ctl("get")
 	if code != 1 || !strings.Contains(errs, "unavailable") {
 		t.Fatalf("with vault down: exit %d %q", code, errs)
 	}
-	v := StartVaultAt(t, port)
+	v := daemontest.StartVaultAt(t, port)
 	v.PutSecret("tokend/vibes", "cid", "csecret")
 	var tok string
-	WaitFor(t, "a token once vault is up (through 503 and 429)", 30*time.Second, func() bool {
+	daemontest.WaitFor(t, "a token once vault is up (through 503 and 429)", 30*time.Second, func() bool {
 		out, _, code := d.Ctl("get")
 		tok = out
 		return code == 0
@@ -282,7 +185,7 @@ func TestE2EFaults(t *testing.T) {
 	// Denied peer: another uid, not on the allow list.
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	if os.Getuid() != 0 {
-		Need(t, "root", "running tokenctl as another uid needs root")
+		daemontest.Need(t, "root", "running tokenctl as another uid needs root")
 	}
 	_, errs, code = d.CtlAs(nobody, "get")
 	if code != 1 || !strings.Contains(errs, "denied") || strings.Contains(errs, tok) {
@@ -301,14 +204,14 @@ func TestE2EFaults(t *testing.T) {
 	// A broken reload keeps the old configuration and token.
 	d.Write(cfg + "\nbogus_key = 1\n")
 	d.Cmd.Process.Signal(syscall.SIGHUP)
-	WaitFor(t, "the failed reload to be logged", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "reload failed") })
+	daemontest.WaitFor(t, "the failed reload to be logged", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "reload failed") })
 	if got := d.Token(); got != tok {
 		t.Errorf("token changed after a broken reload")
 	}
 	// A good reload that changes only the allow lists keeps the token.
 	d.Write(strings.Replace(cfg, "allow_uids = [4242]", "allow_uids = [65534]", 1))
 	d.Cmd.Process.Signal(syscall.SIGHUP)
-	WaitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
+	daemontest.WaitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
 	if got, _, code := d.CtlAs(nobody, "get"); code != 0 || got != tok {
 		t.Errorf("after reload: uid 65534 got exit %d; same token: %v", code, got == tok)
 	}
@@ -355,7 +258,7 @@ func TestE2EFaults(t *testing.T) {
 	}
 
 	// A second tokend on the same socket refuses to start.
-	tokend, _ := Binaries(t)
+	tokend, _ := daemontest.Binaries(t)
 	out, err := exec.Command(tokend, "--config", d.Config).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), d.Sock) {
 		t.Errorf("second tokend: %v %s", err, out)
@@ -367,7 +270,7 @@ func TestE2EFaults(t *testing.T) {
 }
 
 func TestE2ECheck(t *testing.T) {
-	tokend, _ := Binaries(t)
+	tokend, _ := daemontest.Binaries(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.toml")
 	os.WriteFile(good, []byte("[vault]\naddress = \"http://127.0.0.1:1\"\ntoken_file = \"/dev/null\"\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\n"), 0o600)
@@ -394,7 +297,7 @@ func TestE2ECheck(t *testing.T) {
 	// read or another user owns, a socket directory anyone may write, a
 	// socket_mode open to all.
 	if os.Getuid() != 0 {
-		Need(t, "root", "chown to another user needs root")
+		daemontest.Need(t, "root", "chown to another user needs root")
 	}
 	open := filepath.Join(dir, "open")
 	os.Mkdir(open, 0o777)
@@ -442,14 +345,14 @@ func TestE2ECheck(t *testing.T) {
 // Short Vault token TTLs: the LifetimeWatcher renews, and at the max TTL
 // tokend logs in again; token refreshes never notice.
 func TestE2EVaultRenewalAndRelogin(t *testing.T) {
-	v := StartVault(t)
+	v := daemontest.StartVault(t)
 	dir := t.TempDir()
 	roleIDFile, secretIDFile, _ := v.AppRole(dir, "tokend/vibes", "2s")
 	v.Call("POST", "auth/approle/role/tokend", map[string]any{"token_policies": []string{"tokend"}, "token_ttl": "2s", "token_max_ttl": "4s"})
 	v.PutSecret("tokend/vibes", "cid", "csecret")
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
-	d := StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
-	WaitFor(t, "three approle logins", 30*time.Second, func() bool {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := daemontest.StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
+	daemontest.WaitFor(t, "three approle logins", 30*time.Second, func() bool {
 		return strings.Count(d.Out.String(), "logged in to vault with approle") >= 3
 	})
 	logs := d.Out.String()
@@ -466,7 +369,7 @@ func TestE2EVaultRenewalAndRelogin(t *testing.T) {
 // leaves it: the LifetimeWatcher renews it past its TTL, and at its max TTL
 // tokend reads token_file again and goes on with the token it finds there.
 func TestE2EVaultTokenFileRenewal(t *testing.T) {
-	v := StartVault(t)
+	v := daemontest.StartVault(t)
 	v.Call("PUT", "sys/policies/acl/tokend", map[string]any{"policy": `path "secret/data/tokend/vibes" { capabilities = ["read"] }`})
 	newToken := func(ttl, maxTTL string) string {
 		r := v.Call("POST", "auth/token/create", map[string]any{"policies": []string{"tokend"}, "ttl": ttl, "explicit_max_ttl": maxTTL, "renewable": true})
@@ -488,11 +391,11 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.PutSecret("tokend/vibes", "cid", "csecret")
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep.SetTTL(3)
-	d := StartTokend(t, OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
+	d := daemontest.StartTokend(t, daemontest.OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
 
-	WaitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
+	daemontest.WaitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
 		return strings.Count(d.Out.String(), "vault token renewed") >= 2
 	})
 	// The next token is in the file before the first reaches its max TTL
@@ -501,7 +404,7 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(second+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, "the first token to expire", 15*time.Second, func() bool { return expired(first) })
+	daemontest.WaitFor(t, "the first token to expire", 15*time.Second, func() bool { return expired(first) })
 
 	// Reads now succeed only through the second token: a rotated secret
 	// reaches the token endpoint.
@@ -517,15 +420,15 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 // A sealed Vault, for real: refreshes go on with the credentials in memory
 // and say why; once Vault is unsealed, a rotated secret is picked up.
 func TestE2EVaultSealed(t *testing.T) {
-	v := StartVault(t)
+	v := daemontest.StartVault(t)
 	tokenFile := filepath.Join(t.TempDir(), "vault-token")
 	if err := os.WriteFile(tokenFile, []byte("root"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	v.PutSecret("tokend/vibes", "cid", "csecret")
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep.SetTTL(3)
-	d := StartTokend(t, OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), "", `min_remaining = "1s"`))
+	d := daemontest.StartTokend(t, daemontest.OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), "", `min_remaining = "1s"`))
 	d.Token()
 	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(v.Proc.Out.String())
 	if m == nil {
@@ -550,11 +453,11 @@ func TestE2EVaultSealed(t *testing.T) {
 func TestE2EDocumentedUsage(t *testing.T) {
 	for _, tool := range []string{"curl", "socat", "sh", "python3"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			Need(t, tool, "apt-get install "+tool)
+			daemontest.Need(t, tool, "apt-get install "+tool)
 		}
 	}
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
-	d := StartTokend(t, StandInConfig(t, ep, ""))
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep, ""))
 	tok := d.Token()
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+tok {
@@ -628,15 +531,15 @@ print(tokend(path=sys.argv[1]))
 // rather than an ERR text that would become a credential.
 func TestE2EPerUIDCap(t *testing.T) {
 	if os.Getuid() != 0 {
-		Need(t, "root", "running clients as other uids needs root")
+		daemontest.Need(t, "root", "running clients as other uids needs root")
 	}
 	// The system's python: other uids cannot run one under /root (pyenv).
 	python := "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
-		Need(t, python, "apt-get install python3")
+		daemontest.Need(t, python, "apt-get install python3")
 	}
-	ep := NewEndpoint(t, "basic+body", "cid", "csecret")
-	d := StartTokend(t, StandInConfig(t, ep, "socket_mode = \"0666\"\nmax_connections_per_uid = 4"))
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep, "socket_mode = \"0666\"\nmax_connections_per_uid = 4"))
 	tok := d.Token()
 	const holder = `
 import socket, sys, time
@@ -651,7 +554,7 @@ print("holding", len(held), flush=True)
 time.sleep(120)
 `
 	hog := &syscall.Credential{Uid: 4242, Gid: 4242}
-	h := &Proc{Cmd: exec.Command(python, "-c", holder, d.Sock, "4"), Out: &SyncBuf{}, Done: make(chan struct{})}
+	h := &daemontest.Proc{Cmd: exec.Command(python, "-c", holder, d.Sock, "4"), Out: &daemontest.SyncBuf{}, Done: make(chan struct{})}
 	h.Cmd.Stdout, h.Cmd.Stderr = h.Out, h.Out
 	h.Cmd.SysProcAttr = &syscall.SysProcAttr{Credential: hog, Setpgid: true}
 	if err := h.Cmd.Start(); err != nil {
@@ -659,7 +562,7 @@ time.sleep(120)
 	}
 	go func() { h.Err = h.Cmd.Wait(); close(h.Done) }()
 	t.Cleanup(func() { h.Stop(t, time.Second) })
-	WaitFor(t, "uid 4242 to hold its 4 connections", 10*time.Second, func() bool {
+	daemontest.WaitFor(t, "uid 4242 to hold its 4 connections", 10*time.Second, func() bool {
 		if h.Exited() {
 			t.Fatalf("holder exited: %s", h.Out)
 		}
