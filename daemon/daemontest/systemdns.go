@@ -167,6 +167,24 @@ var (
 	groupTeam   = "tokend-t-team" + testUsers
 )
 
+// removeStaleUsers removes the test users and groups that a killed test
+// run left behind: those whose process is gone.
+func removeStaleUsers() {
+	for _, db := range []struct{ file, del string }{{"/etc/passwd", "userdel"}, {"/etc/group", "groupdel"}} {
+		b, _ := os.ReadFile(db.file)
+		for _, line := range strings.Split(string(b), "\n") {
+			name, _, _ := strings.Cut(line, ":")
+			if !strings.HasPrefix(name, "tokend-t-") {
+				continue
+			}
+			pid := strings.TrimLeft(strings.TrimPrefix(name, "tokend-t-"), "abcdefghijklmnopqrstuvwxyz-")
+			if _, err := os.Stat("/proc/" + pid); pid == "" || err != nil {
+				exec.Command(db.del, name).Run()
+			}
+		}
+	}
+}
+
 // HostUsers creates the client users; tokend-clients must exist already.
 func HostUsers(t *testing.T) {
 	t.Helper()
@@ -182,7 +200,7 @@ func HostUsers(t *testing.T) {
 		}
 		exec.Command("groupdel", groupTeam).Run()
 	}
-	del() // left over by a killed run
+	removeStaleUsers()
 	t.Cleanup(del)
 	run("groupadd", "--system", groupTeam)
 	add := func(name, groups string) {
