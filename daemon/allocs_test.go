@@ -7,13 +7,14 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket"
 )
 
 // Serving a token (registry, allow lists, keeper) allocates nothing: with
 // the socket server's zero, a kept-alive TOKEN costs no garbage at all.
 func TestTokenAllocs(t *testing.T) {
-	if raceEnabled {
+	if daemontest.Race {
 		t.Skip("the race detector allocates on its own; .ci/test runs this test without it too")
 	}
 	k := newKeeper(Fetch{Name: "vibes", MinRemaining: time.Minute}, nil, nil, zerolog.Nop())

@@ -23,15 +23,15 @@ func (d *daemon) supervise(ctx context.Context, n *notifier) {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	ready, last := false, ""
+	last := ""
 	var lastPet time.Time
 	for {
 		status := d.status()
 		switch {
-		case !ready && d.allReady():
-			ready = true
-			d.ready.Store(true)
+		case !d.ready.Load() && d.allReady():
 			n.send(sddaemon.SdNotifyReady + "\n" + statusLine(status))
+			// After the send: a reload that sees it ready may now announce itself.
+			d.ready.Store(true)
 			d.log.Info().Str("status", status).Msg("ready")
 		case status != last:
 			n.send(statusLine(status))

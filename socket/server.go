@@ -184,7 +184,6 @@ func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 	if limit <= 0 {
 		limit = 1024
 	}
-	wait := time.Second
 	if s.lingering.Add(1) > limit {
 		s.lingering.Add(-1)
 		refuseAsked(c, line, 10*time.Millisecond)
@@ -192,7 +191,7 @@ func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 	}
 	go func() {
 		defer s.lingering.Add(-1)
-		refuseAsked(c, line, wait)
+		refuseAsked(c, line, time.Second)
 	}()
 }
 

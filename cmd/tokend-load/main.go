@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -243,7 +244,7 @@ func measure(sock string, conns int, d time.Duration, oneShot bool) (result, err
 func median(rs []result) result {
 	rates := make([]result, len(rs))
 	copy(rates, rs)
-	slices.SortFunc(rates, func(a, b result) int { return int(a.rate - b.rate) })
+	slices.SortFunc(rates, func(a, b result) int { return cmp.Compare(a.rate, b.rate) })
 	return rates[len(rates)/2]
 }
 
