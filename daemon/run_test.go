@@ -23,12 +23,12 @@ type inProcess struct {
 	stop         func() error
 }
 
-func runInProcess(t *testing.T, cfg string) *inProcess {
+func runInProcess(t *testing.T, cfg daemontest.Config) *inProcess {
 	t.Helper()
 	dir := t.TempDir()
 	p := &inProcess{sock: filepath.Join(dir, "t.sock"), config: filepath.Join(dir, "tokend.toml"),
 		reload: make(chan struct{}), notes: &daemontest.Notes{}, logs: &daemontest.SyncBuf{}}
-	p.write(t, cfg)
+	p.write(t, cfg, "")
 	t.Setenv("LISTEN_FDS", "") // not socket-activated, whatever the test runner inherited
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -49,14 +49,21 @@ func runInProcess(t *testing.T, cfg string) *inProcess {
 		}
 	})
 	daemontest.WaitFor(t, "the socket", 10*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before listening: %v\n%s", err, p.logs)
+		default:
+		}
 		_, err := proto.Client{Path: p.sock, Timeout: time.Second}.Do(context.Background(), "PING")
 		return err == nil
 	})
 	return p
 }
 
-func (p *inProcess) write(t *testing.T, cfg string) {
-	if err := os.WriteFile(p.config, []byte(strings.ReplaceAll(cfg, "%SOCK%", p.sock)), 0o600); err != nil {
+// write writes cfg on p's socket, then extra lines (in the last table).
+func (p *inProcess) write(t *testing.T, cfg daemontest.Config, extra string) {
+	cfg.Socket = p.sock
+	if err := os.WriteFile(p.config, []byte(cfg.TOML()+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -72,7 +79,7 @@ func (p *inProcess) ask(t *testing.T, req string) (string, error) {
 func TestRunLifecycle(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep.Push(daemontest.Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`}, daemontest.Fault{Status: 503})
-	cfg := daemontest.StandInConfig(t, ep, "")
+	cfg := daemontest.StandInConfig(t, ep)
 	p := runInProcess(t, cfg)
 
 	daemontest.WaitFor(t, "READY=1", 10*time.Second, func() bool { return p.notes.Count("READY=1") == 1 })
@@ -98,7 +105,7 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("an unchanged token was refetched by the reload")
 	}
 
-	p.write(t, cfg+"\nbogus = 1\n")
+	p.write(t, cfg, "\nbogus = 1\n")
 	p.reload <- struct{}{}
 	daemontest.WaitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
 	if got, err := p.ask(t, "TOKEN"); got != tok || err != nil {

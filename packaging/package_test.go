@@ -158,7 +158,7 @@ func TestPackage(t *testing.T) {
 			"tokend.service":             string(svc),
 			"tokend.socket":              string(sock),
 			"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/tokend --config /srv/tokend.toml\n",
-		}, map[string][]byte{"tokend.toml": []byte(cfg), "vault-token": []byte("test-token")})
+		}, map[string][]byte{"tokend.toml": []byte(cfg.TOML()), "vault-token": []byte("test-token")})
 		s.Must("start", "tokend.socket")
 		out, err := exec.Command("nsenter", "-t", s.PID, "-m", "-p", "--", "/usr/bin/tokenctl", "get").CombinedOutput()
 		if err != nil || !ep.IssuedSince(0, strings.TrimSpace(string(out))) {

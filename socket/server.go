@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tokend/tokend/socket/proto"
 	"io"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // Server answers the protocol on a listener. Set the fields before Serve.

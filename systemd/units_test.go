@@ -87,11 +87,12 @@ func TestUnitExposure(t *testing.T) {
 func TestRealSystemd(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	read, tokendBin, tokenctlBin := daemontest.Shipped(t)
-	cfg := strings.ReplaceAll(daemontest.StandInConfig(t, ep, ""), "%SOCK%", "/run/tokend/tokend.sock")
-	tokenFile := daemontest.ConfigValue(cfg, "token_file")
+	cfg := daemontest.StandInConfig(t, ep)
+	cfg.Socket = "/run/tokend/tokend.sock"
+	tokenFile := cfg.Vault.TokenFile
 	// The Vault token comes in through LoadCredential=, as an AppRole
 	// secret_id would: tokend reads it from ${CREDENTIALS_DIRECTORY}.
-	cfg = strings.ReplaceAll(cfg, tokenFile, "${CREDENTIALS_DIRECTORY}/vault-token")
+	cfg.Vault.TokenFile = "${CREDENTIALS_DIRECTORY}/vault-token"
 	vaultToken, _ := os.ReadFile(tokenFile)
 
 	s := daemontest.BootSystemd(t, map[string]string{
@@ -121,7 +122,7 @@ DynamicUser=yes
 LoadCredential=api-token:/run/tokend/tokend.sock
 ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTORY/api-token" | cut -c1-16)"'
 `,
-	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": vaultToken})
+	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg.TOML()), "vault-token": vaultToken})
 
 	s.Must("start", "systemd-journald.socket", "systemd-journald.service")
 	s.Must("start", "tokend.socket")
@@ -209,7 +210,7 @@ func TestRealSystemdClients(t *testing.T) {
 		"tokend.service":             unit("tokend.service"),
 		"tokend.socket":              unit("tokend.socket"),
 		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\n",
-	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg), "vault-token": []byte("test-token")})
+	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg.TOML()), "vault-token": []byte("test-token")})
 	issued := func(tok string) bool { return ep.IssuedSince(0, tok) }
 	s.Must("start", "tokend.service")
 	s.CheckClients(t, "after start", "/srv/tokenctl", issued)

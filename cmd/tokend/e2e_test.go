@@ -23,22 +23,13 @@ import (
 
 // approleConfig is one short-lived token (3s lifetimes at the stand-in,
 // min_remaining 1s) whose credentials come from Vault through AppRole.
-func approleConfig(v *daemontest.Vault, roleIDFile, secretIDFile string, ep *daemontest.Endpoint) string {
+func approleConfig(v *daemontest.Vault, roleIDFile, secretIDFile string, ep *daemontest.Endpoint) daemontest.Config {
 	ep.SetTTL(3)
-	return fmt.Sprintf(`
-socket = "%%SOCK%%"
-log_level = "debug"
-[vault]
-address = %q
-auth = "approle"
-role_id_file = %q
-secret_id_file = %q
-[token.vibes]
-token_url = %q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/vibes"
-min_remaining = "1s"
-`, v.Addr, roleIDFile, secretIDFile, ep.TokenURL())
+	c := daemontest.OneToken(v.Addr, "", ep.TokenURL())
+	c.LogLevel = "debug"
+	c.Vault.Auth, c.Vault.RoleIDFile, c.Vault.SecretIDFile = "approle", roleIDFile, secretIDFile
+	c.Vibes().MinRemaining = "1s"
+	return c
 }
 
 // The main path: AppRole login to a real Vault, KV v2 secret, the strict
@@ -129,22 +120,14 @@ func TestE2EOAuthServerModes(t *testing.T) {
 				env = append(env, "ACCEPT_BOTH=1")
 			}
 			idp := daemontest.StartIdP(t, env...)
-			d := daemontest.StartTokend(t, fmt.Sprintf(`
-socket = "%%SOCK%%"
-[vault]
-address = %q
-token_file = %q
-[token.api]
-token_url = "%s/oauth2/token"
-scope = "https://rbm.vibes.com/rbm.agents"
-client_auth = %q
-kv_mount = "kv1"
-kv_version = 1
-kv_path = %q
-client_id_field = "id"
-client_secret_field = "pw"
-min_remaining = "1s"
-`, v.Addr, tokenFile, idp.URL, tc.mode, tc.path))
+			d := daemontest.StartTokend(t, daemontest.Config{
+				Vault: daemontest.VaultConfig{Address: v.Addr, TokenFile: tokenFile},
+				Token: map[string]*daemontest.TokenConfig{"api": {
+					TokenURL: idp.URL + "/oauth2/token", Scope: daemontest.Scope, ClientAuth: tc.mode,
+					KVMount: "kv1", KVVersion: 1, KVPath: tc.path, ClientIDField: "id", ClientSecretField: "pw",
+					MinRemaining: "1s",
+				}},
+			})
 			first := d.Token("api")
 			if len(first) < 20 {
 				t.Fatalf("token %q", first)
@@ -165,7 +148,9 @@ func TestE2EFaults(t *testing.T) {
 	os.WriteFile(tokenFile, []byte("root"), 0o600)
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep.Push(daemontest.Fault{Status: 503, RetryAfter: "1", Body: `{"error":"temporarily_unavailable"}`}, daemontest.Fault{Status: 429, Body: "slow down"})
-	cfg := daemontest.OneTokenConfig(addr, tokenFile, ep.TokenURL(), "socket_mode = \"0666\"\nmax_connections = 64", "allow_uids = [4242]\nretry_max = \"2s\"")
+	cfg := daemontest.OneToken(addr, tokenFile, ep.TokenURL())
+	cfg.SocketMode, cfg.MaxConnections = "0666", 64
+	cfg.Vibes().AllowUIDs, cfg.Vibes().RetryMax = []int{4242}, "2s"
 	d := daemontest.StartTokend(t, cfg)
 
 	// Vault is down: the daemon runs and says why.
@@ -202,14 +187,16 @@ func TestE2EFaults(t *testing.T) {
 	}
 
 	// A broken reload keeps the old configuration and token.
-	d.Write(cfg + "\nbogus_key = 1\n")
+	d.Write(cfg, "bogus_key = 1")
 	d.Cmd.Process.Signal(syscall.SIGHUP)
 	daemontest.WaitFor(t, "the failed reload to be logged", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "reload failed") })
 	if got := d.Token(); got != tok {
 		t.Errorf("token changed after a broken reload")
 	}
 	// A good reload that changes only the allow lists keeps the token.
-	d.Write(strings.Replace(cfg, "allow_uids = [4242]", "allow_uids = [65534]", 1))
+	cfg = cfg.Clone()
+	cfg.Vibes().AllowUIDs = []int{65534}
+	d.Write(cfg)
 	d.Cmd.Process.Signal(syscall.SIGHUP)
 	daemontest.WaitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
 	if got, _, code := d.CtlAs(nobody, "get"); code != 0 || got != tok {
@@ -393,7 +380,9 @@ func TestE2EVaultTokenFileRenewal(t *testing.T) {
 	v.PutSecret("tokend/vibes", "cid", "csecret")
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep.SetTTL(3)
-	d := daemontest.StartTokend(t, daemontest.OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), `log_level = "debug"`, `min_remaining = "1s"`))
+	cfg := daemontest.OneToken(v.Addr, tokenFile, ep.TokenURL())
+	cfg.LogLevel, cfg.Vibes().MinRemaining = "debug", "1s"
+	d := daemontest.StartTokend(t, cfg)
 
 	daemontest.WaitFor(t, "two renewals of the file's token", 15*time.Second, func() bool {
 		return strings.Count(d.Out.String(), "vault token renewed") >= 2
@@ -428,7 +417,9 @@ func TestE2EVaultSealed(t *testing.T) {
 	v.PutSecret("tokend/vibes", "cid", "csecret")
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep.SetTTL(3)
-	d := daemontest.StartTokend(t, daemontest.OneTokenConfig(v.Addr, tokenFile, ep.TokenURL(), "", `min_remaining = "1s"`))
+	cfg := daemontest.OneToken(v.Addr, tokenFile, ep.TokenURL())
+	cfg.Vibes().MinRemaining = "1s"
+	d := daemontest.StartTokend(t, cfg)
 	d.Token()
 	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(v.Proc.Out.String())
 	if m == nil {
@@ -457,7 +448,7 @@ func TestE2EDocumentedUsage(t *testing.T) {
 		}
 	}
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
-	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep, ""))
+	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep))
 	tok := d.Token()
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+tok {
@@ -539,7 +530,9 @@ func TestE2EPerUIDCap(t *testing.T) {
 		daemontest.Need(t, python, "apt-get install python3")
 	}
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
-	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep, "socket_mode = \"0666\"\nmax_connections_per_uid = 4"))
+	cfg := daemontest.StandInConfig(t, ep)
+	cfg.SocketMode, cfg.MaxConnectionsPerUID = "0666", 4
+	d := daemontest.StartTokend(t, cfg)
 	tok := d.Token()
 	const holder = `
 import socket, sys, time

@@ -96,21 +96,14 @@ func TestUpstreamTextCleaned(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	tok := filepath.Join(t.TempDir(), "vault-token")
 	os.WriteFile(tok, []byte("test-token"), 0o600)
-	cfg := fmt.Sprintf(`
-socket = "%%SOCK%%"
-default_token = "tls"
-[vault]
-address = %q
-token_file = %q
-[token.tls]
-token_url = %q
-kv_path = "tokend/tls"
-retry_max = "1s"
-[token.vaulty]
-token_url = %q
-kv_path = "tokend/vaulty"
-retry_max = "1s"
-`, vaultFailingAt(t, "tokend/vaulty"), tok, tlsURL, ep.TokenURL())
+	cfg := daemontest.Config{
+		DefaultToken: "tls",
+		Vault:        daemontest.VaultConfig{Address: vaultFailingAt(t, "tokend/vaulty"), TokenFile: tok},
+		Token: map[string]*daemontest.TokenConfig{
+			"tls":    {TokenURL: tlsURL, KVPath: "tokend/tls", RetryMax: "1s"},
+			"vaulty": {TokenURL: ep.TokenURL(), KVPath: "tokend/vaulty", RetryMax: "1s"},
+		},
+	}
 	n := daemontest.ListenNotify(t)
 	d := daemontest.StartTokend(t, cfg, "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=1000000", "SSL_CERT_FILE="+caFile)
 

@@ -26,7 +26,7 @@ func TestSdNotify(t *testing.T) {
 		ep.Push(daemontest.Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`})
 	}
 	n := daemontest.ListenNotify(t)
-	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep, ""), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=600000")
+	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep), "NOTIFY_SOCKET="+n.Path, "WATCHDOG_USEC=600000")
 
 	daemontest.WaitFor(t, "READY=1", 20*time.Second, func() bool { return n.Index("READY=1") >= 0 })
 	waiting, ready := n.Index("STATUS=waiting: vibes: token endpoint answered 503"), n.Index("READY=1")
@@ -73,7 +73,9 @@ func TestSocketActivate(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath, sock := filepath.Join(dir, "tokend.toml"), filepath.Join(dir, "act.sock")
 	unused := filepath.Join(dir, "configured.sock")
-	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(daemontest.StandInConfig(t, ep, ""), "%SOCK%", unused)), 0o600)
+	cfg := daemontest.StandInConfig(t, ep)
+	cfg.Socket = unused
+	cfg.WriteFile(t, cfgPath)
 	p := daemontest.Start(t, nil, activate, "-l", sock, "--fdname=tokend", tokend, "--config", cfgPath)
 	daemontest.WaitFor(t, "the activation socket", 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
 
@@ -117,7 +119,9 @@ func TestSocketActivationKillWhileAsking(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfgPath, sock := filepath.Join(dir, "tokend.toml"), filepath.Join(dir, "a.sock")
-	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(daemontest.StandInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "unused.sock"))), 0o600)
+	cfg := daemontest.StandInConfig(t, ep)
+	cfg.Socket = filepath.Join(dir, "unused.sock")
+	cfg.WriteFile(t, cfgPath)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +147,9 @@ func TestSocketActivationWrongListeners(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "tokend.toml")
-	os.WriteFile(cfgPath, []byte(strings.ReplaceAll(daemontest.StandInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "unused.sock"))), 0o600)
+	cfg := daemontest.StandInConfig(t, ep)
+	cfg.Socket = filepath.Join(dir, "unused.sock")
+	cfg.WriteFile(t, cfgPath)
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +185,7 @@ func TestSocketActivationWrongListeners(t *testing.T) {
 // half-closes; the token named like the id is served, bare.
 func TestLoadCredentialPeer(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
-	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep, ""))
+	d := daemontest.StartTokend(t, daemontest.StandInConfig(t, ep))
 	for _, id := range []string{"vibes", "api-token"} { // by name; else the default
 		local := &net.UnixAddr{Name: fmt.Sprintf("@%x/unit/api-call.service/%s", time.Now().UnixNano(), id), Net: "unix"}
 		c, err := net.DialUnix("unix", local, &net.UnixAddr{Name: d.Sock, Net: "unix"})
@@ -204,20 +210,15 @@ func TestLoadCredentialPeer(t *testing.T) {
 func TestReloadVaultAndTokens(t *testing.T) {
 	ep1 := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	ep2 := daemontest.NewEndpoint(t, "body", "cid2", "csecret2")
-	cfg := daemontest.StandInConfig(t, ep1, "")
+	cfg := daemontest.StandInConfig(t, ep1)
 	d := daemontest.StartTokend(t, cfg)
 	tokA := d.Token("vibes")
 
-	vault2 := daemontest.VaultStandIn(t, "cid2", "csecret2")
-	vault1 := regexp.MustCompile(`address = "([^"]+)"`).FindStringSubmatch(cfg)[1]
-	cfg2 := strings.Replace(cfg, vault1, vault2, 1) + fmt.Sprintf(`
-[token.second]
-token_url = %q
-client_auth = "body"
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/second"
-`, ep2.TokenURL())
-	cfg2 = strings.Replace(cfg2, "%SOCK%\"\n", "%SOCK%\"\ndefault_token = \"vibes\"\n", 1)
+	cfg2 := cfg.Clone()
+	cfg2.Vault.Address = daemontest.VaultStandIn(t, "cid2", "csecret2")
+	cfg2.DefaultToken = "vibes"
+	cfg2.Token["second"] = &daemontest.TokenConfig{TokenURL: ep2.TokenURL(), ClientAuth: "body",
+		Scope: daemontest.Scope, KVPath: "tokend/second"}
 	d.Write(cfg2)
 	d.Cmd.Process.Signal(syscall.SIGHUP)
 	daemontest.WaitFor(t, "the reload", 5*time.Second, func() bool { return strings.Contains(d.Out.String(), "configuration reloaded") })
@@ -232,8 +233,9 @@ kv_path = "tokend/second"
 	}
 
 	// Remove vibes (and its default); second stays.
-	cfg3 := strings.Replace(cfg2, "default_token = \"vibes\"\n", "", 1)
-	cfg3 = cfg3[:strings.Index(cfg3, "[token.vibes]")] + cfg3[strings.Index(cfg3, "[token.second]"):]
+	cfg3 := cfg2.Clone()
+	cfg3.DefaultToken = ""
+	delete(cfg3.Token, "vibes")
 	d.Write(cfg3)
 	d.Cmd.Process.Signal(syscall.SIGHUP)
 	daemontest.WaitFor(t, "the second reload", 5*time.Second, func() bool {
@@ -260,15 +262,18 @@ func TestUserNamespaceRefused(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tokend.toml")
-	text := strings.ReplaceAll(daemontest.StandInConfig(t, ep, ""), "%SOCK%", filepath.Join(dir, "t.sock"))
-	os.WriteFile(cfg, []byte(strings.Replace(text, `retry_max = "1s"`, "retry_max = \"1s\"\nallow_uids = [1001]", 1)), 0o600)
+	plain := daemontest.StandInConfig(t, ep)
+	plain.Socket = filepath.Join(dir, "t.sock")
+	listed := plain.Clone()
+	listed.Vibes().AllowUIDs = []int{1001}
+	listed.WriteFile(t, cfg)
 	cmd := exec.Command(unshare, "--user", "--map-root-user", tokend, "--config", cfg)
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "allow lists of token vibes need peer ids as the host sees them, but /proc/self/uid_map is") {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
 	// Without allow lists it runs, and warns.
-	os.WriteFile(cfg, []byte(text), 0o600)
+	plain.WriteFile(t, cfg)
 	p := daemontest.Start(t, nil, unshare, "--user", "--map-root-user", tokend, "--config", cfg)
 	daemontest.WaitFor(t, "the warning", 10*time.Second, func() bool { return strings.Contains(p.Out.String(), "peer ids are not the host's") })
 }

@@ -165,23 +165,6 @@ func WaitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	}
 }
 
-// OneTokenConfig is a config with Vault token auth and one token "vibes";
-// top and token are extra lines for the top level and the token table.
-func OneTokenConfig(vaultAddr, tokenFile, tokenURL, top, token string) string {
-	return fmt.Sprintf(`
-socket = "%%SOCK%%"
-%s
-[vault]
-address = %q
-token_file = %q
-[token.vibes]
-token_url = %q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/vibes"
-%s
-`, top, vaultAddr, tokenFile, tokenURL, token)
-}
-
 // VaultBin finds the Vault binary: $TOKEND_VAULT, else vault on PATH.
 func VaultBin(t *testing.T) string {
 	if p := os.Getenv("TOKEND_VAULT"); p != "" {

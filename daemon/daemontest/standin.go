@@ -241,10 +241,13 @@ func VaultStandIn(t *testing.T, id, secret string) string {
 	return s.URL
 }
 
-// StandInConfig is a one-token config against the stand-ins.
-func StandInConfig(t *testing.T, ep *Endpoint, extra string) string {
+// StandInConfig is a one-token config against the stand-ins: a Vault
+// stand-in holding cid/csecret and the endpoint ep, retry_max 1s.
+func StandInConfig(t *testing.T, ep *Endpoint) Config {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "vault-token")
 	os.WriteFile(tok, []byte("test-token"), 0o644)
-	return OneTokenConfig(VaultStandIn(t, "cid", "csecret"), tok, ep.TokenURL(), extra, `retry_max = "1s"`)
+	c := OneToken(VaultStandIn(t, "cid", "csecret"), tok, ep.TokenURL())
+	c.Vibes().RetryMax = "1s"
+	return c
 }

@@ -218,26 +218,16 @@ func HostUsers(t *testing.T) {
 
 // ClientsConfig is two tokens from the stand-ins: vibes for allow_users,
 // team for allow_groups.
-func ClientsConfig(vaultAddr, tokenFile, tokenURL string) string {
-	return fmt.Sprintf(`
-socket = "/run/tokend/tokend.sock"
-default_token = "vibes"
-[vault]
-address = %[1]q
-token_file = %[2]q
-[token.vibes]
-token_url = %[3]q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/vibes"
-retry_max = "1s"
-allow_users = [%[4]q]
-[token.team]
-token_url = %[3]q
-scope = "https://rbm.vibes.com/rbm.agents"
-kv_path = "tokend/team"
-retry_max = "1s"
-allow_groups = [%[5]q]
-`, vaultAddr, tokenFile, tokenURL, userListed, groupTeam)
+func ClientsConfig(vaultAddr, tokenFile, tokenURL string) Config {
+	return Config{
+		Socket:       "/run/tokend/tokend.sock",
+		DefaultToken: "vibes",
+		Vault:        VaultConfig{Address: vaultAddr, TokenFile: tokenFile},
+		Token: map[string]*TokenConfig{
+			"vibes": {TokenURL: tokenURL, Scope: Scope, KVPath: "tokend/vibes", RetryMax: "1s", AllowUsers: []string{userListed}},
+			"team":  {TokenURL: tokenURL, Scope: Scope, KVPath: "tokend/team", RetryMax: "1s", AllowGroups: []string{groupTeam}},
+		},
+	}
 }
 
 // CtlAs runs tokenctl inside the namespaces as a user with its groups, the

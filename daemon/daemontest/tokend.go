@@ -22,9 +22,9 @@ type Tokend struct {
 	Tokenctl string
 }
 
-// StartTokend writes cfg (with %SOCK% replaced) and runs tokend on it until
-// it answers PING.
-func StartTokend(t *testing.T, cfg string, env ...string) *Tokend {
+// StartTokend writes cfg (on the test's own socket unless it names one)
+// and runs tokend on it until it answers PING.
+func StartTokend(t *testing.T, cfg Config, env ...string) *Tokend {
 	t.Helper()
 	tokend, tokenctl := Binaries(t)
 	// Not t.TempDir(): its parent is 0700, and other uids must reach the
@@ -53,8 +53,15 @@ func StartTokend(t *testing.T, cfg string, env ...string) *Tokend {
 	return d
 }
 
-func (d *Tokend) Write(cfg string) {
-	if err := os.WriteFile(d.Config, []byte(strings.ReplaceAll(cfg, "%SOCK%", d.Sock)), 0o600); err != nil {
+// Write replaces the config file (tokend reads it again on SIGHUP) with
+// cfg, on d's socket unless cfg names one, and then the extra lines: what a
+// Config cannot say, such as an unknown key (in the last table).
+func (d *Tokend) Write(cfg Config, extra ...string) {
+	if cfg.Socket == "" {
+		cfg.Socket = d.Sock
+	}
+	text := cfg.TOML() + strings.Join(extra, "\n")
+	if err := os.WriteFile(d.Config, []byte(text), 0o600); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -107,14 +114,4 @@ func (d *Tokend) NoLeaks(secrets ...string) {
 			d.t.Errorf("secret %.6s… found in tokend's logs", s)
 		}
 	}
-}
-
-// ConfigValue returns the quoted value of key in a config text.
-func ConfigValue(cfg, key string) string {
-	i := strings.Index(cfg, key+` = "`)
-	if i < 0 {
-		return ""
-	}
-	rest := cfg[i+len(key)+4:]
-	return rest[:strings.IndexByte(rest, '"')]
 }

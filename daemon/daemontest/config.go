@@ -1,0 +1,99 @@
+package daemontest
+
+import (
+	"bytes"
+	"os"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is a tokend.toml as tests write it: the documented keys, spelled
+// here independently of the daemon's parser, encoded with a TOML encoder.
+// Zero values are left out, so tokend's defaults apply. Durations are
+// strings, as in the file ("1s").
+type Config struct {
+	Socket               string                  `toml:"socket,omitempty"` // "" → the test's own socket
+	SocketMode           string                  `toml:"socket_mode,omitempty"`
+	SocketGroup          string                  `toml:"socket_group,omitempty"`
+	LogLevel             string                  `toml:"log_level,omitempty"`
+	DefaultToken         string                  `toml:"default_token,omitempty"`
+	MaxConnections       int                     `toml:"max_connections,omitzero"`
+	MaxConnectionsPerUID int                     `toml:"max_connections_per_uid,omitzero"`
+	IdleTimeout          string                  `toml:"idle_timeout,omitempty"`
+	Vault                VaultConfig             `toml:"vault"`
+	Token                map[string]*TokenConfig `toml:"token"`
+}
+
+type VaultConfig struct {
+	Address           string `toml:"address,omitempty"`
+	Namespace         string `toml:"namespace,omitempty"`
+	Auth              string `toml:"auth,omitempty"`
+	TokenFile         string `toml:"token_file,omitempty"`
+	RoleIDFile        string `toml:"role_id_file,omitempty"`
+	SecretIDFile      string `toml:"secret_id_file,omitempty"`
+	AppRoleMount      string `toml:"approle_mount,omitempty"`
+	AllowInsecureHTTP bool   `toml:"allow_insecure_http,omitempty"`
+}
+
+type TokenConfig struct {
+	TokenURL          string   `toml:"token_url,omitempty"`
+	Scope             string   `toml:"scope,omitempty"`
+	ClientAuth        string   `toml:"client_auth,omitempty"`
+	KVMount           string   `toml:"kv_mount,omitempty"`
+	KVVersion         int      `toml:"kv_version,omitzero"`
+	KVPath            string   `toml:"kv_path,omitempty"`
+	ClientIDField     string   `toml:"client_id_field,omitempty"`
+	ClientSecretField string   `toml:"client_secret_field,omitempty"`
+	MinRemaining      string   `toml:"min_remaining,omitempty"`
+	RetryMax          string   `toml:"retry_max,omitempty"`
+	RequestTimeout    string   `toml:"request_timeout,omitempty"`
+	AllowUsers        []string `toml:"allow_users,omitempty"`
+	AllowGroups       []string `toml:"allow_groups,omitempty"`
+	AllowUIDs         []int    `toml:"allow_uids,omitempty"`
+	AllowGIDs         []int    `toml:"allow_gids,omitempty"`
+	AllowInsecureHTTP bool     `toml:"allow_insecure_http,omitempty"`
+}
+
+// Scope is the documented recipe's scope.
+const Scope = "https://rbm.vibes.com/rbm.agents"
+
+// OneToken is a config with Vault token auth and one token, "vibes", read
+// from kv_path tokend/vibes.
+func OneToken(vaultAddr, tokenFile, tokenURL string) Config {
+	return Config{
+		Vault: VaultConfig{Address: vaultAddr, TokenFile: tokenFile},
+		Token: map[string]*TokenConfig{"vibes": {TokenURL: tokenURL, Scope: Scope, KVPath: "tokend/vibes"}},
+	}
+}
+
+// Vibes is the token table of a OneToken config.
+func (c Config) Vibes() *TokenConfig { return c.Token["vibes"] }
+
+// Clone copies c deeply enough to change its tokens without touching c's.
+func (c Config) Clone() Config {
+	c2 := c
+	c2.Token = map[string]*TokenConfig{}
+	for name, tc := range c.Token {
+		t := *tc
+		c2.Token[name] = &t
+	}
+	return c2
+}
+
+// TOML encodes c.
+func (c Config) TOML() string {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		panic("daemontest: encoding a Config: " + err.Error())
+	}
+	return b.String()
+}
+
+// WriteFile writes c to path, for tests that run tokend themselves.
+func (c Config) WriteFile(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(c.TOML()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
