@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // Serving a token (registry, allow lists, keeper) allocates nothing: with
@@ -33,5 +34,10 @@ func TestTokenAllocs(t *testing.T) {
 		if n > 0 {
 			t.Errorf("Token(%q): %.1f allocations, want 0", name, n)
 		}
+	}
+	// And counting it: the socket server calls the meter for every answer.
+	m := newMetrics(d.tokenStates, func() int64 { return 0 })
+	if n := testing.AllocsPerRun(1000, func() { m.Request(proto.VerbToken, "ok") }); n > 0 {
+		t.Errorf("metrics.Request: %.1f allocations, want 0", n)
 	}
 }

@@ -23,8 +23,11 @@ type Config struct {
 	DefaultToken   string
 	MaxConnections int
 	MaxPerUID      int // max_connections_per_uid; root and tokend's own uid are exempt
-	Vault          vaultsrc.Config
-	Tokens         map[string]*TokenConfig
+	// MetricsListen is where /metrics and /healthz are served: "" (off),
+	// "host:port" or "unix:/path". A change takes a restart.
+	MetricsListen string
+	Vault         vaultsrc.Config
+	Tokens        map[string]*TokenConfig
 }
 
 // Listen is what the socket is made with; a change takes a restart.

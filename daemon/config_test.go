@@ -219,3 +219,34 @@ func TestConfigHost(t *testing.T) {
 		t.Errorf("unknown user: %v", err)
 	}
 }
+
+// metrics_listen: loopback addresses and absolute unix paths; anything
+// reachable from other machines only with metrics_listen_public.
+func TestConfigMetricsListen(t *testing.T) {
+	base := "[vault]\naddress = \"http://127.0.0.1:8200\"\ntoken_file = \"/t\"\n[token.a]\ntoken_url = \"https://x/t\"\nkv_path = \"a\"\n"
+	for addr, want := range map[string]string{
+		`"127.0.0.1:9464"`:                  "",
+		`"[::1]:9464"`:                      "",
+		`"localhost:9464"`:                  "",
+		`"unix:/run/tokend-metrics/m.sock"`: "",
+		`"0.0.0.0:9464"`:                    `line 1: metrics_listen: "0.0.0.0:9464" is reachable from other machines: use a loopback address, or set metrics_listen_public = true`,
+		`":9464"`:                           `line 1: metrics_listen: ":9464" is reachable from other machines`,
+		`"10.1.2.3:9464"`:                   `line 1: metrics_listen: "10.1.2.3:9464" is reachable from other machines`,
+		`"127.0.0.1"`:                       `line 1: metrics_listen: "127.0.0.1" is not an address with a port`,
+		`"127.0.0.1:http"`:                  `line 1: metrics_listen: "127.0.0.1:http" is not an address with a port`,
+		`"example.com:9464"`:                `line 1: metrics_listen: "example.com:9464": the host must be an IP address or localhost`,
+		`"unix:m.sock"`:                     `line 1: metrics_listen: "unix:m.sock": a Unix socket needs an absolute path`,
+		`9464`:                              `line 1: metrics_listen: want a string, got an integer`,
+	} {
+		_, err := ParseConfig("m.toml", []byte("metrics_listen = "+addr+"\n"+base))
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v", addr, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: got %v\nwant %s", addr, err, want)
+		}
+	}
+	if _, err := ParseConfig("m.toml", []byte("metrics_listen = \"0.0.0.0:9464\"\nmetrics_listen_public = true\n"+base)); err != nil {
+		t.Errorf("public: %v", err)
+	}
+}

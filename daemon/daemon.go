@@ -79,6 +79,13 @@ func Run(ctx context.Context, opts Options) error {
 		poke:      make(chan struct{}, 1),
 		creds:     &credsRef{},
 	}
+	d.metrics = newMetrics(d.tokenStates, func() int64 {
+		if srv := d.srv; srv != nil {
+			return srv.Active()
+		}
+		return 0
+	})
+	d.metrics.loaded(nil, false)
 	return d.run(ctx)
 }
 
@@ -107,6 +114,7 @@ type daemon struct {
 	srv       *socket.Server
 	ln        net.Listener
 	poke      chan struct{}
+	metrics   *metrics
 
 	ctx         context.Context // lives as long as the keepers
 	wg          sync.WaitGroup
@@ -138,18 +146,59 @@ var _ socket.Tokens = (*daemon)(nil)
 
 // Token implements socket.Tokens. It never touches the network.
 func (d *daemon) Token(ctx context.Context, name string, p socket.Peer) (socket.Token, error) {
+	e, _, err := d.lookup(name, p)
+	if err != nil {
+		return socket.Token{}, err
+	}
+	return e.k.get(ctx)
+}
+
+// Status implements socket.Tokens.
+func (d *daemon) Status(name string, p socket.Peer) (proto.Status, error) {
+	e, name, err := d.lookup(name, p)
+	if err != nil {
+		return proto.Status{}, err
+	}
+	now := time.Now()
+	return e.k.snapshot(now).status(name, now), nil
+}
+
+// Metrics implements socket.Tokens: the series of the tokens p may read.
+func (d *daemon) Metrics(p socket.Peer) ([]byte, error) {
+	reg := d.reg.Load()
+	return d.metrics.exposition(func(token string) bool {
+		e := reg.entries[token]
+		return e != nil && e.access.allows(p)
+	})
+}
+
+// lookup finds the token called name ("" for the default) if p may read it.
+func (d *daemon) lookup(name string, p socket.Peer) (*entry, string, error) {
 	reg := d.reg.Load()
 	if name == "" {
 		name = reg.def
 	}
 	e := reg.entries[name]
 	if e == nil {
-		return socket.Token{}, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
+		return nil, name, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
 	}
 	if !e.access.allows(p) {
-		return socket.Token{}, &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
+		return nil, name, &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
 	}
-	return e.k.get(ctx)
+	return e, name, nil
+}
+
+// tokenStates are the snapshots of every token, for the gauges.
+func (d *daemon) tokenStates(now time.Time) []tokenState {
+	reg := d.reg.Load()
+	if reg == nil {
+		return nil
+	}
+	out := make([]tokenState, 0, len(reg.names))
+	for _, n := range reg.names {
+		out = append(out, tokenState{name: n, snap: reg.entries[n].k.snapshot(now)})
+	}
+	return out
 }
 
 // Names implements socket.Tokens.
@@ -182,13 +231,23 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.reg.Store(d.newRegistry(d.cfg, nil))
 
-	d.srv = &socket.Server{Tokens: d, Log: d.log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
+	d.srv = &socket.Server{Tokens: d, Meter: d.metrics, Log: d.log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
 	d.srv.SetMaxConns(d.cfg.MaxConnections)
 	d.srv.SetMaxPerUID(d.cfg.MaxPerUID)
 	sctx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(sctx, ln) }()
+
+	if d.cfg.MetricsListen != "" {
+		stopMetrics, err := d.serveMetrics(d.cfg.MetricsListen)
+		if err != nil {
+			stopServer()
+			<-served
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	superCtx, stopSuper := context.WithCancel(context.Background())
 	superDone := make(chan struct{})
@@ -266,6 +325,8 @@ func (d *daemon) startVault(vc vaultsrc.Config) error {
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); src.Run(ctx) }()
+	src.OnRead = func(err error) { d.metrics.vaultReads.WithLabelValues(result(err)).Inc() }
+	src.OnLogin = func(err error) { d.metrics.vaultLogins.WithLabelValues(result(err)).Inc() }
 	d.creds.p.Store(src)
 	if d.vaultCancel != nil {
 		d.vaultCancel()
@@ -281,6 +342,7 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}}
 	for name, tc := range cfg.Tokens {
 		reg.names = append(reg.names, name)
+		d.metrics.tokenAdded(name)
 		if old != nil {
 			if e := old.entries[name]; e != nil && e.k.cfg == tc.Fetch {
 				reg.entries[name] = &entry{k: e.k, access: tc.Access, cancel: e.cancel}
@@ -289,6 +351,7 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 		}
 		k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
 		k.changed = d.pokeSupervisor
+		k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
 		ctx, cancel := context.WithCancel(d.ctx)
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); k.run(ctx) }()
@@ -306,6 +369,7 @@ func (d *daemon) reload() {
 	}
 	if err != nil {
 		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+		d.metrics.loaded(err, true)
 		return
 	}
 	d.warn(cfg)
@@ -313,9 +377,13 @@ func (d *daemon) reload() {
 	if cfg.Listen != old.Listen {
 		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
 	}
+	if cfg.MetricsListen != old.MetricsListen {
+		d.log.Warn().Str("metrics_listen", cfg.MetricsListen).Str("serving", old.MetricsListen).Msg("metrics_listen changes take effect at the next restart")
+	}
 	if cfg.Vault != old.Vault {
 		if err := d.startVault(cfg.Vault); err != nil {
 			d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+			d.metrics.loaded(err, true)
 			return
 		}
 	}
@@ -333,8 +401,12 @@ func (d *daemon) reload() {
 			e.cancel()
 			stopped = append(stopped, name)
 		}
+		if next.entries[name] == nil {
+			d.metrics.tokenRemoved(name)
+		}
 	}
 	d.cfg = cfg
+	d.metrics.loaded(nil, true)
 	d.log.Info().Strs("kept", kept).Strs("restarted_or_removed", stopped).Int("tokens", len(next.names)).Msg("configuration reloaded")
 }
 

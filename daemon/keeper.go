@@ -52,8 +52,10 @@ type keeper struct {
 	clock clock
 	rand  func() float64
 	log   zerolog.Logger
-	// changed is called after every attempt, for status reporting.
+	// changed is called after every attempt, for status reporting;
+	// fetched after every token endpoint request, for metrics.
 	changed func()
+	fetched func(result string, took time.Duration)
 
 	tok       atomic.Pointer[socket.Token]
 	state     atomic.Pointer[keeperState]
@@ -96,6 +98,30 @@ func (k *keeper) snapshot(now time.Time) snapshot {
 	return s
 }
 
+// state is the token's state as STATUS and /healthz report it.
+func (s snapshot) state() string {
+	switch {
+	case !s.Servable:
+		return proto.StateUnavailable
+	case s.Err != "":
+		return proto.StateDegraded
+	}
+	return proto.StateOK
+}
+
+// status is the snapshot as the STATUS verb answers it.
+func (s snapshot) status(name string, now time.Time) proto.Status {
+	st := proto.Status{Name: name, State: s.state(), ExpiresIn: proto.Unknown, RefreshIn: proto.Unknown,
+		Failures: s.Failures, LastSuccess: s.LastSuccess, LastError: s.Err}
+	if s.Token != nil {
+		st.ExpiresIn = int64(max(s.Token.ExpiresAt.Sub(now), 0) / time.Second)
+	}
+	if !s.Next.IsZero() {
+		st.RefreshIn = int64(max(s.Next.Sub(now), 0) / time.Second)
+	}
+	return st
+}
+
 // why says what the keeper is waiting for.
 func (s snapshot) why() string {
 	if s.Err != "" {
@@ -113,6 +139,7 @@ func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.L
 		rand:    rand.Float64,
 		log:     log.With().Str("token", cfg.Name).Logger(),
 		changed: func() {},
+		fetched: func(string, time.Duration) {},
 		ready:   make(chan struct{}),
 	}
 }
@@ -223,7 +250,7 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 	if err != nil {
 		return grant{}, err
 	}
-	g, err := fetch(ctx, k.hc, &k.cfg, creds)
+	g, err := k.fetch(ctx, creds)
 	var ee *endpointError
 	if errors.As(err, &ee) && ee.rejected() {
 		k.log.Warn().Str("error", proto.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
@@ -236,10 +263,34 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 		default:
 			k.log.Info().Msg("credentials changed in vault; retrying with them")
 			creds = fresh
-			g, err = fetch(ctx, k.hc, &k.cfg, creds)
+			g, err = k.fetch(ctx, creds)
 		}
 	}
 	return g, err
+}
+
+// fetch makes one token request and reports it.
+func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, error) {
+	start := time.Now()
+	g, err := fetch(ctx, k.hc, &k.cfg, creds)
+	k.fetched(fetchResult(err), time.Since(start))
+	return g, err
+}
+
+// fetchResult is the result label of a token request's outcome.
+func fetchResult(err error) string {
+	var ee *endpointError
+	switch {
+	case err == nil:
+		return fetchSuccess
+	case !errors.As(err, &ee):
+		return fetchError
+	case ee.rejected():
+		return fetchRejected
+	case ee.Status == http.StatusTooManyRequests:
+		return fetchRateLimited
+	}
+	return fetchError
 }
 
 // credentials reads the secret from Vault, falling back to the last good

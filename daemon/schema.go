@@ -20,7 +20,7 @@ import (
 
 func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, "socket", "socket_mode", "socket_group", "log_level", "default_token",
-		"max_connections", "max_connections_per_uid", "idle_timeout", "vault", "token")
+		"max_connections", "max_connections_per_uid", "idle_timeout", "metrics_listen", "metrics_listen_public", "vault", "token")
 	c := &Config{
 		Listen: Listen{
 			Socket:      top.str("socket", proto.DefaultPath),
@@ -31,6 +31,7 @@ func (r *reader) config(raw map[string]any) *Config {
 		DefaultToken:   top.str("default_token", ""),
 		MaxConnections: top.int("max_connections", defaultMaxConns),
 		MaxPerUID:      top.int("max_connections_per_uid", defaultMaxPerUID),
+		MetricsListen:  top.str("metrics_listen", ""),
 		Tokens:         map[string]*TokenConfig{},
 	}
 	if !filepath.IsAbs(c.Socket) {
@@ -76,6 +77,7 @@ func (r *reader) config(raw map[string]any) *Config {
 	if c.IdleTimeout <= 0 {
 		r.fail("idle_timeout", "must be more than 0")
 	}
+	r.checkMetricsListen(c.MetricsListen, top.bool("metrics_listen_public", false))
 
 	vault, _ := raw["vault"].(map[string]any)
 	if v, ok := raw["vault"]; ok && vault == nil {
@@ -226,6 +228,33 @@ func (r *reader) checkURL(key, from, raw string, allowHTTP bool) *url.URL {
 		r.fail(key, "%s%q is plain http to a host that is not loopback, so secrets would cross the network in clear: use https, or set allow_insecure_http = true beside it", from, shown)
 	}
 	return u
+}
+
+// checkMetricsListen checks metrics_listen: "unix:/abs/path", or an IP
+// address (or localhost) and port; loopback only, unless public says so.
+func (r *reader) checkMetricsListen(addr string, public bool) {
+	const want = `want "127.0.0.1:9464", "[::1]:9464" or "unix:/run/tokend/metrics.sock"`
+	if addr == "" {
+		return
+	}
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if !filepath.IsAbs(path) || len(path) > 107 {
+			r.fail("metrics_listen", "%q: a Unix socket needs an absolute path of at most 107 bytes; %s", addr, want)
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+		r.fail("metrics_listen", "%q is not an address with a port; %s", addr, want)
+		return
+	}
+	if host != "localhost" && net.ParseIP(host) == nil && host != "" {
+		r.fail("metrics_listen", "%q: the host must be an IP address or localhost; %s", addr, want)
+		return
+	}
+	if !public && !isLoopback(host) {
+		r.fail("metrics_listen", "%q is reachable from other machines: use a loopback address, or set metrics_listen_public = true", addr)
+	}
 }
 
 func isLoopback(host string) bool {

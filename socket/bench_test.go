@@ -7,9 +7,12 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // BenchmarkRoundTrip measures a request over the socket against a baseline
@@ -111,7 +114,8 @@ func TestKeepAliveAllocs(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go (&Server{Tokens: &benchTokens{}, Log: zerolog.Nop()}).Serve(ctx, ln)
+	meter := &tallyMeter{}
+	go (&Server{Tokens: &benchTokens{}, Meter: meter, Log: zerolog.Nop()}).Serve(ctx, ln)
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -134,4 +138,12 @@ func TestKeepAliveAllocs(t *testing.T) {
 			t.Errorf("%q: %.1f allocations per request, want 0", tc.req, n)
 		}
 	}
+	if meter.n.Load() < 3000 {
+		t.Errorf("the meter counted %d requests", meter.n.Load())
+	}
 }
+
+// tallyMeter counts requests the way the daemon's does: one atomic add.
+type tallyMeter struct{ n atomic.Int64 }
+
+func (m *tallyMeter) Request(proto.Verb, string) { m.n.Add(1) }

@@ -3,6 +3,7 @@ package socket
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 // Server answers the protocol on a listener. Set the fields before Serve.
 type Server struct {
 	Tokens      Tokens
+	Meter       Meter // nil counts nothing
 	Log         zerolog.Logger
 	IdleTimeout time.Duration // per request line, and per write; default 30s
 
@@ -41,6 +43,16 @@ type Server struct {
 // LoadCredential= connects as root) and the server's own uid (the
 // watchdog's health check): a flood by other users leaves them served.
 const reservedSlots = 64
+
+// Active is the number of open client connections.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// count tells the Meter about one answer.
+func (s *Server) count(verb proto.Verb, code string) {
+	if s.Meter != nil {
+		s.Meter.Request(verb, code)
+	}
+}
 
 // SetMaxConns sets how many connections are served at once (default 1024);
 // it may be called while serving.
@@ -187,26 +199,35 @@ func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 	}
 	if s.lingering.Add(1) > limit {
 		s.lingering.Add(-1)
-		refuseAsked(c, line, 10*time.Millisecond)
+		s.countBusy(refuseAsked(c, line, 10*time.Millisecond))
 		return
 	}
 	go func() {
 		defer s.lingering.Add(-1)
-		refuseAsked(c, line, time.Second)
+		s.countBusy(refuseAsked(c, line, time.Second))
 	}()
+}
+
+func (s *Server) countBusy(asked bool) {
+	if asked {
+		s.count(VerbOther, proto.CodeBusy)
+	} else {
+		s.count(VerbBare, proto.CodeBusy)
+	}
 }
 
 // refuseAsked waits up to wait for the client's first bytes: a request
 // gets line; an EOF (connect-and-read) or silence gets nothing. Then it
-// closes the connection.
-func refuseAsked(c net.Conn, line string, wait time.Duration) {
+// closes the connection and says whether the client asked.
+func refuseAsked(c net.Conn, line string, wait time.Duration) (asked bool) {
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(wait))
 	var b [1]byte
 	if n, _ := c.Read(b[:]); n == 0 {
-		return
+		return false
 	}
 	refuse(c, line)
+	return true
 }
 
 // wakeIdle ends the reads of connections waiting for their next request;
@@ -300,6 +321,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > proto.MaxLine {
 			cn.log().Warn().Msg("request line too long; connection closed")
+			s.count(VerbOther, proto.CodeTooLong)
 			if w.Flush() == nil {
 				refuse(c, (&proto.Error{Code: proto.CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", proto.MaxLine)}).Line())
 			}
@@ -355,25 +377,56 @@ func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
 	req, perr := proto.ParseReusing(line, &cn.name)
 	if perr != nil {
 		cn.log().Debug().Str("code", perr.Code).Msg("bad request")
+		cn.s.count(cmp.Or(req.Verb, VerbOther), perr.Code)
 		w.WriteString(perr.Line())
 		return
 	}
+	if perr = cn.answerTo(ctx, w, req); perr != nil {
+		cn.s.count(req.Verb, perr.Code)
+		w.WriteString(perr.Line())
+		return
+	}
+	cn.s.count(req.Verb, "ok")
+}
+
+// answerTo writes the OK answer to req, or returns the error to answer.
+func (cn *conn) answerTo(ctx context.Context, w *bufio.Writer, req proto.Request) *proto.Error {
 	switch req.Verb {
 	case proto.VerbPing:
 		w.WriteString("OK PONG")
-		return
+		return nil
 	case proto.VerbList:
 		w.WriteString("OK")
 		for _, n := range cn.s.Tokens.Names(cn.peer) {
 			w.WriteByte(' ')
 			w.WriteString(n)
 		}
-		return
+		return nil
+	case proto.VerbStatus:
+		st, err := cn.s.Tokens.Status(req.Name, cn.peer)
+		if err != nil {
+			return cn.failed(req.Name, err)
+		}
+		w.WriteString("OK ")
+		w.WriteString(st.String())
+		return nil
+	case proto.VerbMetrics:
+		text, err := cn.s.Tokens.Metrics(cn.peer)
+		if err != nil {
+			return cn.failed("", err)
+		}
+		if len(text) == 0 || text[len(text)-1] != '\n' {
+			text = append(text, '\n')
+		}
+		// "OK <n>", then exactly n bytes of text. Its last byte is the
+		// newline the caller writes after every answer.
+		fmt.Fprintf(w, "OK %d\n", len(text))
+		w.Write(text[:len(text)-1])
+		return nil
 	}
 	t, err := cn.token(ctx, req.Name)
 	if err != nil {
-		w.WriteString(err.Line())
-		return
+		return err
 	}
 	w.WriteString("OK ")
 	switch req.Verb {
@@ -388,14 +441,20 @@ func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
 	default:
 		w.WriteString(t.Value)
 	}
+	return nil
 }
 
 // token asks Tokens and turns any failure into a protocol error.
 func (cn *conn) token(ctx context.Context, name string) (Token, *proto.Error) {
 	t, err := cn.s.Tokens.Token(ctx, name, cn.peer)
-	if err == nil {
-		return t, nil
+	if err != nil {
+		return Token{}, cn.failed(name, err)
 	}
+	return t, nil
+}
+
+// failed turns a failure from Tokens into a protocol error, and logs it.
+func (cn *conn) failed(name string, err error) *proto.Error {
 	var perr *proto.Error
 	if !errors.As(err, &perr) {
 		perr = &proto.Error{Code: proto.CodeUnavailable, Msg: err.Error()}
@@ -408,7 +467,7 @@ func (cn *conn) token(ctx context.Context, name string) (Token, *proto.Error) {
 	} else {
 		cn.log().Debug().Str("token", name).Str("code", perr.Code).Msg("request failed")
 	}
-	return Token{}, perr
+	return perr
 }
 
 // serveBare answers a client that sent nothing and closed its side: the bare
@@ -428,6 +487,7 @@ func (cn *conn) serveBare(ctx context.Context) {
 		t, perr = cn.token(ctx, name)
 	}
 	if perr != nil {
+		cn.s.count(VerbBare, perr.Code)
 		cn.s.warnings.warn(cn.s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 			e = e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("code", perr.Code).Str("reason", proto.Clean(perr.Msg))
 			if isCred {
@@ -441,6 +501,7 @@ func (cn *conn) serveBare(ctx context.Context) {
 		// Claimed: anyone can bind an address of that form.
 		cn.log().Info().Str("claimed_unit", unit).Str("credential", id).Str("token", t.Name).Msg("token served to LoadCredential=")
 	}
+	cn.s.count(VerbBare, "ok")
 	cn.c.SetWriteDeadline(time.Now().Add(cn.s.IdleTimeout))
 	io.WriteString(cn.c, t.Value)
 }

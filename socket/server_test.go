@@ -55,6 +55,20 @@ func (f *fakeTokens) seen() []Peer {
 
 func (f *fakeTokens) Names(Peer) []string { return []string{"main", "other"} }
 
+func (f *fakeTokens) Status(name string, p Peer) (proto.Status, error) {
+	t, err := f.Token(context.Background(), name, p)
+	if err != nil {
+		return proto.Status{}, err
+	}
+	return proto.Status{Name: t.Name, State: proto.StateOK, ExpiresIn: 100, RefreshIn: proto.Unknown, LastError: "a\nb"}, nil
+}
+
+// fakeExposition is what the fake answers METRICS with: several lines,
+// as a real exposition has.
+const fakeExposition = "# HELP tokend_x An example.\n# TYPE tokend_x gauge\ntokend_x 1\n"
+
+func (f *fakeTokens) Metrics(Peer) ([]byte, error) { return []byte(fakeExposition), nil }
+
 // serve starts a server on a fresh socket and returns its path and log.
 func serve(t *testing.T, tune func(*Server)) (string, *syncBuffer) {
 	t.Helper()
@@ -133,7 +147,7 @@ func TestServerProtocol(t *testing.T) {
 		{"unknown", "TOKEN nope\n", "ERR unknown-token no such token\n"},
 		{"denied", "TOKEN locked\n", "ERR denied no\n"},
 		{"unavailable", "HEADER down\n", "ERR unavailable endpoint down\n"},
-		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST\nOK PONG\n"},
+		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME], LIST, STATUS [NAME] or METRICS\nOK PONG\n"},
 		{"connect and read", "", "tok-main"},
 	}
 	for _, tt := range tests {
@@ -541,5 +555,92 @@ func TestServerPerUIDCap(t *testing.T) {
 	}
 	if got := converse(t, path, "PING\n"); got != "OK PONG\n" {
 		t.Errorf("exempt uid: %q", got)
+	}
+}
+
+// countingMeter counts requests by verb and code.
+type countingMeter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (m *countingMeter) Request(verb proto.Verb, code string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.n == nil {
+		m.n = map[string]int{}
+	}
+	m.n[string(verb)+" "+code]++
+}
+
+func (m *countingMeter) get(key string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n[key]
+}
+
+// STATUS and METRICS pipelined with other requests: METRICS's counted body
+// leaves the next answer where it belongs, and every answer is counted by
+// verb and code.
+func TestStatusMetricsAndMeter(t *testing.T) {
+	meter := &countingMeter{}
+	path, _ := serve(t, func(s *Server) { s.Meter = meter })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "STATUS\nMETRICS\nPING\nSTATUS locked\nTOKEN a b\nBOGUS\nTOKEN\n")
+	c.(*net.UnixConn).CloseWrite()
+	r := bufio.NewReader(c)
+	line := func() string {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading an answer: %v", err)
+		}
+		return strings.TrimSuffix(l, "\n")
+	}
+	if got := line(); got != `OK name=main state=ok expires_in=100 refresh_in=- failures=0 last_success=- last_error=a\x0ab` {
+		t.Errorf("STATUS: %q", got)
+	}
+	if got := line(); got != fmt.Sprintf("OK %d", len(fakeExposition)) {
+		t.Fatalf("METRICS: %q", got)
+	}
+	body := make([]byte, len(fakeExposition))
+	if _, err := io.ReadFull(r, body); err != nil || string(body) != fakeExposition {
+		t.Fatalf("METRICS body %q %v", body, err)
+	}
+	for _, want := range []string{"OK PONG", "ERR denied no", "ERR bad-request", "ERR bad-request", "OK tok-main"} {
+		if got := line(); !strings.HasPrefix(got, want) {
+			t.Errorf("answer %q, want %q…", got, want)
+		}
+	}
+	waitFor(t, "the last count", func() bool { return meter.get("TOKEN ok") == 1 })
+	for key, want := range map[string]int{"STATUS ok": 1, "METRICS ok": 1, "PING ok": 1, "STATUS denied": 1,
+		"TOKEN bad-request": 1, "OTHER bad-request": 1, "TOKEN ok": 1} {
+		if got := meter.get(key); got != want {
+			t.Errorf("%s counted %d times, want %d (all: %v)", key, got, want, meter.n)
+		}
+	}
+
+	// The client reads the counted body.
+	got, err := proto.Client{Path: path}.Metrics(context.Background())
+	if err != nil || string(got) != fakeExposition {
+		t.Errorf("Client.Metrics: %q %v", got, err)
+	}
+	// Connect-and-read counts as BARE.
+	bare, _ := net.Dial("unix", path)
+	bare.(*net.UnixConn).CloseWrite()
+	io.ReadAll(bare)
+	bare.Close()
+	waitFor(t, "the BARE count", func() bool { return meter.get("BARE ok") == 1 })
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package socket
 import (
 	"context"
 	"time"
+
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // Token is what the server hands out. The server never logs Value.
@@ -24,4 +26,23 @@ type Tokens interface {
 	Token(ctx context.Context, name string, peer Peer) (Token, error)
 	// Names lists the tokens peer may read.
 	Names(peer Peer) []string
+	// Status reports on the token called name ("" for the default) if
+	// peer may read it; errors as for Token.
+	Status(name string, peer Peer) (proto.Status, error)
+	// Metrics is the Prometheus text exposition for peer: the tokens it
+	// may read, and the daemon-wide series.
+	Metrics(peer Peer) ([]byte, error)
 }
+
+// Meter counts answered requests. It is called on the read path, so it
+// must not block and should not allocate.
+type Meter interface {
+	// Request counts one answer: code is "ok" or the protocol error code.
+	Request(verb proto.Verb, code string)
+}
+
+// Verbs for Meter beyond the protocol's own.
+const (
+	VerbBare  proto.Verb = "BARE"  // connect-and-read (LoadCredential=, socat </dev/null)
+	VerbOther proto.Verb = "OTHER" // no known verb was read: busy, too long, unknown verb
+)

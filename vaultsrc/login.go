@@ -34,6 +34,9 @@ func (s *Source) loginOnce(ctx context.Context, force bool) (sec *api.Secret, fr
 		return s.current, false, nil
 	}
 	sec, err = s.authenticate(ctx)
+	if s.OnLogin != nil {
+		s.OnLogin(err)
+	}
 	if err != nil {
 		return nil, false, err
 	}

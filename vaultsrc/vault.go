@@ -71,6 +71,10 @@ type Source struct {
 	client *api.Client
 	log    zerolog.Logger
 
+	// OnRead and OnLogin, when set before use, are told the outcome of
+	// each Read and each login (for metrics).
+	OnRead, OnLogin func(err error)
+
 	mu      sync.Mutex       // serialises logins
 	current *api.Secret      // the login in use; nil when a new one is needed
 	relogin chan *api.Secret // tells Run about a login done by Read
@@ -113,7 +117,14 @@ func (s *Source) Address() string { return s.client.Address() }
 
 // Read returns the credentials stored at sec. It logs in first if needed,
 // and once more if Vault answers 403 (the token was revoked or expired).
-func (s *Source) Read(ctx context.Context, sec Secret) (Credentials, error) {
+func (s *Source) Read(ctx context.Context, sec Secret) (c Credentials, err error) {
+	if s.OnRead != nil {
+		defer func() { s.OnRead(err) }()
+	}
+	return s.readCredentials(ctx, sec)
+}
+
+func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, error) {
 	if _, err := s.login(ctx, false); err != nil {
 		return Credentials{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,43 +30,70 @@ type Client struct {
 // accepted the connection), Do asks once more on a new connection. Under
 // socket activation that one reaches the next daemon, and nothing is lost.
 func (c Client) Do(ctx context.Context, request string) (string, error) {
+	line, _, err := c.call(ctx, request, false)
+	return line, err
+}
+
+// Metrics asks METRICS and returns the Prometheus text exposition that
+// follows the "OK <n>" line.
+func (c Client) Metrics(ctx context.Context) ([]byte, error) {
+	_, body, err := c.call(ctx, string(VerbMetrics), true)
+	return body, err
+}
+
+// call makes the round trip, asking once more when the connection died
+// before the answer, and reads a counted body after the line if asked to.
+func (c Client) call(ctx context.Context, request string, counted bool) (string, []byte, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	line, err := c.roundTrip(ctx, request)
+	line, body, err := c.roundTrip(ctx, request, counted)
 	if errors.Is(err, errDied) {
-		line, err = c.roundTrip(ctx, request)
+		line, body, err = c.roundTrip(ctx, request, counted)
 	}
-	if err != nil {
-		return "", err
-	}
-	return ParseResponse(strings.TrimRight(line, "\r\n"))
+	return line, body, err
 }
 
 // errDied marks a connection that ended before its answer.
 var errDied = errors.New("connection ended before the answer")
 
-func (c Client) roundTrip(ctx context.Context, request string) (string, error) {
+// maxBody bounds a counted answer (METRICS) a client accepts.
+const maxBody = 64 << 20
+
+func (c Client) roundTrip(ctx context.Context, request string, counted bool) (string, []byte, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Path)
 	if err != nil {
-		return "", fmt.Errorf("connecting to tokend at %q: %w", c.Path, err)
+		return "", nil, fmt.Errorf("connecting to tokend at %q: %w", c.Path, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
 	if _, err := conn.Write([]byte(request + "\n")); err != nil {
-		return "", fmt.Errorf("sending to tokend at %q: %w", c.Path, died(err))
+		return "", nil, fmt.Errorf("sending to tokend at %q: %w", c.Path, died(err))
 	}
-	line, err := bufio.NewReaderSize(conn, 64<<10).ReadString('\n')
+	r := bufio.NewReaderSize(conn, 64<<10)
+	raw, err := r.ReadString('\n')
 	if err != nil {
-		return "", fmt.Errorf("reading from tokend at %q: %w", c.Path, died(err))
+		return "", nil, fmt.Errorf("reading from tokend at %q: %w", c.Path, died(err))
 	}
-	return line, nil
+	line, err := ParseResponse(strings.TrimRight(raw, "\r\n"))
+	if err != nil || !counted {
+		return line, nil, err
+	}
+	n, err := strconv.Atoi(line)
+	if err != nil || n < 0 || n > maxBody {
+		return "", nil, fmt.Errorf("tokend at %q: want a byte count after OK, got %q", c.Path, clip([]byte(line)))
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return "", nil, fmt.Errorf("reading %d bytes from tokend at %q: %w", n, c.Path, err)
+	}
+	return line, body, nil
 }
 
 // died adds errDied to the errors of a connection the server dropped.

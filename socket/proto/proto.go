@@ -11,6 +11,8 @@
 //	HEADER [NAME]  →  OK <token_type> <access_token>
 //	INFO [NAME]    →  OK name=… token_type=… expires_in=… expires_at=… fetched_at=… scope=…
 //	LIST           →  OK <names this peer may read>
+//	STATUS [NAME]  →  OK name=… state=… expires_in=… refresh_in=… failures=… last_success=… last_error=…
+//	METRICS        →  OK <n>, then n bytes of Prometheus text exposition
 //	PING           →  OK PONG
 //
 // and any failure is "ERR <code> <message>". A client that sends nothing and
@@ -57,11 +59,13 @@ func errorf(code, format string, args ...any) *Error {
 type Verb string
 
 const (
-	VerbToken  Verb = "TOKEN"
-	VerbHeader Verb = "HEADER"
-	VerbInfo   Verb = "INFO"
-	VerbList   Verb = "LIST"
-	VerbPing   Verb = "PING"
+	VerbToken   Verb = "TOKEN"
+	VerbHeader  Verb = "HEADER"
+	VerbInfo    Verb = "INFO"
+	VerbList    Verb = "LIST"
+	VerbPing    Verb = "PING"
+	VerbStatus  Verb = "STATUS"
+	VerbMetrics Verb = "METRICS"
 )
 
 // Request is one parsed request line. Name is empty for the default token.
@@ -80,16 +84,22 @@ func (r Request) String() string {
 
 // TakesName reports whether the verb accepts an optional NAME.
 func (v Verb) TakesName() bool {
-	return v == VerbToken || v == VerbHeader || v == VerbInfo
+	return v == VerbToken || v == VerbHeader || v == VerbInfo || v == VerbStatus
 }
 
 // Parse parses one request line, without its "\n" (a trailing "\r" is
 // accepted). The error is always a *Error with code bad-request or too-long,
-// and its message quotes the offending input so a human can see it.
+// and its message quotes the offending input so a human can see it; the
+// Request then holds the verb when it was a known one (for counting).
 func Parse(line []byte) (Request, *Error) { return ParseReusing(line, nil) }
 
 // verbs are the known verbs, matched without regard to case.
-var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing}
+var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing, VerbStatus, VerbMetrics}
+
+// Verbs are the known verbs.
+func Verbs() []Verb { return verbs[:] }
+
+const try = "try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME], LIST, STATUS [NAME] or METRICS"
 
 // ParseReusing is Parse without allocating on the way to success: the verb
 // is one of the constants, and a name equal to *last is *last (a
@@ -107,7 +117,7 @@ func ParseReusing(line []byte, last *string) (Request, *Error) {
 	}
 	first, rest := nextWord(line)
 	if first == nil {
-		return Request{}, errorf(CodeBadRequest, "empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST")
+		return Request{}, errorf(CodeBadRequest, "empty request; "+try)
 	}
 	var req Request
 	for _, v := range verbs {
@@ -117,17 +127,17 @@ func ParseReusing(line []byte, last *string) (Request, *Error) {
 		}
 	}
 	if req.Verb == "" {
-		return Request{}, errorf(CodeBadRequest, "unknown verb %q; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME] or LIST", clip(first))
+		return Request{}, errorf(CodeBadRequest, "unknown verb %q; "+try, clip(first))
 	}
 	name, rest := nextWord(rest)
 	if name != nil && !req.Verb.TakesName() || len(bytes.TrimLeft(rest, " \t")) > 0 {
-		return Request{}, errorf(CodeBadRequest, "too many words after %s: %q", req.Verb, clip(bytes.Join(bytes.Fields(line)[1:], []byte(" "))))
+		return Request{Verb: req.Verb}, errorf(CodeBadRequest, "too many words after %s: %q", req.Verb, clip(bytes.Join(bytes.Fields(line)[1:], []byte(" "))))
 	}
 	if name == nil {
 		return req, nil
 	}
 	if !validName(name) {
-		return Request{}, errorf(CodeBadRequest, "malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ -", clip(name))
+		return Request{Verb: req.Verb}, errorf(CodeBadRequest, "malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ -", clip(name))
 	}
 	switch {
 	case last != nil && string(name) == *last: // compared without a copy

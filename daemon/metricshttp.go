@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokend/tokend/socket"
+)
+
+// serveMetrics serves GET /metrics and GET /healthz on addr ("host:port"
+// or "unix:/path") and nothing else: never a token. stop ends it.
+func (d *daemon) serveMetrics(addr string) (stop func(), err error) {
+	var ln net.Listener
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		// The token socket's mode and group: the same readers.
+		ln, err = socket.Listen(path, d.cfg.SocketMode, d.cfg.SocketGID)
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("metrics_listen %q: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("GET /healthz", d.healthz)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+	go srv.Serve(ln)
+	d.log.Info().Str("metrics_listen", addr).Msg("serving /metrics and /healthz")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+// healthz answers 200 "ok" when every token is servable, else 503 naming
+// the ones that are not.
+func (d *daemon) healthz(w http.ResponseWriter, _ *http.Request) {
+	var down []string
+	for _, t := range d.tokenStates(time.Now()) {
+		if !t.snap.Servable {
+			down = append(down, t.name)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if len(down) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "unavailable: %s\n", strings.Join(down, " "))
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
