@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/tokend/tokend/socket/proto"
 )
@@ -23,6 +25,9 @@ commands:
   header [NAME]   print "Authorization: <type> <token>", for curl -H @-
   info [NAME]     print the token's metadata (never the token)
   list            print the token names you may read
+  status [NAME]   print a table of the token's (or every token you may read)
+                  state; exit 1 unless every one shown is ok
+  metrics         print the Prometheus metrics you may read (text format)
   ping            check that tokend answers
 
 PATH is --socket, else $TOKEND_SOCKET, else ` + proto.DefaultPath + `.
@@ -50,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		*path = proto.DefaultPath
 	}
 	verbs := map[string]proto.Verb{"get": proto.VerbToken, "header": proto.VerbHeader, "info": proto.VerbInfo,
-		"list": proto.VerbList, "ping": proto.VerbPing}
+		"list": proto.VerbList, "ping": proto.VerbPing, "status": proto.VerbStatus, "metrics": proto.VerbMetrics}
 	if fs.NArg() == 0 || verbs[fs.Arg(0)] == "" {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -67,15 +72,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		req.Name = rest[0]
 	}
-	out, err := proto.Client{Path: *path}.Do(context.Background(), req.String())
-	if err != nil {
-		var perr *proto.Error
-		if errors.As(err, &perr) {
-			fmt.Fprintf(stderr, "tokenctl: %s: %s\n", perr.Code, perr.Msg)
-			return 1
+	client := proto.Client{Path: *path}
+	switch req.Verb {
+	case proto.VerbStatus:
+		return status(client, req.Name, stdout, stderr)
+	case proto.VerbMetrics:
+		text, err := client.Metrics(context.Background())
+		if err != nil {
+			return failed(stderr, err)
 		}
-		fmt.Fprintf(stderr, "tokenctl: %v\n", err)
-		return 3
+		stdout.Write(text)
+		return 0
+	}
+	out, err := client.Do(context.Background(), req.String())
+	if err != nil {
+		return failed(stderr, err)
 	}
 	switch req.Verb {
 	case proto.VerbHeader:
@@ -85,4 +96,69 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, out)
 	return 0
+}
+
+// failed prints err and returns the exit status: 1 for an answer from
+// tokend, 3 when it could not be asked.
+func failed(stderr io.Writer, err error) int {
+	var perr *proto.Error
+	if errors.As(err, &perr) {
+		fmt.Fprintf(stderr, "tokenctl: %s: %s\n", perr.Code, perr.Msg)
+		return 1
+	}
+	fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+	return 3
+}
+
+// status prints a table of the named token, or of every token the caller
+// may read, and exits 0 only when every one shown is ok: a monitoring
+// plugin's convention (0 ok, 1 not ok, 3 unknown).
+func status(client proto.Client, name string, stdout, stderr io.Writer) int {
+	ctx := context.Background()
+	names := []string{name}
+	if name == "" {
+		list, err := client.Do(ctx, string(proto.VerbList))
+		if err != nil {
+			return failed(stderr, err)
+		}
+		names = strings.Fields(list)
+		if len(names) == 0 {
+			fmt.Fprintln(stderr, "tokenctl: no token you may read")
+			return 1
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tEXPIRES IN\tNEXT REFRESH\tFAILURES\tLAST ERROR")
+	code := 0
+	for _, n := range names {
+		out, err := client.Do(ctx, proto.Request{Verb: proto.VerbStatus, Name: n}.String())
+		if err != nil {
+			tw.Flush()
+			return failed(stderr, err)
+		}
+		st, err := proto.ParseStatus(out)
+		if err != nil {
+			tw.Flush()
+			fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+			return 3
+		}
+		if st.State != proto.StateOK {
+			code = 1
+		}
+		lastErr := st.LastError
+		if lastErr == "" {
+			lastErr = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", st.Name, st.State, human(st.ExpiresIn), human(st.RefreshIn), st.Failures, lastErr)
+	}
+	tw.Flush()
+	return code
+}
+
+// human writes seconds as a duration, "-" when unknown.
+func human(secs int64) string {
+	if secs == proto.Unknown {
+		return "-"
+	}
+	return (time.Duration(secs) * time.Second).String()
 }

@@ -21,6 +21,8 @@ type Config struct {
 	MaxConnections       int                     `toml:"max_connections,omitzero"`
 	MaxConnectionsPerUID int                     `toml:"max_connections_per_uid,omitzero"`
 	IdleTimeout          string                  `toml:"idle_timeout,omitempty"`
+	MetricsListen        string                  `toml:"metrics_listen,omitempty"`
+	MetricsListenPublic  bool                    `toml:"metrics_listen_public,omitempty"`
 	Vault                VaultConfig             `toml:"vault"`
 	Token                map[string]*TokenConfig `toml:"token"`
 }

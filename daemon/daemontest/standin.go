@@ -32,6 +32,7 @@ type Endpoint struct {
 	id, pw   string
 	ttl      any // expires_in as sent: int, string or nil (omitted)
 	faults   []Fault
+	always   *Fault        // after faults, until ClearFaults
 	hang     chan struct{} // when set, requests block on it
 	issued   []string
 	problems []string
@@ -109,6 +110,21 @@ func (e *Endpoint) Push(f ...Fault) {
 	e.mu.Unlock()
 }
 
+// FailAll answers every request with f, after the pushed faults, until
+// ClearFaults.
+func (e *Endpoint) FailAll(f Fault) {
+	e.mu.Lock()
+	e.always = &f
+	e.mu.Unlock()
+}
+
+// ClearFaults drops the faults not served yet: the next request succeeds.
+func (e *Endpoint) ClearFaults() {
+	e.mu.Lock()
+	e.faults, e.always = nil, nil
+	e.mu.Unlock()
+}
+
 func (e *Endpoint) LastToken() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -152,6 +168,8 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	if len(e.faults) > 0 {
 		f = &e.faults[0]
 		e.faults = e.faults[1:]
+	} else {
+		f = e.always
 	}
 	id, pw, ttl := e.id, e.pw, e.ttl
 	e.mu.Unlock()
