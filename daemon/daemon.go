@@ -196,7 +196,8 @@ func (d *daemon) tokenStates(now time.Time) []tokenState {
 	}
 	out := make([]tokenState, 0, len(reg.names))
 	for _, n := range reg.names {
-		out = append(out, tokenState{name: n, snap: reg.entries[n].k.snapshot(now)})
+		k := reg.entries[n].k
+		out = append(out, tokenState{name: n, snap: k.snapshot(now), minRemaining: k.cfg.MinRemaining})
 	}
 	return out
 }

@@ -158,8 +158,9 @@ func result(err error) string {
 
 // tokenState is one token as the gauges report it.
 type tokenState struct {
-	name string
-	snap snapshot
+	name         string
+	snap         snapshot
+	minRemaining time.Duration
 }
 
 // tokenCollector reports the per-token gauges from the keepers'
@@ -177,6 +178,9 @@ var (
 		"When the next token request is due (Unix time).", []string{"token"}, nil)
 	descFailures = prometheus.NewDesc("tokend_token_consecutive_failures",
 		"Failed attempts since the last success.", []string{"token"}, nil)
+	// Not in the table: the alert rules compare expiry with it.
+	descMinRemaining = prometheus.NewDesc("tokend_token_min_remaining_seconds",
+		"The token's min_remaining: it is served while at least this much is left.", []string{"token"}, nil)
 )
 
 func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -184,6 +188,7 @@ func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descExpiry
 	ch <- descNext
 	ch <- descFailures
+	ch <- descMinRemaining
 }
 
 func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
@@ -200,6 +205,7 @@ func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descNext, prometheus.GaugeValue, unixSeconds(t.snap.Next), t.name)
 		}
 		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(t.snap.Failures), t.name)
+		ch <- prometheus.MustNewConstMetric(descMinRemaining, prometheus.GaugeValue, t.minRemaining.Seconds(), t.name)
 	}
 }
 

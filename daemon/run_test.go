@@ -125,3 +125,62 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("socket left behind: %v", err)
 	}
 }
+
+// Reloads in the metrics: counted by result, the last success stamped, a
+// removed token's series gone and an added token's counters at 0 at once;
+// a metrics_listen change is logged as needing a restart.
+func TestRunReloadMetrics(t *testing.T) {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	cfg := daemontest.StandInConfig(t, ep)
+	p := runInProcess(t, cfg)
+	if _, err := p.ask(t, "TOKEN"); err != nil {
+		t.Fatal(err)
+	}
+	metrics := func() daemontest.Metrics {
+		t.Helper()
+		text, err := proto.Client{Path: p.sock}.Metrics(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return daemontest.ParseMetrics(t, string(text))
+	}
+	m := metrics()
+	stamp, _ := m.Value("tokend_config_last_reload_success_timestamp_seconds")
+	if v, ok := m.Value("tokend_config_reloads_total", "result", "error"); !ok || v != 0 {
+		t.Errorf("reload errors %v (present %v) at start", v, ok)
+	}
+
+	p.write(t, cfg, "\nbogus = 1\n")
+	p.reload <- struct{}{}
+	cfg2 := cfg.Clone()
+	cfg2.MetricsListen = "127.0.0.1:1"
+	cfg2.Token["second"] = &daemontest.TokenConfig{TokenURL: ep.TokenURL(), Scope: daemontest.Scope, KVPath: "tokend/second"}
+	cfg2.DefaultToken = "second"
+	delete(cfg2.Token, "vibes")
+	time.Sleep(10 * time.Millisecond) // a later stamp
+	p.write(t, cfg2, "")
+	p.reload <- struct{}{}
+	daemontest.WaitFor(t, "the good reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "configuration reloaded") })
+
+	m = metrics()
+	for result, want := range map[string]float64{"error": 1, "success": 1} {
+		if v, _ := m.Value("tokend_config_reloads_total", "result", result); v != want {
+			t.Errorf("reloads{result=%q} = %v, want %v", result, v, want)
+		}
+	}
+	if v, _ := m.Value("tokend_config_last_reload_success_timestamp_seconds"); v <= stamp {
+		t.Errorf("last reload success %v, not after %v", v, stamp)
+	}
+	if _, ok := m.Value("tokend_token_fetches_total", "token", "vibes"); ok {
+		t.Errorf("the removed token's series remain")
+	}
+	if _, ok := m.Value("tokend_token_valid", "token", "vibes"); ok {
+		t.Errorf("the removed token's gauge remains")
+	}
+	if v, ok := m.Value("tokend_token_fetches_total", "token", "second", "result", "rejected"); !ok || v != 0 {
+		t.Errorf("the new token's counters: %v %v", v, ok)
+	}
+	if !strings.Contains(p.logs.String(), "metrics_listen changes take effect at the next restart") {
+		t.Errorf("metrics_listen change not logged")
+	}
+}

@@ -113,6 +113,9 @@ DynamicUser=yes
 SupplementaryGroups=tokend-clients
 ExecStart=/bin/sh -c 'echo "consumer-token=$(/srv/tokenctl --socket /run/tokend/tokend.sock get | tr -d "\\n" | sha256sum | cut -c1-16)"'
 `,
+		// The shipped example, with the test's paths.
+		"tokend-metrics.service": strings.NewReplacer("/usr/bin/tokenctl", "/srv/tokenctl",
+			"/var/lib/prometheus/node-exporter", "/srv/textfile").Replace(read("examples/tokend-metrics.service")),
 		"api-call.service": `[Unit]
 Requires=tokend.socket
 After=tokend.service
@@ -122,7 +125,8 @@ DynamicUser=yes
 LoadCredential=api-token:/run/tokend/tokend.sock
 ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTORY/api-token" | cut -c1-16)"'
 `,
-	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg.TOML()), "vault-token": vaultToken})
+	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg.TOML()), "vault-token": vaultToken,
+		"textfile/README": []byte("node_exporter's textfile directory\n")})
 
 	s.Must("start", "systemd-journald.socket", "systemd-journald.service")
 	s.Must("start", "tokend.socket")
@@ -144,6 +148,20 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 	s.Must("start", "api-call.service")
 	if !strings.Contains(s.Console(), "credential-token="+daemontest.SHA(tok)) {
 		t.Errorf("LoadCredential= did not deliver the token (hash %s)", daemontest.SHA(tok))
+	}
+
+	// (f) The textfile example: tokenctl metrics, written atomically.
+	s.Must("start", "tokend-metrics.service")
+	prom, err := os.ReadFile("/proc/" + s.PID + "/root/srv/textfile/tokend.prom")
+	if err != nil {
+		t.Fatalf("tokend-metrics.service wrote nothing: %v\n%s", err, s.Console())
+	}
+	m := daemontest.ParseMetrics(t, string(prom))
+	if v, ok := m.Value("tokend_token_valid", "token", "vibes"); !ok || v != 1 {
+		t.Errorf("textfile: tokend_token_valid{token=vibes} = %v (present %v)", v, ok)
+	}
+	if left, _ := filepath.Glob("/proc/" + s.PID + "/root/srv/textfile/.tokend.prom.*"); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 
 	// (e) The STATUS= line in systemctl status.

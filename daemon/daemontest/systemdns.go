@@ -109,6 +109,7 @@ func BootSystemd(t *testing.T, units map[string]string, srv map[string][]byte) *
 		if name == "tokend" || name == "tokenctl" {
 			mode = 0o755
 		}
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, "srv", name)), 0o755)
 		os.WriteFile(filepath.Join(dir, "srv", name), data, mode)
 	}
 	out, err := exec.Command(filepath.Join(dir, "start.sh"), dir, s.cg).CombinedOutput()
