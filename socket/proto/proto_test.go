@@ -19,6 +19,10 @@ func TestParse(t *testing.T) {
 		{"crlf", "INFO x\r", Request{Verb: VerbInfo, Name: "x"}, ""},
 		{"extra spaces", "  PING  ", Request{Verb: VerbPing}, ""},
 		{"list", "list", Request{Verb: VerbList}, ""},
+		{"status default", "STATUS", Request{Verb: VerbStatus}, ""},
+		{"status named", "status vibes", Request{Verb: VerbStatus, Name: "vibes"}, ""},
+		{"metrics", "METRICS", Request{Verb: VerbMetrics}, ""},
+		{"name on metrics", "METRICS vibes", Request{}, CodeBadRequest},
 		{"64 char name", "TOKEN " + strings.Repeat("n", 64), Request{Verb: VerbToken, Name: strings.Repeat("n", 64)}, ""},
 		{"empty", "", Request{}, CodeBadRequest},
 		{"blank", " \t ", Request{}, CodeBadRequest},
@@ -88,11 +92,11 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%+v: String %q parses as %+v, %v", req, req.String(), again, err)
 		}
 		switch req.Verb {
-		case VerbToken, VerbHeader, VerbInfo:
+		case VerbToken, VerbHeader, VerbInfo, VerbStatus:
 			if req.Name != "" && !ValidName(req.Name) {
 				t.Fatalf("bad name %q accepted", req.Name)
 			}
-		case VerbList, VerbPing:
+		case VerbList, VerbPing, VerbMetrics:
 			if req.Name != "" {
 				t.Fatalf("name on %s", req.Verb)
 			}
