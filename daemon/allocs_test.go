@@ -27,7 +27,7 @@ func TestTokenAllocs(t *testing.T) {
 	peer := socket.Peer{UID: 1000, GID: 1000, Groups: []uint32{3000, 2000}}
 	for _, name := range []string{"", "vibes"} {
 		n := testing.AllocsPerRun(1000, func() {
-			if tok, err := d.Token(ctx, name, peer); err != nil || tok.Value != "v" {
+			if tok, err := d.Token(ctx, socket.Query{Name: name, Wait: time.Second}, peer); err != nil || tok.Value != "v" {
 				t.Fatalf("Token(%q): %v", name, err)
 			}
 		})

@@ -26,8 +26,11 @@ type Config struct {
 	// MetricsListen is where /metrics and /healthz are served: "" (off),
 	// "host:port" or "unix:/path". A change takes a restart.
 	MetricsListen string
-	Vault         vaultsrc.Config
-	Tokens        map[string]*TokenConfig
+	// FirstTokenWait is how long connect-and-read clients (LoadCredential=)
+	// wait for a first token.
+	FirstTokenWait time.Duration
+	Vault          vaultsrc.Config
+	Tokens         map[string]*TokenConfig
 }
 
 // Listen is what the socket is made with; a change takes a restart.
@@ -69,6 +72,7 @@ const (
 	defaultIdleTimeout  = 30 * time.Second
 	defaultMaxConns     = 1024
 	defaultMaxPerUID    = 64
+	defaultFirstWait    = 30 * time.Second
 )
 
 // ConfigError lists every problem found in a configuration file.

@@ -14,6 +14,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -134,6 +135,8 @@ type registry struct {
 	def     string
 	names   []string // sorted
 	entries map[string]*entry
+	// replaced is closed when a reload replaces this registry.
+	replaced chan struct{}
 }
 
 type entry struct {
@@ -144,13 +147,89 @@ type entry struct {
 
 var _ socket.Tokens = (*daemon)(nil)
 
-// Token implements socket.Tokens. It never touches the network.
-func (d *daemon) Token(ctx context.Context, name string, p socket.Peer) (socket.Token, error) {
-	e, _, err := d.lookup(name, p)
+// Token implements socket.Tokens. It never touches the network; min=
+// may make the keeper refresh early, and wait for it.
+func (d *daemon) Token(ctx context.Context, q socket.Query, p socket.Peer) (socket.Token, error) {
+	e, _, err := d.lookup(q.Name, p)
 	if err != nil {
 		return socket.Token{}, err
 	}
-	return e.k.get(ctx)
+	if q.Min > 0 {
+		return e.k.getFresh(ctx, q.Wait, q.Min)
+	}
+	return e.k.get(ctx, q.Wait)
+}
+
+// Watch implements socket.Tokens.
+func (d *daemon) Watch(ctx context.Context, q socket.Query, p socket.Peer, send func(socket.Token, error) error) error {
+	if _, _, err := d.lookup(q.Name, p); err != nil {
+		return err
+	}
+	return d.follow(ctx, q.Name, func(t *socket.Token, why *proto.Error) error {
+		if why != nil {
+			return send(socket.Token{}, why)
+		}
+		return send(*t, nil)
+	}, func() error {
+		_, _, err := d.lookup(q.Name, p)
+		return err
+	})
+}
+
+// follow calls changed with the token called name when it changes, and
+// with why when it becomes unservable (under min_remaining, by time alone,
+// or no token yet), until ctx ends or changed fails. allowed is checked
+// again after every reload; its error ends the follow.
+func (d *daemon) follow(ctx context.Context, name string, changed func(*socket.Token, *proto.Error) error, allowed func() error) error {
+	var last *socket.Token
+	unservable := false
+	for {
+		reg := d.reg.Load()
+		if err := allowed(); err != nil {
+			return err
+		}
+		e := reg.entries[cmp.Or(name, reg.def)]
+		if e == nil { // allowed() vouched for it a moment ago; a reload raced
+			continue
+		}
+		wake := e.k.next()
+		now := time.Now()
+		t := e.k.tok.Load()
+		var until *time.Timer
+		if why := e.k.unservable(t, now); why != nil {
+			if !unservable {
+				if err := changed(nil, why); err != nil {
+					return err
+				}
+				unservable, last = true, nil
+			}
+		} else {
+			if t != last {
+				if err := changed(t, nil); err != nil {
+					return err
+				}
+				last, unservable = t, false
+			}
+			// It becomes unservable by time alone.
+			until = time.NewTimer(t.ExpiresAt.Sub(now) - e.k.cfg.MinRemaining + time.Millisecond)
+		}
+		var timeUp <-chan time.Time
+		if until != nil {
+			timeUp = until.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-reg.replaced:
+		case <-timeUp:
+		}
+		if until != nil {
+			until.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
 }
 
 // Status implements socket.Tokens.
@@ -232,7 +311,8 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.reg.Store(d.newRegistry(d.cfg, nil))
 
-	d.srv = &socket.Server{Tokens: d, Meter: d.metrics, Log: d.log.With().Str("component", "socket").Logger(), IdleTimeout: d.cfg.IdleTimeout}
+	d.srv = &socket.Server{Tokens: d, Meter: d.metrics, Log: d.log.With().Str("component", "socket").Logger(),
+		IdleTimeout: d.cfg.IdleTimeout, FirstTokenWait: d.cfg.FirstTokenWait}
 	d.srv.SetMaxConns(d.cfg.MaxConnections)
 	d.srv.SetMaxPerUID(d.cfg.MaxPerUID)
 	sctx, stopServer := context.WithCancel(context.Background())
@@ -340,7 +420,7 @@ func (d *daemon) startVault(vc vaultsrc.Config) error {
 // newRegistry builds the registry for cfg, reusing keepers from old whose
 // fetch settings are unchanged, and starting the others.
 func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
-	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}}
+	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}, replaced: make(chan struct{})}
 	for name, tc := range cfg.Tokens {
 		reg.names = append(reg.names, name)
 		d.metrics.tokenAdded(name)
@@ -394,6 +474,7 @@ func (d *daemon) reload() {
 	prev := d.reg.Load()
 	next := d.newRegistry(cfg, prev)
 	d.reg.Store(next)
+	close(prev.replaced)
 	var kept, stopped []string
 	for name, e := range prev.entries {
 		if n := next.entries[name]; n != nil && n.k == e.k {

@@ -37,8 +37,12 @@ const (
 	// vaultTimeout bounds a Vault read on the refresh path: an outage must
 	// not delay the token request, which then uses the credentials it has.
 	vaultTimeout = 3 * time.Second
-	// firstWait is how long a request waits for a token that is on its way.
-	firstWait = 5 * time.Second
+	// freshWait is how long a min= request waits for a fresher token.
+	freshWait = 10 * time.Second
+	// forceEvery is how often min= may force an early refresh, whatever
+	// the clients ask: an identity provider may count every token it
+	// issues against a quota.
+	forceEvery = 30 * time.Second
 )
 
 // keeper keeps one token fresh. Its run loop is the only writer and the
@@ -62,6 +66,12 @@ type keeper struct {
 	busySince atomic.Int64 // unix nanos an attempt started; 0 when idle
 	ready     chan struct{}
 	readyOnce sync.Once
+	// changes is closed (and replaced) after every attempt: waiters for
+	// a fresher token, WATCH and the file sink wake on it.
+	changes    atomic.Pointer[chan struct{}]
+	kick       chan struct{} // refresh now (min=); buffered
+	lastForced atomic.Int64  // unix nanos of the last refresh min= forced
+	lifetime   atomic.Int64  // the last token's lifetime, in ns
 
 	// Run loop only.
 	cached      vaultsrc.Credentials // last good credentials
@@ -131,7 +141,8 @@ func (s snapshot) why() string {
 }
 
 func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
-	return &keeper{
+	ch := make(chan struct{})
+	k := &keeper{
 		cfg:     cfg,
 		creds:   creds,
 		hc:      hc,
@@ -141,30 +152,110 @@ func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.L
 		changed: func() {},
 		fetched: func(string, time.Duration) {},
 		ready:   make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 	}
+	k.changes.Store(&ch)
+	return k
+}
+
+// changed returns a channel closed after the next attempt ends.
+func (k *keeper) next() <-chan struct{} { return *k.changes.Load() }
+
+// broadcast wakes everyone waiting on next.
+func (k *keeper) broadcast() {
+	ch := make(chan struct{})
+	close(*k.changes.Swap(&ch))
 }
 
 // get returns the current token if it has at least min_remaining left. A
-// request that comes before the first token waits a little for it.
-func (k *keeper) get(ctx context.Context) (socket.Token, error) {
+// request that comes before the first token waits up to wait for it.
+func (k *keeper) get(ctx context.Context, wait time.Duration) (socket.Token, error) {
 	t := k.tok.Load()
 	if t == nil {
-		timer := time.NewTimer(firstWait)
+		timer := time.NewTimer(wait)
 		select {
 		case <-k.ready:
 		case <-ctx.Done():
 		case <-timer.C:
 		}
 		timer.Stop()
-		if t = k.tok.Load(); t == nil {
-			return socket.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.snapshot(k.clock.Now()).why()}
-		}
+		t = k.tok.Load()
 	}
-	if now := k.clock.Now(); !k.servable(t, now) {
-		return socket.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(
-			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.snapshot(now).why())}
+	now := k.clock.Now()
+	if perr := k.unservable(t, now); perr != nil {
+		return socket.Token{}, perr
 	}
 	return *t, nil
+}
+
+// unservable says why t cannot be served at now; nil when it can.
+func (k *keeper) unservable(t *socket.Token, now time.Time) *proto.Error {
+	switch {
+	case t == nil:
+		return &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.snapshot(now).why()}
+	case !k.servable(t, now):
+		return &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(
+			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.snapshot(now).why())}
+	}
+	return nil
+}
+
+// getFresh is get for a token with at least min left (min=). When the
+// current one has less, the keeper refreshes now, or the request joins
+// the attempt in flight, and waits up to freshWait. Early refreshes are
+// forced at most once per forceEvery per token.
+func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (socket.Token, error) {
+	t, err := k.get(ctx, wait)
+	now := k.clock.Now()
+	if err != nil || t.ExpiresAt.Sub(now) >= min {
+		return t, err
+	}
+	unavailable := func(format string, args ...any) (socket.Token, error) {
+		return socket.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
+	}
+	if lt := time.Duration(k.lifetime.Load()); lt <= min {
+		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
+	}
+	wake := k.next()
+	if k.busySince.Load() == 0 {
+		if !k.mayForce(now) {
+			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
+				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
+		}
+		k.log.Info().Dur("min", min).Msg("refreshing early: a client asked for a token with more time left (min=)")
+		select {
+		case k.kick <- struct{}{}:
+		default:
+		}
+	}
+	timer := time.NewTimer(freshWait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return unavailable("gave up waiting for token %s with %ds left: %v", k.cfg.Name, int(min/time.Second), ctx.Err())
+		case <-timer.C:
+			return unavailable("no token %s with %ds left within %s", k.cfg.Name, int(min/time.Second), freshWait)
+		}
+		wake = k.next()
+		now = k.clock.Now()
+		if t := k.tok.Load(); k.servable(t, now) && t.ExpiresAt.Sub(now) >= min {
+			return *t, nil
+		}
+		if s := k.snapshot(now); s.Err != "" {
+			return unavailable("no token %s with %ds left: %s", k.cfg.Name, int(min/time.Second), s.Err)
+		}
+	}
+}
+
+// mayForce takes the right to force a refresh, once per forceEvery.
+func (k *keeper) mayForce(now time.Time) bool {
+	last := k.lastForced.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < forceEvery {
+		return false
+	}
+	return k.lastForced.CompareAndSwap(last, now.UnixNano())
 }
 
 // servable reports whether t exists and has at least min_remaining left.
@@ -177,10 +268,12 @@ func (k *keeper) run(ctx context.Context) {
 	for {
 		wait := k.attempt(ctx)
 		k.changed()
+		k.broadcast()
 		select {
 		case <-ctx.Done():
 			return
 		case <-k.clock.After(wait):
+		case <-k.kick:
 		}
 	}
 }
@@ -207,6 +300,7 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 			FetchedAt: k.clock.Now(),
 		}
 		k.tok.Store(t)
+		k.lifetime.Store(int64(g.Lifetime))
 		k.readyOnce.Do(func() { close(k.ready) })
 		next := sent.Add(refreshAfter(g.Lifetime, k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
 		k.state.Store(&keeperState{next: next, lastSuccess: k.lastSuccess})

@@ -160,7 +160,7 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 func (r *keeperRig) get(t *testing.T) (socket.Token, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return r.k.get(ctx)
+	return r.k.get(ctx, 5*time.Second)
 }
 
 func TestKeeperRefreshSchedule(t *testing.T) {
@@ -264,7 +264,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := k.get(context.Background())
+			_, err := k.get(context.Background(), 5*time.Second)
 			errs <- err
 		}()
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -20,7 +21,7 @@ import (
 
 func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, "socket", "socket_mode", "socket_group", "log_level", "default_token",
-		"max_connections", "max_connections_per_uid", "idle_timeout", "metrics_listen", "metrics_listen_public", "vault", "token")
+		"max_connections", "max_connections_per_uid", "idle_timeout", "metrics_listen", "metrics_listen_public", "first_token_wait", "vault", "token")
 	c := &Config{
 		Listen: Listen{
 			Socket:      top.str("socket", proto.DefaultPath),
@@ -32,6 +33,7 @@ func (r *reader) config(raw map[string]any) *Config {
 		MaxConnections: top.int("max_connections", defaultMaxConns),
 		MaxPerUID:      top.int("max_connections_per_uid", defaultMaxPerUID),
 		MetricsListen:  top.str("metrics_listen", ""),
+		FirstTokenWait: top.dur("first_token_wait", defaultFirstWait),
 		Tokens:         map[string]*TokenConfig{},
 	}
 	if !filepath.IsAbs(c.Socket) {
@@ -76,6 +78,9 @@ func (r *reader) config(raw map[string]any) *Config {
 	}
 	if c.IdleTimeout <= 0 {
 		r.fail("idle_timeout", "must be more than 0")
+	}
+	if c.FirstTokenWait <= 0 || c.FirstTokenWait > 10*time.Minute {
+		r.fail("first_token_wait", "%s is out of range: more than 0, at most 10m", c.FirstTokenWait)
 	}
 	r.checkMetricsListen(c.MetricsListen, top.bool("metrics_listen_public", false))
 

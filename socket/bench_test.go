@@ -96,7 +96,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 type benchTokens struct{ fakeTokens }
 
 // Token skips fakeTokens' bookkeeping of peers, which would grow forever.
-func (f *benchTokens) Token(ctx context.Context, name string, p Peer) (Token, error) {
+func (f *benchTokens) Token(ctx context.Context, q Query, p Peer) (Token, error) {
 	return Token{Name: "main", Type: "Bearer", Value: "tok-main"}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,9 @@ type Server struct {
 	Meter       Meter // nil counts nothing
 	Log         zerolog.Logger
 	IdleTimeout time.Duration // per request line, and per write; default 30s
+	// FirstTokenWait is how long a connect-and-read client (LoadCredential=)
+	// waits for a first token; default 30s. Requests wait requestWait.
+	FirstTokenWait time.Duration
 
 	maxConns     atomic.Int64
 	maxPerUID    atomic.Int64
@@ -38,6 +42,9 @@ type Server struct {
 	conns map[net.Conn]struct{}
 	byUID map[uint32]int // open connections per uid
 }
+
+// requestWait is how long a request waits for a first token on its way.
+const requestWait = 5 * time.Second
 
 // reservedSlots are kept, past max_connections, for root (systemd's
 // LoadCredential= connects as root) and the server's own uid (the
@@ -67,6 +74,9 @@ func (s *Server) SetMaxPerUID(n int) { s.maxPerUID.Store(int64(n)) }
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.IdleTimeout <= 0 {
 		s.IdleTimeout = 30 * time.Second
+	}
+	if s.FirstTokenWait <= 0 {
+		s.FirstTokenWait = 30 * time.Second
 	}
 	if s.maxConns.Load() <= 0 {
 		s.maxConns.Store(1024)
@@ -337,7 +347,9 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 			}
 			return
 		}
-		cn.answer(ctx, w, bytes.TrimSuffix(line, []byte("\n")))
+		if cn.answer(ctx, w, r, bytes.TrimSuffix(line, []byte("\n"))) {
+			return // the answer was a watch, which ends the connection
+		}
 		// A failed write (bufio flushes by itself when full) is sticky:
 		// WriteByte reports it.
 		if w.WriteByte('\n') != nil {
@@ -373,20 +385,26 @@ func refuse(c net.Conn, line string) {
 
 // answer writes the response line to one request line, without its
 // newline. TOKEN and HEADER on a kept-alive connection allocate nothing.
-func (cn *conn) answer(ctx context.Context, w *bufio.Writer, line []byte) {
+// It reports whether it served a watch instead, which ends the connection.
+func (cn *conn) answer(ctx context.Context, w *bufio.Writer, r *bufio.Reader, line []byte) (watched bool) {
 	req, perr := proto.ParseReusing(line, &cn.name)
 	if perr != nil {
 		cn.log().Debug().Str("code", perr.Code).Msg("bad request")
 		cn.s.count(cmp.Or(req.Verb, VerbOther), perr.Code)
 		w.WriteString(perr.Line())
-		return
+		return false
+	}
+	if req.Verb == proto.VerbWatch {
+		cn.watch(ctx, w, r, req.Name)
+		return true
 	}
 	if perr = cn.answerTo(ctx, w, req); perr != nil {
 		cn.s.count(req.Verb, perr.Code)
 		w.WriteString(perr.Line())
-		return
+		return false
 	}
 	cn.s.count(req.Verb, "ok")
+	return false
 }
 
 // answerTo writes the OK answer to req, or returns the error to answer.
@@ -424,12 +442,14 @@ func (cn *conn) answerTo(ctx context.Context, w *bufio.Writer, req proto.Request
 		w.Write(text[:len(text)-1])
 		return nil
 	}
-	t, err := cn.token(ctx, req.Name)
+	t, err := cn.token(ctx, Query{Name: req.Name, Min: time.Duration(req.Min) * time.Second, Wait: requestWait})
 	if err != nil {
 		return err
 	}
 	w.WriteString("OK ")
 	switch req.Verb {
+	case proto.VerbJSON:
+		w.Write(tokenJSON(t, time.Now()))
 	case proto.VerbHeader:
 		w.WriteString(t.Type)
 		w.WriteByte(' ')
@@ -445,10 +465,10 @@ func (cn *conn) answerTo(ctx context.Context, w *bufio.Writer, req proto.Request
 }
 
 // token asks Tokens and turns any failure into a protocol error.
-func (cn *conn) token(ctx context.Context, name string) (Token, *proto.Error) {
-	t, err := cn.s.Tokens.Token(ctx, name, cn.peer)
+func (cn *conn) token(ctx context.Context, q Query) (Token, *proto.Error) {
+	t, err := cn.s.Tokens.Token(ctx, q, cn.peer)
 	if err != nil {
-		return Token{}, cn.failed(name, err)
+		return Token{}, cn.failed(q.Name, err)
 	}
 	return t, nil
 }
@@ -470,6 +490,75 @@ func (cn *conn) failed(name string, err error) *proto.Error {
 	return perr
 }
 
+// tokenJSON is the JSON answer: the token endpoint's own shape, so code
+// that reads OAuth2 token responses reads it unchanged; expires_in counts
+// from now.
+func tokenJSON(t Token, now time.Time) []byte {
+	b, _ := json.Marshal(struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   int64  `json:"expires_in"`
+		ExpiresAt   string `json:"expires_at"`
+		Scope       string `json:"scope,omitempty"`
+	}{t.Value, t.Type, int64(t.ExpiresAt.Sub(now) / time.Second), t.ExpiresAt.UTC().Format(time.RFC3339), t.Scope})
+	return b
+}
+
+// watch serves WATCH: the token now and at every change, ERR unavailable
+// while there is none, until the client closes (or sends anything: WATCH
+// is a connection's last request), the token or the peer's access to it
+// goes away in a reload (a last ERR line), or the server stops. There is
+// no idle timeout while watching.
+func (cn *conn) watch(ctx context.Context, w *bufio.Writer, r *bufio.Reader, name string) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cn.c.SetReadDeadline(time.Time{})
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		// Ends on the client's EOF or data, or when the connection is
+		// woken (shutdown, or below) under it.
+		r.ReadByte()
+		cancel()
+	}()
+	defer func() {
+		// The reader goes back to the pool after this returns: stop
+		// using it first.
+		cn.c.SetReadDeadline(time.Now())
+		<-closed
+	}()
+	counted, writeFailed := false, false
+	send := func(t Token, err error) error {
+		if !counted {
+			counted = true
+			cn.s.count(proto.VerbWatch, "ok")
+		}
+		if err != nil {
+			w.WriteString(cn.failed(name, err).Line())
+		} else {
+			w.WriteString("OK ")
+			w.WriteString(t.Value)
+		}
+		w.WriteByte('\n')
+		if err := w.Flush(); err != nil {
+			writeFailed = true
+			return err
+		}
+		return nil
+	}
+	err := cn.s.Tokens.Watch(ctx, Query{Name: name, Wait: requestWait}, cn.peer, send)
+	if err == nil || writeFailed || ctx.Err() != nil {
+		return
+	}
+	perr := cn.failed(name, err)
+	if !counted {
+		cn.s.count(proto.VerbWatch, perr.Code)
+	}
+	w.WriteString(perr.Line())
+	w.WriteByte('\n')
+	w.Flush()
+}
+
 // serveBare answers a client that sent nothing and closed its side: the bare
 // token and EOF. A LoadCredential= peer selects the token by credential id.
 // On failure it writes nothing, since an error text would become the
@@ -481,10 +570,10 @@ func (cn *conn) serveBare(ctx context.Context) {
 	if isCred && proto.ValidName(id) {
 		name = id
 	}
-	t, perr := cn.token(ctx, name)
+	t, perr := cn.token(ctx, Query{Name: name, Wait: cn.s.FirstTokenWait})
 	if perr != nil && perr.Code == proto.CodeUnknown && name != "" {
 		name = ""
-		t, perr = cn.token(ctx, name)
+		t, perr = cn.token(ctx, Query{Wait: cn.s.FirstTokenWait})
 	}
 	if perr != nil {
 		cn.s.count(VerbBare, perr.Code)

@@ -26,9 +26,41 @@ import (
 type fakeTokens struct {
 	mu    sync.Mutex
 	peers []Peer
+	// updates feeds Watch: each is sent to the watchers, one each.
+	updates chan watchEvent
 }
 
-func (f *fakeTokens) Token(ctx context.Context, name string, p Peer) (Token, error) {
+type watchEvent struct {
+	tok Token
+	err error
+	end error // ends the watch with this error
+}
+
+func (f *fakeTokens) Watch(ctx context.Context, q Query, p Peer, send func(Token, error) error) error {
+	t, err := f.Token(ctx, q, p)
+	if err != nil {
+		return err
+	}
+	if err := send(t, nil); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-f.updates:
+			if ev.end != nil {
+				return ev.end
+			}
+			if err := send(ev.tok, ev.err); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (f *fakeTokens) Token(ctx context.Context, q Query, p Peer) (Token, error) {
+	name := q.Name
 	f.mu.Lock()
 	f.peers = append(f.peers, p)
 	f.mu.Unlock()
@@ -56,7 +88,7 @@ func (f *fakeTokens) seen() []Peer {
 func (f *fakeTokens) Names(Peer) []string { return []string{"main", "other"} }
 
 func (f *fakeTokens) Status(name string, p Peer) (proto.Status, error) {
-	t, err := f.Token(context.Background(), name, p)
+	t, err := f.Token(context.Background(), Query{Name: name}, p)
 	if err != nil {
 		return proto.Status{}, err
 	}
@@ -147,7 +179,7 @@ func TestServerProtocol(t *testing.T) {
 		{"unknown", "TOKEN nope\n", "ERR unknown-token no such token\n"},
 		{"denied", "TOKEN locked\n", "ERR denied no\n"},
 		{"unavailable", "HEADER down\n", "ERR unavailable endpoint down\n"},
-		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME], LIST, STATUS [NAME] or METRICS\nOK PONG\n"},
+		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME] [min=SECONDS], HEADER, JSON, INFO, WATCH, STATUS [NAME], LIST or METRICS\nOK PONG\n"},
 		{"connect and read", "", "tok-main"},
 	}
 	for _, tt := range tests {

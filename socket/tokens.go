@@ -17,13 +17,26 @@ type Token struct {
 	FetchedAt time.Time
 }
 
+// Query says which token a request wants.
+type Query struct {
+	Name string        // "" for the default token
+	Min  time.Duration // min=: at least this long left (0: min_remaining alone)
+	Wait time.Duration // how long to wait for a first token that is on its way
+}
+
 // Tokens is what the server needs from whoever keeps the tokens.
 type Tokens interface {
-	// Token returns the token called name ("" for the default) if peer may
-	// read it. Errors should be *proto.Error with code denied, unknown-token or
-	// unavailable; anything else is answered as unavailable. It may wait
-	// while ctx allows, e.g. for a first token that is on its way.
-	Token(ctx context.Context, name string, peer Peer) (Token, error)
+	// Token returns the token q names if peer may read it. Errors should
+	// be *proto.Error with code denied, unknown-token or unavailable;
+	// anything else is answered as unavailable. It may wait while ctx and
+	// q allow, e.g. for a first token that is on its way.
+	Token(ctx context.Context, q Query, peer Peer) (Token, error)
+	// Watch calls send with the token q names now and at every change,
+	// and with an *proto.Error (unavailable) when it becomes unavailable,
+	// until ctx ends (nil) or send fails (its error). It returns the
+	// lookup's error when the token is gone or peer lost access to it (at
+	// once, or after a reload).
+	Watch(ctx context.Context, q Query, peer Peer, send func(Token, error) error) error
 	// Names lists the tokens peer may read.
 	Names(peer Peer) []string
 	// Status reports on the token called name ("" for the default) if

@@ -7,8 +7,10 @@
 // ten-line script in any language can speak it. A client sends one request
 // per line and reads one response line per request, in order:
 //
-//	TOKEN [NAME]   →  OK <access_token>
-//	HEADER [NAME]  →  OK <token_type> <access_token>
+//	TOKEN [NAME] [min=SECONDS]   →  OK <access_token>
+//	HEADER [NAME] [min=SECONDS]  →  OK <token_type> <access_token>
+//	JSON [NAME] [min=SECONDS]    →  OK {"access_token":…,"token_type":…,"expires_in":…,"expires_at":…,"scope":…}
+//	WATCH [NAME]   →  OK <access_token> now, and again at every change (ERR unavailable while there is none)
 //	INFO [NAME]    →  OK name=… token_type=… expires_in=… expires_at=… fetched_at=… scope=…
 //	LIST           →  OK <names this peer may read>
 //	STATUS [NAME]  →  OK name=… state=… expires_in=… refresh_in=… failures=… last_success=… last_error=…
@@ -23,6 +25,7 @@ package proto
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 )
 
 // MaxLine is the longest request line accepted, without its line ending.
@@ -66,26 +69,42 @@ const (
 	VerbPing    Verb = "PING"
 	VerbStatus  Verb = "STATUS"
 	VerbMetrics Verb = "METRICS"
+	VerbJSON    Verb = "JSON"
+	VerbWatch   Verb = "WATCH"
 )
 
 // Request is one parsed request line. Name is empty for the default token.
 type Request struct {
 	Verb Verb
 	Name string
+	// Min is min=SECONDS: the token must have at least this long left
+	// (0: min_remaining decides alone).
+	Min int
 }
 
 // String is the request's wire form, without the newline.
 func (r Request) String() string {
-	if r.Name == "" {
-		return string(r.Verb)
+	s := string(r.Verb)
+	if r.Name != "" {
+		s += " " + r.Name
 	}
-	return string(r.Verb) + " " + r.Name
+	if r.Min > 0 {
+		s += " min=" + strconv.Itoa(r.Min)
+	}
+	return s
 }
 
 // TakesName reports whether the verb accepts an optional NAME.
 func (v Verb) TakesName() bool {
-	return v == VerbToken || v == VerbHeader || v == VerbInfo || v == VerbStatus
+	switch v {
+	case VerbToken, VerbHeader, VerbInfo, VerbStatus, VerbJSON, VerbWatch:
+		return true
+	}
+	return false
 }
+
+// TakesMin reports whether the verb accepts min=SECONDS.
+func (v Verb) TakesMin() bool { return v == VerbToken || v == VerbHeader || v == VerbJSON }
 
 // Parse parses one request line, without its "\n" (a trailing "\r" is
 // accepted). The error is always a *Error with code bad-request or too-long,
@@ -94,12 +113,12 @@ func (v Verb) TakesName() bool {
 func Parse(line []byte) (Request, *Error) { return ParseReusing(line, nil) }
 
 // verbs are the known verbs, matched without regard to case.
-var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing, VerbStatus, VerbMetrics}
+var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing, VerbStatus, VerbMetrics, VerbJSON, VerbWatch}
 
 // Verbs are the known verbs.
 func Verbs() []Verb { return verbs[:] }
 
-const try = "try PING, TOKEN [NAME], HEADER [NAME], INFO [NAME], LIST, STATUS [NAME] or METRICS"
+const try = "try PING, TOKEN [NAME] [min=SECONDS], HEADER, JSON, INFO, WATCH, STATUS [NAME], LIST or METRICS"
 
 // ParseReusing is Parse without allocating on the way to success: the verb
 // is one of the constants, and a name equal to *last is *last (a
@@ -129,9 +148,24 @@ func ParseReusing(line []byte, last *string) (Request, *Error) {
 	if req.Verb == "" {
 		return Request{}, errorf(CodeBadRequest, "unknown verb %q; "+try, clip(first))
 	}
-	name, rest := nextWord(rest)
-	if name != nil && !req.Verb.TakesName() || len(bytes.TrimLeft(rest, " \t")) > 0 {
-		return Request{Verb: req.Verb}, errorf(CodeBadRequest, "too many words after %s: %q", req.Verb, clip(bytes.Join(bytes.Fields(line)[1:], []byte(" "))))
+	// The words after the verb: at most one NAME, and options (a word
+	// with "=": names never hold one).
+	var name []byte
+	for {
+		var word []byte
+		if word, rest = nextWord(rest); word == nil {
+			break
+		}
+		if key, val, isOpt := bytes.Cut(word, []byte("=")); isOpt {
+			if perr := req.option(key, val); perr != nil {
+				return Request{Verb: req.Verb}, perr
+			}
+			continue
+		}
+		if name != nil || !req.Verb.TakesName() {
+			return Request{Verb: req.Verb}, errorf(CodeBadRequest, "too many words after %s: %q", req.Verb, clip(bytes.Join(bytes.Fields(line)[1:], []byte(" "))))
+		}
+		name = word
 	}
 	if name == nil {
 		return req, nil
@@ -149,6 +183,28 @@ func ParseReusing(line []byte, last *string) (Request, *Error) {
 		req.Name = string(name)
 	}
 	return req, nil
+}
+
+// MaxMin is the largest min= accepted: a year.
+const MaxMin = 366 * 24 * 3600
+
+// option applies one KEY=VALUE word.
+func (r *Request) option(key, val []byte) *Error {
+	if string(key) != "min" || !r.Verb.TakesMin() {
+		return errorf(CodeBadRequest, "unknown option %q for %s; TOKEN, HEADER and JSON take min=SECONDS", clip(key), r.Verb)
+	}
+	n := 0
+	for _, c := range val {
+		if c < '0' || c > '9' || n > MaxMin {
+			return errorf(CodeBadRequest, "min=%q: want whole seconds, 0 to %d", clip(val), MaxMin)
+		}
+		n = n*10 + int(c-'0')
+	}
+	if len(val) == 0 || n > MaxMin {
+		return errorf(CodeBadRequest, "min=%q: want whole seconds, 0 to %d", clip(val), MaxMin)
+	}
+	r.Min = n
+	return nil
 }
 
 // nextWord splits off the first word of b (separated by spaces or tabs);
