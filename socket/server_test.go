@@ -676,3 +676,81 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 	}
 }
+
+// JSON has the token endpoint's shape; WATCH sends the token, each change,
+// errors while unavailable, a last error when the watch ends, and stops
+// when the client closes.
+func TestJSONAndWatch(t *testing.T) {
+	tokens := &fakeTokens{updates: make(chan watchEvent)}
+	meter := &countingMeter{}
+	path, _ := serve(t, func(s *Server) { s.Tokens = tokens; s.Meter = meter })
+
+	out, err := proto.Client{Path: path}.Do(context.Background(), "JSON main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j map[string]any
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("JSON answer %q: %v", out, err)
+	}
+	if j["access_token"] != "tok-main" || j["token_type"] != "Bearer" || j["scope"] != "s1 s2" {
+		t.Errorf("JSON: %v", j)
+	}
+	if in, _ := j["expires_in"].(float64); in < 98 || in > 100 {
+		t.Errorf("expires_in %v, want about 100", j["expires_in"])
+	}
+	if at, err := time.Parse(time.RFC3339, fmt.Sprint(j["expires_at"])); err != nil || time.Until(at) < 90*time.Second {
+		t.Errorf("expires_at %v %v", j["expires_at"], err)
+	}
+
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "WATCH\n")
+	r := bufio.NewReader(c)
+	line := func() string {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		return strings.TrimSuffix(l, "\n")
+	}
+	if got := line(); got != "OK tok-main" {
+		t.Fatalf("first: %q", got)
+	}
+	tokens.updates <- watchEvent{tok: Token{Value: "tok-2"}}
+	tokens.updates <- watchEvent{err: &proto.Error{Code: proto.CodeUnavailable, Msg: "expired\nREADY=1"}}
+	tokens.updates <- watchEvent{tok: Token{Value: "tok-3"}}
+	tokens.updates <- watchEvent{end: &proto.Error{Code: proto.CodeDenied, Msg: "access removed"}}
+	for _, want := range []string{"OK tok-2", `ERR unavailable expired\x0aREADY=1`, "OK tok-3", "ERR denied access removed"} {
+		if got := line(); got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if rest, err := io.ReadAll(r); err != nil || len(rest) > 0 {
+		t.Errorf("after the last error: %q %v, want EOF", rest, err)
+	}
+	c.Close()
+	if meter.get("WATCH ok") != 1 || meter.get("JSON ok") != 1 {
+		t.Errorf("counts: %v", meter.n)
+	}
+
+	// The client closing ends the watch: the fake sees no more sends.
+	c2, _ := net.Dial("unix", path)
+	io.WriteString(c2, "WATCH\n")
+	bufio.NewReader(c2).ReadString('\n')
+	c2.Close()
+	select {
+	case tokens.updates <- watchEvent{tok: Token{Value: "late"}}:
+		// Taken by a watch still running; it must end on the failed write.
+		select {
+		case tokens.updates <- watchEvent{tok: Token{Value: "later"}}:
+			t.Errorf("a watch outlived its client")
+		case <-time.After(time.Second):
+		}
+	case <-time.After(2 * time.Second):
+	}
+}
