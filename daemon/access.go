@@ -3,7 +3,7 @@ package daemon
 import (
 	"slices"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 )
 
 // Access is a token's allow lists, resolved to ids. All empty means anyone
@@ -13,7 +13,7 @@ type Access struct {
 	GIDs []uint32 // allow_gids plus allow_groups
 }
 
-func (a Access) allows(p socket.Peer) bool {
+func (a Access) allows(p server.Peer) bool {
 	if p.UID == 0 || len(a.UIDs) == 0 && len(a.GIDs) == 0 || slices.Contains(a.UIDs, p.UID) {
 		return true
 	}

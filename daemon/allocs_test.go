@@ -8,7 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/daemontest"
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
 )
 
@@ -19,15 +19,15 @@ func TestTokenAllocs(t *testing.T) {
 		t.Skip("the race detector allocates on its own; .ci/test runs this test without it too")
 	}
 	k := newKeeper(Fetch{Name: "vibes", MinRemaining: time.Minute}, nil, nil, zerolog.Nop())
-	k.tok.Store(&socket.Token{Name: "vibes", Type: "Bearer", Value: "v", ExpiresAt: time.Now().Add(time.Hour)})
+	k.tok.Store(&server.Token{Name: "vibes", Type: "Bearer", Value: "v", ExpiresAt: time.Now().Add(time.Hour)})
 	d := &daemon{}
 	d.reg.Store(&registry{def: "vibes", names: []string{"vibes"},
 		entries: map[string]*entry{"vibes": {k: k, access: Access{GIDs: []uint32{2000}}}}})
 	ctx := context.Background()
-	peer := socket.Peer{UID: 1000, GID: 1000, Groups: []uint32{3000, 2000}}
+	peer := server.Peer{UID: 1000, GID: 1000, Groups: []uint32{3000, 2000}}
 	for _, name := range []string{"", "vibes"} {
 		n := testing.AllocsPerRun(1000, func() {
-			if tok, err := d.Token(ctx, socket.Query{Name: name, Wait: time.Second}, peer); err != nil || tok.Value != "v" {
+			if tok, err := d.Token(ctx, server.Query{Name: name, Wait: time.Second}, peer); err != nil || tok.Value != "v" {
 				t.Fatalf("Token(%q): %v", name, err)
 			}
 		})

@@ -29,7 +29,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -112,7 +112,7 @@ type daemon struct {
 	hc        *http.Client
 	creds     *credsRef
 	reg       atomic.Pointer[registry]
-	srv       *socket.Server
+	srv       *server.Server
 	ln        net.Listener
 	poke      chan struct{}
 	metrics   *metrics
@@ -145,14 +145,14 @@ type entry struct {
 	cancel context.CancelFunc
 }
 
-var _ socket.Tokens = (*daemon)(nil)
+var _ server.Tokens = (*daemon)(nil)
 
-// Token implements socket.Tokens. It never touches the network; min=
+// Token implements server.Tokens. It never touches the network; min=
 // may make the keeper refresh early, and wait for it.
-func (d *daemon) Token(ctx context.Context, q socket.Query, p socket.Peer) (socket.Token, error) {
+func (d *daemon) Token(ctx context.Context, q server.Query, p server.Peer) (server.Token, error) {
 	e, _, err := d.lookup(q.Name, p)
 	if err != nil {
-		return socket.Token{}, err
+		return server.Token{}, err
 	}
 	if q.Min > 0 {
 		return e.k.getFresh(ctx, q.Wait, q.Min)
@@ -160,14 +160,14 @@ func (d *daemon) Token(ctx context.Context, q socket.Query, p socket.Peer) (sock
 	return e.k.get(ctx, q.Wait)
 }
 
-// Watch implements socket.Tokens.
-func (d *daemon) Watch(ctx context.Context, q socket.Query, p socket.Peer, send func(socket.Token, error) error) error {
+// Watch implements server.Tokens.
+func (d *daemon) Watch(ctx context.Context, q server.Query, p server.Peer, send func(server.Token, error) error) error {
 	if _, _, err := d.lookup(q.Name, p); err != nil {
 		return err
 	}
-	return d.follow(ctx, q.Name, func(t *socket.Token, why *proto.Error) error {
+	return d.follow(ctx, q.Name, func(t *server.Token, why *proto.Error) error {
 		if why != nil {
-			return send(socket.Token{}, why)
+			return send(server.Token{}, why)
 		}
 		return send(*t, nil)
 	}, func() error {
@@ -180,8 +180,8 @@ func (d *daemon) Watch(ctx context.Context, q socket.Query, p socket.Peer, send 
 // with why when it becomes unservable (under min_remaining, by time alone,
 // or no token yet), until ctx ends or changed fails. allowed is checked
 // again after every reload; its error ends the follow.
-func (d *daemon) follow(ctx context.Context, name string, changed func(*socket.Token, *proto.Error) error, allowed func() error) error {
-	var last *socket.Token
+func (d *daemon) follow(ctx context.Context, name string, changed func(*server.Token, *proto.Error) error, allowed func() error) error {
+	var last *server.Token
 	unservable := false
 	for {
 		reg := d.reg.Load()
@@ -232,8 +232,8 @@ func (d *daemon) follow(ctx context.Context, name string, changed func(*socket.T
 	}
 }
 
-// Status implements socket.Tokens.
-func (d *daemon) Status(name string, p socket.Peer) (proto.Status, error) {
+// Status implements server.Tokens.
+func (d *daemon) Status(name string, p server.Peer) (proto.Status, error) {
 	e, name, err := d.lookup(name, p)
 	if err != nil {
 		return proto.Status{}, err
@@ -242,8 +242,8 @@ func (d *daemon) Status(name string, p socket.Peer) (proto.Status, error) {
 	return e.k.snapshot(now).status(name, now), nil
 }
 
-// Metrics implements socket.Tokens: the series of the tokens p may read.
-func (d *daemon) Metrics(p socket.Peer) ([]byte, error) {
+// Metrics implements server.Tokens: the series of the tokens p may read.
+func (d *daemon) Metrics(p server.Peer) ([]byte, error) {
 	reg := d.reg.Load()
 	return d.metrics.exposition(func(token string) bool {
 		e := reg.entries[token]
@@ -252,7 +252,7 @@ func (d *daemon) Metrics(p socket.Peer) ([]byte, error) {
 }
 
 // lookup finds the token called name ("" for the default) if p may read it.
-func (d *daemon) lookup(name string, p socket.Peer) (*entry, string, error) {
+func (d *daemon) lookup(name string, p server.Peer) (*entry, string, error) {
 	reg := d.reg.Load()
 	if name == "" {
 		name = reg.def
@@ -281,8 +281,8 @@ func (d *daemon) tokenStates(now time.Time) []tokenState {
 	return out
 }
 
-// Names implements socket.Tokens.
-func (d *daemon) Names(p socket.Peer) []string {
+// Names implements server.Tokens.
+func (d *daemon) Names(p server.Peer) []string {
 	reg := d.reg.Load()
 	var out []string
 	for _, n := range reg.names {
@@ -311,7 +311,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.reg.Store(d.newRegistry(d.cfg, nil))
 
-	d.srv = &socket.Server{Tokens: d, Meter: d.metrics, Log: d.log.With().Str("component", "socket").Logger(),
+	d.srv = &server.Server{Tokens: d, Meter: d.metrics, Log: d.log.With().Str("component", "socket").Logger(),
 		IdleTimeout: d.cfg.IdleTimeout, FirstTokenWait: d.cfg.FirstTokenWait}
 	d.srv.SetMaxConns(d.cfg.MaxConnections)
 	d.srv.SetMaxPerUID(d.cfg.MaxPerUID)
@@ -351,7 +351,7 @@ func (d *daemon) run(ctx context.Context) error {
 
 // listen takes the socket systemd passed, else creates the configured one.
 func (d *daemon) listen() (net.Listener, error) {
-	ln, activated, err := socket.Activated()
+	ln, activated, err := server.Activated()
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +361,7 @@ func (d *daemon) listen() (net.Listener, error) {
 		d.log.Info().Str("socket", ln.Addr().String()).Msg("serving on the socket passed by systemd")
 		return ln, nil
 	}
-	if ln, err = socket.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
+	if ln, err = server.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
 		return nil, err
 	}
 	d.log.Info().Str("socket", d.cfg.Socket).Str("mode", fmt.Sprintf("%04o", d.cfg.SocketMode)).Msg("listening")

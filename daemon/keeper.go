@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -61,7 +61,7 @@ type keeper struct {
 	changed func()
 	fetched func(result string, took time.Duration)
 
-	tok       atomic.Pointer[socket.Token]
+	tok       atomic.Pointer[server.Token]
 	state     atomic.Pointer[keeperState]
 	busySince atomic.Int64 // unix nanos an attempt started; 0 when idle
 	ready     chan struct{}
@@ -90,7 +90,7 @@ type keeperState struct {
 
 // snapshot is a keeper as STATUS=, error answers and metrics report it.
 type snapshot struct {
-	Token       *socket.Token // nil before the first token
+	Token       *server.Token // nil before the first token
 	Servable    bool          // Token has at least min_remaining left
 	Err         string        // the last attempt's error; "" after a success
 	Next        time.Time     // when the next attempt is due; zero before the first ends
@@ -169,7 +169,7 @@ func (k *keeper) broadcast() {
 
 // get returns the current token if it has at least min_remaining left. A
 // request that comes before the first token waits up to wait for it.
-func (k *keeper) get(ctx context.Context, wait time.Duration) (socket.Token, error) {
+func (k *keeper) get(ctx context.Context, wait time.Duration) (server.Token, error) {
 	t := k.tok.Load()
 	if t == nil {
 		timer := time.NewTimer(wait)
@@ -183,13 +183,13 @@ func (k *keeper) get(ctx context.Context, wait time.Duration) (socket.Token, err
 	}
 	now := k.clock.Now()
 	if perr := k.unservable(t, now); perr != nil {
-		return socket.Token{}, perr
+		return server.Token{}, perr
 	}
 	return *t, nil
 }
 
 // unservable says why t cannot be served at now; nil when it can.
-func (k *keeper) unservable(t *socket.Token, now time.Time) *proto.Error {
+func (k *keeper) unservable(t *server.Token, now time.Time) *proto.Error {
 	switch {
 	case t == nil:
 		return &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.snapshot(now).why()}
@@ -204,14 +204,14 @@ func (k *keeper) unservable(t *socket.Token, now time.Time) *proto.Error {
 // current one has less, the keeper refreshes now, or the request joins
 // the attempt in flight, and waits up to freshWait. Early refreshes are
 // forced at most once per forceEvery per token.
-func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (socket.Token, error) {
+func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (server.Token, error) {
 	t, err := k.get(ctx, wait)
 	now := k.clock.Now()
 	if err != nil || t.ExpiresAt.Sub(now) >= min {
 		return t, err
 	}
-	unavailable := func(format string, args ...any) (socket.Token, error) {
-		return socket.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
+	unavailable := func(format string, args ...any) (server.Token, error) {
+		return server.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
 	}
 	if lt := time.Duration(k.lifetime.Load()); lt <= min {
 		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
@@ -259,7 +259,7 @@ func (k *keeper) mayForce(now time.Time) bool {
 }
 
 // servable reports whether t exists and has at least min_remaining left.
-func (k *keeper) servable(t *socket.Token, now time.Time) bool {
+func (k *keeper) servable(t *server.Token, now time.Time) bool {
 	return t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining
 }
 
@@ -292,7 +292,7 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 	}
 	if err == nil {
 		k.failures, k.lastSuccess = 0, k.clock.Now()
-		t := &socket.Token{
+		t := &server.Token{
 			Name: k.cfg.Name, Type: g.TokenType, Value: g.AccessToken, Scope: k.cfg.Scope,
 			// From the moment the request was sent: the token may have been
 			// minted at any point after it. Monotonic under a real clock.

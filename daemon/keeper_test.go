@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/daemontest"
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -157,7 +157,7 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	return rig
 }
 
-func (r *keeperRig) get(t *testing.T) (socket.Token, error) {
+func (r *keeperRig) get(t *testing.T) (server.Token, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	return r.k.get(ctx, 5*time.Second)

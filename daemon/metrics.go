@@ -11,7 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
 )
 
@@ -94,8 +94,8 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 var requestCodes = func() map[string][]string {
 	tokenCodes := []string{"ok", proto.CodeDenied, proto.CodeUnknown, proto.CodeUnavailable, proto.CodeBadRequest}
 	m := map[string][]string{
-		string(socket.VerbBare):  {"ok", proto.CodeDenied, proto.CodeUnknown, proto.CodeUnavailable, proto.CodeBusy},
-		string(socket.VerbOther): {proto.CodeBadRequest, proto.CodeTooLong, proto.CodeBusy},
+		string(server.VerbBare):  {"ok", proto.CodeDenied, proto.CodeUnknown, proto.CodeUnavailable, proto.CodeBusy},
+		string(server.VerbOther): {proto.CodeBadRequest, proto.CodeTooLong, proto.CodeBusy},
 	}
 	for _, v := range proto.Verbs() {
 		if v.TakesName() {
@@ -107,7 +107,7 @@ var requestCodes = func() map[string][]string {
 	return m
 }()
 
-// Request implements socket.Meter.
+// Request implements server.Meter.
 func (m *metrics) Request(verb proto.Verb, code string) {
 	if c := m.requestCounters[[2]string{string(verb), code}]; c != nil {
 		c.Inc()

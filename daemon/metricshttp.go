@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tokend/tokend/socket"
+	"github.com/tokend/tokend/socket/server"
 )
 
 // serveMetrics serves GET /metrics and GET /healthz on addr ("host:port"
@@ -19,7 +19,7 @@ func (d *daemon) serveMetrics(addr string) (stop func(), err error) {
 	var ln net.Listener
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		// The token socket's mode and group: the same readers.
-		ln, err = socket.Listen(path, d.cfg.SocketMode, d.cfg.SocketGID)
+		ln, err = server.Listen(path, d.cfg.SocketMode, d.cfg.SocketGID)
 	} else {
 		ln, err = net.Listen("tcp", addr)
 	}

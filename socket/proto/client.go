@@ -117,3 +117,77 @@ func ParseResponse(line string) (string, error) {
 	}
 	return "", fmt.Errorf("unexpected answer from tokend: %q", clip([]byte(line)))
 }
+
+// Watch sends WATCH [name] and calls each with every token the daemon
+// sends, or with the *Error of an "ERR unavailable" line while there is
+// none, until ctx ends (nil), each fails (its error) or the daemon ends
+// the watch with another error (that *Error: the token or the caller's
+// access to it is gone). When the connection drops (tokend restarted) it
+// connects again, after a second, and carries on; Timeout bounds each
+// connection attempt, not the watch.
+func (c Client) Watch(ctx context.Context, name string, each func(token string, err error) error) error {
+	req := Request{Verb: VerbWatch, Name: name}.String()
+	for first := true; ; first = false {
+		err := c.watchOnce(ctx, req, each)
+		var cerr callbackError
+		var perr *Error
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &cerr):
+			return cerr.err
+		case errors.As(err, &perr):
+			return perr
+		case first && !errors.Is(err, errDied):
+			return err // never reached it: say so rather than wait
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// callbackError is an error from Watch's callback, passed through.
+type callbackError struct{ err error }
+
+func (e callbackError) Error() string { return e.err.Error() }
+
+func (c Client) watchOnce(ctx context.Context, req string, each func(string, error) error) error {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "unix", c.Path)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to tokend at %q: %w", c.Path, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := conn.Write([]byte(req + "\n")); err != nil {
+		return fmt.Errorf("sending to tokend at %q: %w", c.Path, died(err))
+	}
+	r := bufio.NewReaderSize(conn, 64<<10)
+	for {
+		raw, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("watching tokend at %q: %w", c.Path, died(err))
+		}
+		tok, err := ParseResponse(strings.TrimRight(raw, "\r\n"))
+		var perr *Error
+		if errors.As(err, &perr) && perr.Code != CodeUnavailable {
+			return perr // the daemon ended the watch
+		}
+		if err != nil && perr == nil {
+			return err
+		}
+		if cerr := each(tok, err); cerr != nil {
+			return callbackError{cerr}
+		}
+	}
+}

@@ -1,7 +1,8 @@
 // Package proto is tokend's socket protocol as both ends speak it: request
 // parsing, answers, errors, the cleaning of text from elsewhere, and a
 // Client. It imports nothing beyond the standard library, so that tokenctl
-// and other clients stay small; the server is package socket.
+// and other clients stay small; the server is package socket/server, and
+// package socket holds the Go client (TokenSource) on top of this one.
 //
 // The protocol is line based and tiny, so that a shell, socat, curl or a
 // ten-line script in any language can speak it. A client sends one request

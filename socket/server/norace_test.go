@@ -1,5 +1,5 @@
 //go:build !race
 
-package socket
+package server
 
 const raceEnabled = false
