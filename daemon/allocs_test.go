@@ -8,8 +8,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/daemontest"
-	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/socket/server"
 )
 
 // Serving a token (registry, allow lists, keeper) allocates nothing: with

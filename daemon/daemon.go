@@ -29,8 +29,8 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
-	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/vaultsrc"
 )
 

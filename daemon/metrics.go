@@ -11,8 +11,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/socket/server"
 )
 
 // Label values of tokend_token_fetches_total{result}.
