@@ -46,6 +46,17 @@ type Listen struct {
 type TokenConfig struct {
 	Fetch
 	Access Access
+	File   *FileSink // nil: none
+}
+
+// FileSink is a file that holds the token for tools that can only read
+// one: rewritten atomically with every new token, removed while the token
+// is unavailable and when tokend stops.
+type FileSink struct {
+	Path     string
+	Format   string // "token", "header" or "json"
+	Mode     os.FileMode
+	UID, GID int // -1: leave as created
 }
 
 // Fetch is how a token is obtained: everything its keeper needs. A reload

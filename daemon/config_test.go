@@ -250,3 +250,51 @@ func TestConfigMetricsListen(t *testing.T) {
 		t.Errorf("public: %v", err)
 	}
 }
+
+// The file sink's keys: defaults, a world-writable directory refused (as
+// /tmp is), modes as octal strings, owner and group resolved.
+func TestConfigFileSink(t *testing.T) {
+	h := host{
+		getenv: func(string) string { return "" },
+		user:   func(name string) (uint32, error) { return 1234, nil },
+		group:  func(name string) (int, error) { return 4321, nil },
+		stat: func(path string) (os.FileInfo, error) {
+			modes := map[string]os.FileMode{"/run/tokend-files": 0o750, "/tmp": 0o1777}
+			m, ok := modes[path]
+			if !ok {
+				return nil, os.ErrNotExist
+			}
+			return fakeDir(m), nil
+		},
+	}
+	base := "[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\n[token.a]\ntoken_url = \"https://x/t\"\nkv_path = \"a\"\n"
+	c, err := parseConfig("f.toml", []byte(base+"file = \"/run/tokend-files/a.token\"\nfile_owner = \"app\"\nfile_group = \"app\"\n"), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Tokens["a"].File; f == nil || *f != (FileSink{Path: "/run/tokend-files/a.token", Format: "token", Mode: 0o640, UID: 1234, GID: 4321}) {
+		t.Errorf("file sink %+v", f)
+	}
+	for extra, want := range map[string]string{
+		"file = \"/tmp/a.token\"\n":                                `line 7: token.a.file: its directory "/tmp" is writable by others (mode 0777)`,
+		"file = \"a.token\"\n":                                     `line 7: token.a.file: "a.token" is not a clean absolute path`,
+		"file = \"/run/tokend-files/a\"\nfile_format = \"yaml\"\n": `line 8: token.a.file_format: unknown format "yaml"`,
+		"file = \"/run/tokend-files/a\"\nfile_mode = 640\n":        `line 8: token.a.file_mode: 640 is a decimal integer`,
+		"file = \"/run/tokend-files/a\"\nfile_mode = \"0646\"\n":   `line 8: token.a.file_mode: 0646 lets every local user read the token`,
+		"file_mode = \"0600\"\n":                                   `line 7: token.a.file_mode: set without file`,
+	} {
+		_, err := parseConfig("f.toml", []byte(base+extra), h)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v\nwant %s", extra, err, want)
+		}
+	}
+}
+
+type fakeDir os.FileMode
+
+func (m fakeDir) Name() string       { return "d" }
+func (m fakeDir) Size() int64        { return 0 }
+func (m fakeDir) Mode() os.FileMode  { return os.ModeDir | os.FileMode(m)&os.ModePerm }
+func (m fakeDir) ModTime() time.Time { return time.Time{} }
+func (m fakeDir) IsDir() bool        { return true }
+func (m fakeDir) Sys() any           { return nil }

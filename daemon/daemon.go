@@ -143,6 +143,21 @@ type entry struct {
 	k      *keeper
 	access Access
 	cancel context.CancelFunc
+	sink   *sink // nil: no file
+}
+
+// sink is a running file sink.
+type sink struct {
+	cfg    FileSink
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *sink) stop() {
+	if s != nil && s.done != nil {
+		s.cancel()
+		<-s.done
+	}
 }
 
 var _ server.Tokens = (*daemon)(nil)
@@ -189,8 +204,8 @@ func (d *daemon) follow(ctx context.Context, name string, changed func(*server.T
 			return err
 		}
 		e := reg.entries[cmp.Or(name, reg.def)]
-		if e == nil { // allowed() vouched for it a moment ago; a reload raced
-			continue
+		if e == nil {
+			return &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("token %q was removed", name)}
 		}
 		wake := e.k.next()
 		now := time.Now()
@@ -309,7 +324,7 @@ func (d *daemon) run(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	d.reg.Store(d.newRegistry(d.cfg, nil))
+	d.install(d.newRegistry(d.cfg, nil))
 
 	d.srv = &server.Server{Tokens: d, Meter: d.metrics, Log: d.log.With().Str("component", "socket").Logger(),
 		IdleTimeout: d.cfg.IdleTimeout, FirstTokenWait: d.cfg.FirstTokenWait}
@@ -421,25 +436,60 @@ func (d *daemon) startVault(vc vaultsrc.Config) error {
 // fetch settings are unchanged, and starting the others.
 func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}, replaced: make(chan struct{})}
+	var oldEntries map[string]*entry
+	if old != nil {
+		oldEntries = old.entries
+	}
+	// File sinks that change or go stop first, removing their file, so
+	// that none removes a file its successor just wrote.
+	for name, e := range oldEntries {
+		if tc := cfg.Tokens[name]; e.sink != nil && (tc == nil || tc.File == nil || *tc.File != e.sink.cfg) {
+			e.sink.stop()
+			e.sink = nil
+		}
+	}
 	for name, tc := range cfg.Tokens {
 		reg.names = append(reg.names, name)
 		d.metrics.tokenAdded(name)
-		if old != nil {
-			if e := old.entries[name]; e != nil && e.k.cfg == tc.Fetch {
-				reg.entries[name] = &entry{k: e.k, access: tc.Access, cancel: e.cancel}
-				continue
-			}
+		var e *entry
+		if prev := oldEntries[name]; prev != nil && prev.k.cfg == tc.Fetch {
+			e = &entry{k: prev.k, access: tc.Access, cancel: prev.cancel}
+		} else {
+			k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
+			k.changed = d.pokeSupervisor
+			k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
+			ctx, cancel := context.WithCancel(d.ctx)
+			d.wg.Add(1)
+			go func() { defer d.wg.Done(); k.run(ctx) }()
+			e = &entry{k: k, access: tc.Access, cancel: cancel}
 		}
-		k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
-		k.changed = d.pokeSupervisor
-		k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
-		ctx, cancel := context.WithCancel(d.ctx)
-		d.wg.Add(1)
-		go func() { defer d.wg.Done(); k.run(ctx) }()
-		reg.entries[name] = &entry{k: k, access: tc.Access, cancel: cancel}
+		if prev := oldEntries[name]; prev != nil && prev.sink != nil {
+			e.sink = prev.sink // same file settings: it follows the name
+		} else if tc.File != nil {
+			e.sink = &sink{cfg: *tc.File} // started by install, once reg is in use
+		}
+		reg.entries[name] = e
 	}
 	sort.Strings(reg.names)
 	return reg
+}
+
+// install puts reg in use, then starts its new file sinks (which look
+// their token up in it).
+func (d *daemon) install(reg *registry) {
+	d.reg.Store(reg)
+	for name, e := range reg.entries {
+		if s := e.sink; s != nil && s.done == nil {
+			ctx, cancel := context.WithCancel(d.ctx)
+			s.cancel, s.done = cancel, make(chan struct{})
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer close(s.done)
+				d.sinkFile(ctx, name, s.cfg)
+			}()
+		}
+	}
 }
 
 // reload applies a new configuration file, or keeps the old one serving.
@@ -473,7 +523,7 @@ func (d *daemon) reload() {
 	d.srv.SetMaxPerUID(cfg.MaxPerUID)
 	prev := d.reg.Load()
 	next := d.newRegistry(cfg, prev)
-	d.reg.Store(next)
+	d.install(next)
 	close(prev.replaced)
 	var kept, stopped []string
 	for name, e := range prev.entries {

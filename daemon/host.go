@@ -9,15 +9,16 @@ import (
 
 // host is what parsing a configuration asks of the machine: environment
 // variables (VAULT_ADDR, VAULT_TOKEN, CREDENTIALS_DIRECTORY) and users and
-// groups by name.
+// groups by name, and the mode of a file sink's directory.
 type host struct {
 	getenv func(string) string
 	user   func(name string) (uint32, error)
 	group  func(name string) (int, error) // a number is taken as a gid
+	stat   func(path string) (os.FileInfo, error)
 }
 
 func thisHost() host {
-	return host{getenv: os.Getenv, user: lookupUser, group: lookupGroup}
+	return host{getenv: os.Getenv, user: lookupUser, group: lookupGroup, stat: os.Stat}
 }
 
 func lookupUser(name string) (uint32, error) {

@@ -41,21 +41,7 @@ func (r *reader) config(raw map[string]any) *Config {
 	} else if len(c.Socket) > 107 {
 		r.fail("socket", "path is %d bytes; a Unix socket path must be at most 107", len(c.Socket))
 	}
-	switch v := raw["socket_mode"].(type) {
-	case nil:
-	case string:
-		m, err := strconv.ParseUint(v, 8, 32)
-		if err != nil || m > 0o777 {
-			r.fail("socket_mode", "bad mode %q: want an octal string such as \"0660\"", v)
-		} else {
-			c.SocketMode = os.FileMode(m)
-		}
-	case int64:
-		// TOML integers are decimal: 660 would be mode 01224, and 438 is 0666.
-		r.fail("socket_mode", "%d is a decimal integer (mode %04o); write the mode as an octal string such as \"0660\"", v, v)
-	default:
-		r.fail("socket_mode", "want an octal string such as \"0660\", got %s", tomlType(v))
-	}
+	c.SocketMode = r.mode("socket_mode", raw["socket_mode"], c.SocketMode)
 	if g := top.str("socket_group", ""); g != "" {
 		gid, err := r.host.group(g)
 		if err != nil {
@@ -163,7 +149,8 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	prefix := "token." + name
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
-		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http")
+		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
+		"file", "file_format", "file_mode", "file_owner", "file_group")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -211,7 +198,75 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		}
 	}
 	tc.Access = r.access(t)
+	tc.File = r.file(t, m)
 	return tc
+}
+
+// mode reads an octal mode string such as "0660".
+func (r *reader) mode(key string, v any, def os.FileMode) os.FileMode {
+	switch v := v.(type) {
+	case nil:
+	case string:
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || m > 0o777 {
+			r.fail(key, "bad mode %q: want an octal string such as \"0660\"", v)
+		} else {
+			return os.FileMode(m)
+		}
+	case int64:
+		// TOML integers are decimal: 660 would be mode 01224, and 438 is 0666.
+		r.fail(key, "%d is a decimal integer (mode %04o); write the mode as an octal string such as \"0660\"", v, v)
+	default:
+		r.fail(key, "want an octal string such as \"0660\", got %s", tomlType(v))
+	}
+	return def
+}
+
+// file reads a token's file sink; nil when it has none.
+func (r *reader) file(t table, m map[string]any) *FileSink {
+	path := t.path("file")
+	if path == "" {
+		for _, k := range []string{"file_format", "file_mode", "file_owner", "file_group"} {
+			if _, ok := m[k]; ok {
+				r.fail(t.prefix+"."+k, "set without file")
+			}
+		}
+		return nil
+	}
+	f := &FileSink{Path: path, Format: t.str("file_format", "token"), UID: -1, GID: -1}
+	f.Mode = r.mode(t.prefix+".file_mode", m["file_mode"], 0o640)
+	switch f.Format {
+	case "token", "header", "json":
+	default:
+		r.fail(t.prefix+".file_format", "unknown format %q: want \"token\", \"header\" or \"json\"", f.Format)
+	}
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		r.fail(t.prefix+".file", "%q is not a clean absolute path", path)
+		return f
+	}
+	// Anyone who can write the directory could swap the file for their own
+	// between two writes, or read it while it has its temporary name.
+	if fi, err := r.host.stat(filepath.Dir(path)); err == nil && fi.Mode().Perm()&0o002 != 0 {
+		r.fail(t.prefix+".file", "its directory %q is writable by others (mode %04o): use a directory only tokend can write, such as RuntimeDirectory=tokend-files", filepath.Dir(path), fi.Mode().Perm())
+	}
+	if f.Mode&0o002 != 0 {
+		r.fail(t.prefix+".file_mode", "%04o lets every local user read the token", f.Mode)
+	}
+	if u := t.str("file_owner", ""); u != "" {
+		if uid, err := r.host.user(u); err != nil {
+			r.fail(t.prefix+".file_owner", "%v", err)
+		} else {
+			f.UID = int(uid)
+		}
+	}
+	if g := t.str("file_group", ""); g != "" {
+		if gid, err := r.host.group(g); err != nil {
+			r.fail(t.prefix+".file_group", "%v", err)
+		} else {
+			f.GID = gid
+		}
+	}
+	return f
 }
 
 // checkURL checks an http(s) URL that secrets are sent to: https, unless

@@ -23,6 +23,7 @@ type Config struct {
 	IdleTimeout          string                  `toml:"idle_timeout,omitempty"`
 	MetricsListen        string                  `toml:"metrics_listen,omitempty"`
 	MetricsListenPublic  bool                    `toml:"metrics_listen_public,omitempty"`
+	FirstTokenWait       string                  `toml:"first_token_wait,omitempty"`
 	Vault                VaultConfig             `toml:"vault"`
 	Token                map[string]*TokenConfig `toml:"token"`
 }
@@ -55,6 +56,11 @@ type TokenConfig struct {
 	AllowUIDs         []int    `toml:"allow_uids,omitempty"`
 	AllowGIDs         []int    `toml:"allow_gids,omitempty"`
 	AllowInsecureHTTP bool     `toml:"allow_insecure_http,omitempty"`
+	File              string   `toml:"file,omitempty"`
+	FileFormat        string   `toml:"file_format,omitempty"`
+	FileMode          string   `toml:"file_mode,omitempty"`
+	FileOwner         string   `toml:"file_owner,omitempty"`
+	FileGroup         string   `toml:"file_group,omitempty"`
 }
 
 // Scope is the documented recipe's scope.

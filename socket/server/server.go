@@ -449,7 +449,7 @@ func (cn *conn) answerTo(ctx context.Context, w *bufio.Writer, req proto.Request
 	w.WriteString("OK ")
 	switch req.Verb {
 	case proto.VerbJSON:
-		w.Write(tokenJSON(t, time.Now()))
+		w.Write(TokenJSON(t, time.Now()))
 	case proto.VerbHeader:
 		w.WriteString(t.Type)
 		w.WriteByte(' ')
@@ -490,10 +490,10 @@ func (cn *conn) failed(name string, err error) *proto.Error {
 	return perr
 }
 
-// tokenJSON is the JSON answer: the token endpoint's own shape, so code
+// TokenJSON is the JSON answer: the token endpoint's own shape, so code
 // that reads OAuth2 token responses reads it unchanged; expires_in counts
 // from now.
-func tokenJSON(t Token, now time.Time) []byte {
+func TokenJSON(t Token, now time.Time) []byte {
 	b, _ := json.Marshal(struct {
 		AccessToken string `json:"access_token"`
 		TokenType   string `json:"token_type"`
