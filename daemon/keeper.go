@@ -71,6 +71,7 @@ type keeper struct {
 	changes    atomic.Pointer[chan struct{}]
 	kick       chan struct{} // refresh now (min=); buffered
 	lastForced atomic.Int64  // unix nanos of the last refresh min= forced
+	forcing    atomic.Bool   // a forced refresh is asked for and not done yet
 	lifetime   atomic.Int64  // the last token's lifetime, in ns
 
 	// Run loop only.
@@ -217,12 +218,14 @@ func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (server.
 		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
 	}
 	wake := k.next()
-	if k.busySince.Load() == 0 {
+	// Join a refresh in flight, or one another client asked for already.
+	if k.busySince.Load() == 0 && !k.forcing.Load() {
 		if !k.mayForce(now) {
 			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
 				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
 		}
 		k.log.Info().Dur("min", min).Msg("refreshing early: a client asked for a token with more time left (min=)")
+		k.forcing.Store(true)
 		select {
 		case k.kick <- struct{}{}:
 		default:
@@ -282,6 +285,13 @@ func (k *keeper) run(ctx context.Context) {
 func (k *keeper) attempt(ctx context.Context) time.Duration {
 	k.busySince.Store(time.Now().UnixNano())
 	defer k.busySince.Store(0)
+	// This attempt answers every forced refresh asked so far (min=); busy
+	// is set first, so that a client arriving now joins it.
+	k.forcing.Store(false)
+	select {
+	case <-k.kick:
+	default:
+	}
 
 	sent := k.clock.Now()
 	g, err := k.obtain(ctx)

@@ -387,3 +387,61 @@ func TestKeeperSnapshot(t *testing.T) {
 		t.Fatalf("after two failures: %+v", s)
 	}
 }
+
+// min=: 100 clients asking at once for more time than the token has make
+// one early refresh between them (they join it), and all get the new
+// token; another early refresh within 30s is refused, without a request;
+// 30s later it is allowed again.
+func TestKeeperFreshJoins(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	r.clock.nextWait(t) // the first token (an hour) is there
+	r.ep.Hold()
+	r.clock.Advance(10 * time.Minute)
+	before := r.ep.IssuedCount()
+	var wg sync.WaitGroup
+	got := make(chan string, 100)
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := r.k.getFresh(context.Background(), time.Second, 55*time.Minute)
+			if err != nil {
+				t.Errorf("min=55m: %v", err)
+			}
+			got <- tok.Value
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.ep.Release()
+	wg.Wait()
+	close(got)
+	if n := r.ep.IssuedCount() - before; n != 1 {
+		t.Errorf("%d token requests for 100 min= clients, want 1", n)
+	}
+	for v := range got {
+		if v != r.ep.LastToken() {
+			t.Errorf("a client got %q, not the fresh token", v)
+			break
+		}
+	}
+	r.clock.nextWait(t)
+
+	// 15s later the fresh token has 59m45s left: min=59m50s would need
+	// another early refresh, which waits until 30s have passed.
+	r.clock.Advance(15 * time.Second)
+	before = r.ep.IssuedCount()
+	if _, err := r.k.getFresh(context.Background(), time.Second, 59*time.Minute+50*time.Second); err == nil || !strings.Contains(err.Error(), "at most one per 30s") {
+		t.Errorf("a second early refresh within 30s: %v", err)
+	}
+	if r.ep.IssuedCount() != before {
+		t.Errorf("a refused early refresh made a request")
+	}
+	r.clock.Advance(20 * time.Second)
+	if tok, err := r.k.getFresh(context.Background(), time.Second, 59*time.Minute+50*time.Second); err != nil || tok.Value != r.ep.LastToken() || r.ep.IssuedCount() != before+1 {
+		t.Errorf("35s later: %v, %d requests", err, r.ep.IssuedCount()-before)
+	}
+	// More than the lifetime can never be had.
+	if _, err := r.k.getFresh(context.Background(), time.Second, 2*time.Hour); err == nil || !strings.Contains(err.Error(), "issues tokens for 1h0m0s") {
+		t.Errorf("min= over the lifetime: %v", err)
+	}
+}
