@@ -418,11 +418,11 @@ func (d *daemon) startVault(vc vaultsrc.Config) error {
 	if err != nil {
 		return err
 	}
+	src.OnRead = func(err error) { d.metrics.vaultReads.WithLabelValues(result(err)).Inc() }
+	src.OnLogin = func(err error) { d.metrics.vaultLogins.WithLabelValues(result(err)).Inc() }
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); src.Run(ctx) }()
-	src.OnRead = func(err error) { d.metrics.vaultReads.WithLabelValues(result(err)).Inc() }
-	src.OnLogin = func(err error) { d.metrics.vaultLogins.WithLabelValues(result(err)).Inc() }
 	d.creds.p.Store(src)
 	if d.vaultCancel != nil {
 		d.vaultCancel()
