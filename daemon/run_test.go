@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -182,5 +185,45 @@ func TestRunReloadMetrics(t *testing.T) {
 	}
 	if !strings.Contains(p.logs.String(), "metrics_listen changes take effect at the next restart") {
 		t.Errorf("metrics_listen change not logged")
+	}
+}
+
+// A reload that removes the token ends its watchers with the error; one
+// that keeps it does not disturb them.
+func TestRunReloadEndsWatch(t *testing.T) {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	cfg := daemontest.StandInConfig(t, ep)
+	p := runInProcess(t, cfg)
+	c, err := net.Dial("unix", p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "WATCH vibes\n")
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if l, err := r.ReadString('\n'); err != nil || l != "OK "+ep.LastToken()+"\n" {
+		t.Fatalf("WATCH: %q %v", l, err)
+	}
+
+	same := cfg.Clone()
+	same.LogLevel = "debug"
+	p.write(t, same, "")
+	p.reload <- struct{}{}
+	cfg2 := cfg.Clone()
+	cfg2.Token["second"] = &daemontest.TokenConfig{TokenURL: ep.TokenURL(), Scope: daemontest.Scope, KVPath: "tokend/second"}
+	cfg2.DefaultToken = "second"
+	delete(cfg2.Token, "vibes")
+	p.write(t, cfg2, "")
+	p.reload <- struct{}{}
+	l, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(l, "ERR unknown-token ") {
+		t.Errorf("after the token was removed: %q %v", l, err)
+	}
+	if rest, err := io.ReadAll(r); len(rest) > 0 || err != nil {
+		t.Errorf("after the last line: %q %v, want EOF", rest, err)
+	}
+	if n := strings.Count(p.logs.String(), "configuration reloaded"); n != 2 {
+		t.Errorf("%d reloads logged, want 2", n)
 	}
 }
