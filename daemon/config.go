@@ -63,9 +63,13 @@ type FileSink struct {
 // that leaves it equal (==) keeps the keeper and its current token; a
 // change to the allow lists alone applies at once.
 type Fetch struct {
-	Name           string
-	TokenURL       string
-	Scope          string
+	Name     string
+	TokenURL string
+	Scope    string
+	// Params are audience, resource and extra_params, form-encoded in
+	// that order ("&audience=…&resource=…"), appended to every request.
+	// A string, so that Fetch stays comparable with ==.
+	Params         string
 	ClientAuth     string // "basic+body", "basic" or "body"
 	Secret         vaultsrc.Secret
 	MinRemaining   time.Duration

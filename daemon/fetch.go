@@ -80,6 +80,7 @@ func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*
 	if tc.Scope != "" {
 		body.WriteString("&scope=" + url.QueryEscape(tc.Scope))
 	}
+	body.WriteString(tc.Params)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tc.TokenURL, strings.NewReader(body.String()))
 	if err != nil {
 		return nil, fmt.Errorf("token request for %q: %w", tc.TokenURL, err)

@@ -195,3 +195,40 @@ func TestFetchNoRedirect(t *testing.T) {
 		t.Errorf("the catcher received %d requests", n)
 	}
 }
+
+// audience, resource (one field per entry) and extra_params (sorted by
+// key) reach the endpoint byte for byte after the recipe's fields; what
+// tokend sends itself cannot be set through extra_params.
+func TestFetchParams(t *testing.T) {
+	const id, pw = "cid", "csecret"
+	e := daemontest.NewEndpoint(t, "basic+body", id, pw)
+	cfg := daemontest.OneToken("http://127.0.0.1:8200", "/t", e.TokenURL())
+	v := cfg.Vibes()
+	v.Audience = "https://api.example.com/"
+	v.Resource = []string{"https://a.example.com/v1", "urn:example:b"}
+	v.ExtraParams = map[string]string{"tenant": "t 1&2", "a_first": "x"}
+	c, err := parseConfig("p.toml", []byte(cfg.TOML()), thisHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Expect("&audience=https%3A%2F%2Fapi.example.com%2F&resource=https%3A%2F%2Fa.example.com%2Fv1&resource=urn%3Aexample%3Ab&a_first=x&tenant=t+1%262")
+	if _, err := fetch(context.Background(), http.DefaultClient, &c.Tokens["vibes"].Fetch, vaultsrc.Credentials{ID: id, Secret: pw}); err != nil {
+		t.Fatalf("fetch with the parameters: %v", err)
+	}
+
+	for extra, want := range map[string]string{
+		"extra_params = { client_assertion_type = \"x\" }\n": `token.vibes.extra_params: "client_assertion_type" is set by tokend itself`,
+		"extra_params = { scope = \"x\" }\n":                 `token.vibes.extra_params: "scope" is set by tokend itself`,
+		"extra_params = { n = 1 }\n":                         `token.vibes.extra_params: n: want a string, got an integer`,
+		"extra_params = \"a=b\"\n":                           `token.vibes.extra_params: want a table`,
+		"resource = [\"relative/path\"]\n":                   `token.vibes.resource: "relative/path" is not an absolute URI`,
+		"resource = [\"https://x/#frag\"]\n":                 `token.vibes.resource: "https://x/#frag" is not an absolute URI without a fragment`,
+		"resource = \"https://x/\"\n":                        `line 10: token.vibes.resource: want an array, got a string`,
+	} {
+		base := daemontest.OneToken("http://127.0.0.1:8200", "/t", e.TokenURL()).TOML()
+		_, err := parseConfig("p.toml", []byte(base+extra), thisHost())
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v\nwant %s", extra, err, want)
+		}
+	}
+}

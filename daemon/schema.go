@@ -150,7 +150,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
-		"file", "file_format", "file_mode", "file_owner", "file_group")
+		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -197,9 +197,57 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 			r.fail(prefix+"."+f.key, "must not be empty")
 		}
 	}
+	tc.Params = r.params(t, m)
 	tc.Access = r.access(t)
 	tc.File = r.file(t, m)
 	return tc
+}
+
+// reservedParams are form fields extra_params may not set: tokend sends
+// them itself.
+var reservedParams = []string{"grant_type", "client_id", "client_secret", "scope", "audience", "resource"}
+
+// params reads audience, resource and extra_params into the form fields
+// they add to a token request (see Fetch.Params).
+func (r *reader) params(t table, m map[string]any) string {
+	var b strings.Builder
+	if a := t.str("audience", ""); a != "" {
+		b.WriteString("&audience=" + url.QueryEscape(a))
+	}
+	for _, v := range t.list("resource") {
+		s, ok := v.(string)
+		u, err := url.Parse(s)
+		switch {
+		case !ok:
+			r.fail(t.prefix+".resource", "want URIs (strings), got %s", tomlType(v))
+			continue
+		case err != nil || !u.IsAbs() || u.Fragment != "":
+			// RFC 8707 §2: an absolute URI without a fragment.
+			r.fail(t.prefix+".resource", "%q is not an absolute URI without a fragment", s)
+			continue
+		}
+		b.WriteString("&resource=" + url.QueryEscape(s))
+	}
+	switch extra := m["extra_params"].(type) {
+	case nil:
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(extra)) {
+			v, ok := extra[k].(string)
+			switch {
+			case slices.Contains(reservedParams, k) || strings.HasPrefix(k, "client_assertion"):
+				r.fail(t.prefix+".extra_params", "%q is set by tokend itself; use the key for it (scope, audience, resource) if there is one", k)
+			case !ok:
+				r.fail(t.prefix+".extra_params", "%s: want a string, got %s", k, tomlType(extra[k]))
+			case k == "":
+				r.fail(t.prefix+".extra_params", "empty parameter name")
+			default:
+				b.WriteString("&" + url.QueryEscape(k) + "=" + url.QueryEscape(v))
+			}
+		}
+	default:
+		r.fail(t.prefix+".extra_params", "want a table such as { key = \"value\" }, got %s", tomlType(extra))
+	}
+	return b.String()
 }
 
 // mode reads an octal mode string such as "0660".

@@ -40,27 +40,30 @@ type VaultConfig struct {
 }
 
 type TokenConfig struct {
-	TokenURL          string   `toml:"token_url,omitempty"`
-	Scope             string   `toml:"scope,omitempty"`
-	ClientAuth        string   `toml:"client_auth,omitempty"`
-	KVMount           string   `toml:"kv_mount,omitempty"`
-	KVVersion         int      `toml:"kv_version,omitzero"`
-	KVPath            string   `toml:"kv_path,omitempty"`
-	ClientIDField     string   `toml:"client_id_field,omitempty"`
-	ClientSecretField string   `toml:"client_secret_field,omitempty"`
-	MinRemaining      string   `toml:"min_remaining,omitempty"`
-	RetryMax          string   `toml:"retry_max,omitempty"`
-	RequestTimeout    string   `toml:"request_timeout,omitempty"`
-	AllowUsers        []string `toml:"allow_users,omitempty"`
-	AllowGroups       []string `toml:"allow_groups,omitempty"`
-	AllowUIDs         []int    `toml:"allow_uids,omitempty"`
-	AllowGIDs         []int    `toml:"allow_gids,omitempty"`
-	AllowInsecureHTTP bool     `toml:"allow_insecure_http,omitempty"`
-	File              string   `toml:"file,omitempty"`
-	FileFormat        string   `toml:"file_format,omitempty"`
-	FileMode          string   `toml:"file_mode,omitempty"`
-	FileOwner         string   `toml:"file_owner,omitempty"`
-	FileGroup         string   `toml:"file_group,omitempty"`
+	TokenURL          string            `toml:"token_url,omitempty"`
+	Scope             string            `toml:"scope,omitempty"`
+	ClientAuth        string            `toml:"client_auth,omitempty"`
+	KVMount           string            `toml:"kv_mount,omitempty"`
+	KVVersion         int               `toml:"kv_version,omitzero"`
+	KVPath            string            `toml:"kv_path,omitempty"`
+	ClientIDField     string            `toml:"client_id_field,omitempty"`
+	ClientSecretField string            `toml:"client_secret_field,omitempty"`
+	MinRemaining      string            `toml:"min_remaining,omitempty"`
+	RetryMax          string            `toml:"retry_max,omitempty"`
+	RequestTimeout    string            `toml:"request_timeout,omitempty"`
+	AllowUsers        []string          `toml:"allow_users,omitempty"`
+	AllowGroups       []string          `toml:"allow_groups,omitempty"`
+	AllowUIDs         []int             `toml:"allow_uids,omitempty"`
+	AllowGIDs         []int             `toml:"allow_gids,omitempty"`
+	AllowInsecureHTTP bool              `toml:"allow_insecure_http,omitempty"`
+	File              string            `toml:"file,omitempty"`
+	FileFormat        string            `toml:"file_format,omitempty"`
+	FileMode          string            `toml:"file_mode,omitempty"`
+	FileOwner         string            `toml:"file_owner,omitempty"`
+	FileGroup         string            `toml:"file_group,omitempty"`
+	Audience          string            `toml:"audience,omitempty"`
+	Resource          []string          `toml:"resource,omitempty"`
+	ExtraParams       map[string]string `toml:"extra_params,omitempty"`
 }
 
 // Scope is the documented recipe's scope.

@@ -33,6 +33,7 @@ type Endpoint struct {
 	ttl      any // expires_in as sent: int, string or nil (omitted)
 	faults   []Fault
 	always   *Fault        // after faults, until ClearFaults
+	extra    string        // expected after the recipe's body
 	hang     chan struct{} // when set, requests block on it
 	issued   []string
 	problems []string
@@ -118,6 +119,14 @@ func (e *Endpoint) FailAll(f Fault) {
 	e.mu.Unlock()
 }
 
+// Expect makes the endpoint require these bytes after the recipe's body,
+// e.g. "&audience=…&resource=…".
+func (e *Endpoint) Expect(extra string) {
+	e.mu.Lock()
+	e.extra = extra
+	e.mu.Unlock()
+}
+
 // ClearFaults drops the faults not served yet: the next request succeeds.
 func (e *Endpoint) ClearFaults() {
 	e.mu.Lock()
@@ -171,7 +180,7 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	} else {
 		f = e.always
 	}
-	id, pw, ttl := e.id, e.pw, e.ttl
+	id, pw, ttl, extra := e.id, e.pw, e.ttl, e.extra
 	e.mu.Unlock()
 	if hang != nil {
 		<-hang
@@ -209,7 +218,7 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 		wantAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(pw)))
 	}
 	gotAuth := r.Header.Get("Authorization")
-	if string(body) != recipe(e.mode, id, pw) || gotAuth != wantAuth {
+	if string(body) != recipe(e.mode, id, pw)+extra || gotAuth != wantAuth {
 		// Same shape with other credentials is a wrong secret, not a broken recipe.
 		form, err := url.ParseQuery(string(body))
 		shapeOK := err == nil && form.Get("grant_type") == "client_credentials" && form.Get("scope") == RBMScope &&
