@@ -64,8 +64,11 @@ type FileSink struct {
 // change to the allow lists alone applies at once.
 type Fetch struct {
 	Name     string
-	TokenURL string
-	Scope    string
+	TokenURL string // "" when Issuer is set
+	// Issuer is where the token endpoint is discovered instead.
+	Issuer       string
+	InsecureHTTP bool // allow_insecure_http: also for a discovered endpoint
+	Scope        string
 	// Params are audience, resource and extra_params, form-encoded in
 	// that order ("&audience=…&resource=…"), appended to every request.
 	// A string, so that Fetch stays comparable with ==.

@@ -298,3 +298,22 @@ func (m fakeDir) Mode() os.FileMode  { return os.ModeDir | os.FileMode(m)&os.Mod
 func (m fakeDir) ModTime() time.Time { return time.Time{} }
 func (m fakeDir) IsDir() bool        { return true }
 func (m fakeDir) Sys() any           { return nil }
+
+// Exactly one of issuer and token_url.
+func TestConfigIssuer(t *testing.T) {
+	base := "[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\n[token.a]\nkv_path = \"a\"\n"
+	c, err := parseConfig("i.toml", []byte(base+"issuer = \"https://idp.example.com/tenant\"\n"), thisHost())
+	if err != nil || c.Tokens["a"].Issuer != "https://idp.example.com/tenant" || c.Tokens["a"].TokenURL != "" {
+		t.Fatalf("issuer: %+v %v", c, err)
+	}
+	for extra, want := range map[string]string{
+		"issuer = \"https://i\"\ntoken_url = \"https://i/t\"\n": "token.a.issuer: set with token_url: give one of them",
+		"":                                      "token.a.token_url: missing",
+		"issuer = \"http://idp.example.com\"\n": "token.a.issuer: \"http://idp.example.com\" is plain http",
+		"issuer = \"https://i/?x=1\"\n":         "token.a.issuer: must be a URL without credentials, query or fragment",
+	} {
+		if _, err := parseConfig("i.toml", []byte(base+extra), thisHost()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", extra, err, want)
+		}
+	}
+}

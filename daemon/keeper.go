@@ -75,6 +75,7 @@ type keeper struct {
 	lifetime   atomic.Int64  // the last token's lifetime, in ns
 
 	// Run loop only.
+	endpoint    string               // the discovered token endpoint; "" until discovered
 	cached      vaultsrc.Credentials // last good credentials
 	failures    int                  // consecutive failed attempts
 	lastSuccess time.Time
@@ -375,9 +376,24 @@ func (k *keeper) obtain(ctx context.Context) (grant, error) {
 
 // fetch makes one token request and reports it.
 func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, error) {
+	tc := k.cfg
+	if tc.Issuer != "" {
+		if k.endpoint == "" {
+			endpoint, err := discover(ctx, k.hc, &tc)
+			if err != nil {
+				return grant{}, fmt.Errorf("finding the token endpoint of issuer %s: %w", tc.Issuer, err)
+			}
+			k.log.Info().Str("issuer", tc.Issuer).Str("token_endpoint", endpoint).Msg("token endpoint discovered")
+			k.endpoint = endpoint
+		}
+		tc.TokenURL = k.endpoint
+	}
 	start := time.Now()
-	g, err := fetch(ctx, k.hc, &k.cfg, creds)
+	g, err := fetch(ctx, k.hc, &tc, creds)
 	k.fetched(fetchResult(err), time.Since(start))
+	if err != nil {
+		k.endpoint = "" // the issuer may have moved it: read the metadata again
+	}
 	return g, err
 }
 

@@ -155,12 +155,12 @@ func TestRunReloadMetrics(t *testing.T) {
 
 	p.write(t, cfg, "\nbogus = 1\n")
 	p.reload <- struct{}{}
+	daemontest.WaitFor(t, "the failed reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "reload failed") })
 	cfg2 := cfg.Clone()
 	cfg2.MetricsListen = "127.0.0.1:1"
 	cfg2.Token["second"] = &daemontest.TokenConfig{TokenURL: ep.TokenURL(), Scope: daemontest.Scope, KVPath: "tokend/second"}
 	cfg2.DefaultToken = "second"
 	delete(cfg2.Token, "vibes")
-	time.Sleep(10 * time.Millisecond) // a later stamp
 	p.write(t, cfg2, "")
 	p.reload <- struct{}{}
 	daemontest.WaitFor(t, "the good reload", 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "configuration reloaded") })
@@ -210,6 +210,9 @@ func TestRunReloadEndsWatch(t *testing.T) {
 	same.LogLevel = "debug"
 	p.write(t, same, "")
 	p.reload <- struct{}{}
+	daemontest.WaitFor(t, "the first reload", 5*time.Second, func() bool {
+		return strings.Contains(p.logs.String(), "configuration reloaded")
+	})
 	cfg2 := cfg.Clone()
 	cfg2.Token["second"] = &daemontest.TokenConfig{TokenURL: ep.TokenURL(), Scope: daemontest.Scope, KVPath: "tokend/second"}
 	cfg2.DefaultToken = "second"
@@ -223,7 +226,7 @@ func TestRunReloadEndsWatch(t *testing.T) {
 	if rest, err := io.ReadAll(r); len(rest) > 0 || err != nil {
 		t.Errorf("after the last line: %q %v, want EOF", rest, err)
 	}
-	if n := strings.Count(p.logs.String(), "configuration reloaded"); n != 2 {
-		t.Errorf("%d reloads logged, want 2", n)
-	}
+	daemontest.WaitFor(t, "both reloads logged", 5*time.Second, func() bool {
+		return strings.Count(p.logs.String(), "configuration reloaded") == 2
+	})
 }

@@ -150,10 +150,11 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
-		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params")
+		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
+		Issuer:     t.str("issuer", ""),
 		Scope:      t.str("scope", defaultScope),
 		ClientAuth: t.str("client_auth", defaultClientAuth),
 		Secret: vaultsrc.Secret{
@@ -167,10 +168,20 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		RetryMax:       t.dur("retry_max", defaultRetryMax),
 		RequestTimeout: t.dur("request_timeout", defaultTimeout),
 	}}
-	if tc.TokenURL == "" {
-		r.fail(prefix+".token_url", "missing: the token endpoint, e.g. \"https://api.example.com/oauth2/token\"")
-	} else if u := r.checkURL(prefix+".token_url", "", tc.TokenURL, t.bool("allow_insecure_http", false)); u != nil && u.User != nil {
-		r.fail(prefix+".token_url", "must not carry credentials; they come from Vault")
+	tc.InsecureHTTP = t.bool("allow_insecure_http", false)
+	switch {
+	case tc.TokenURL == "" && tc.Issuer == "":
+		r.fail(prefix+".token_url", "missing: the token endpoint, e.g. \"https://api.example.com/oauth2/token\" (or issuer, to discover it)")
+	case tc.TokenURL != "" && tc.Issuer != "":
+		r.fail(prefix+".issuer", "set with token_url: give one of them")
+	case tc.Issuer != "":
+		if u := r.checkURL(prefix+".issuer", "", tc.Issuer, tc.InsecureHTTP); u != nil && (u.User != nil || u.RawQuery != "" || u.Fragment != "") {
+			r.fail(prefix+".issuer", "must be a URL without credentials, query or fragment")
+		}
+	default:
+		if u := r.checkURL(prefix+".token_url", "", tc.TokenURL, tc.InsecureHTTP); u != nil && u.User != nil {
+			r.fail(prefix+".token_url", "must not carry credentials; they come from Vault")
+		}
 	}
 	switch tc.ClientAuth {
 	case "basic+body", "basic", "body":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -600,4 +601,47 @@ sys.stdout.write(repr(data))
 		t.Errorf("refusal not logged")
 	}
 	d.NoLeaks("csecret", tok)
+}
+
+// Reach, against the real OAuth2 server: tokend finds the token endpoint
+// from issuer (OIDC discovery), and with a resource indicator the issued
+// token's audience is that resource (the server's own introspection says).
+func TestE2EOAuthServerDiscoveryAndResource(t *testing.T) {
+	const id, pw, resource = "rbm-client", "rbm-secret", "https://api.vibes.example/"
+	idp := daemontest.StartIdP(t, "CLIENT_ID="+id, "CLIENT_SECRET="+pw, "AUTH_METHOD=client_secret_basic", "RESOURCE="+resource, "TTL=600",
+		// Without resource= the server would pick this one, and refuse it.
+		"DEFAULT_RESOURCE=https://not-this.example/")
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	os.WriteFile(tokenFile, []byte("test-token"), 0o600)
+	cfg := daemontest.Config{
+		Vault: daemontest.VaultConfig{Address: daemontest.VaultStandIn(t, id, pw), TokenFile: tokenFile},
+		Token: map[string]*daemontest.TokenConfig{"api": {
+			Issuer: idp.URL, ClientAuth: "basic", Scope: daemontest.Scope, KVPath: "tokend/api",
+			Resource: []string{resource},
+		}},
+	}
+	d := daemontest.StartTokend(t, cfg)
+	tok := d.Token("api")
+	if !strings.Contains(d.Out.String(), `"token_endpoint":"`+idp.URL+`/oauth2/token"`) {
+		t.Errorf("the discovered endpoint is not logged")
+	}
+	// Introspection, authenticated as the client, as a resource server would.
+	req, _ := http.NewRequest("POST", idp.URL+"/token/introspection", strings.NewReader("token="+tok))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(id, pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var in struct {
+		Active bool   `json:"active"`
+		Aud    any    `json:"aud"`
+		Scope  string `json:"scope"`
+	}
+	json.NewDecoder(resp.Body).Decode(&in)
+	if !in.Active || fmt.Sprint(in.Aud) != resource || in.Scope != daemontest.Scope {
+		t.Errorf("introspection: %+v, want active, aud %q", in, resource)
+	}
+	d.NoLeaks(pw, tok)
 }

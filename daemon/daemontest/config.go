@@ -41,6 +41,7 @@ type VaultConfig struct {
 
 type TokenConfig struct {
 	TokenURL          string            `toml:"token_url,omitempty"`
+	Issuer            string            `toml:"issuer,omitempty"`
 	Scope             string            `toml:"scope,omitempty"`
 	ClientAuth        string            `toml:"client_auth,omitempty"`
 	KVMount           string            `toml:"kv_mount,omitempty"`

@@ -3,7 +3,9 @@
 // /oauth2/token on 127.0.0.1.
 //
 // Env: PORT, CLIENT_ID, CLIENT_SECRET, AUTH_METHOD (client_secret_basic |
-// client_secret_post), TTL (seconds), SCOPE, RESOURCE, ACCEPT_BOTH=1 (act as
+// client_secret_post), TTL (seconds), SCOPE, RESOURCE (the one resource
+// server), DEFAULT_RESOURCE (assumed when a request names none; default
+// RESOURCE: set it elsewhere to require resource=), ACCEPT_BOTH=1 (act as
 // a lenient server that tolerates Basic plus client_secret in the body, as
 // the documented API recipe sends).
 // Test-only: POST /__fault?status=503&count=2 fails the next token requests.
@@ -36,7 +38,7 @@ const provider = new Provider(ISSUER, {
       enabled: true,
       // Bind scope-only requests to our API, and be strict about scopes
       // (oidc-provider would silently drop unknown ones).
-      defaultResource: () => RESOURCE,
+      defaultResource: () => env.DEFAULT_RESOURCE || RESOURCE,
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, indicator) => {
         if (indicator !== RESOURCE) throw new errors.InvalidTarget();
