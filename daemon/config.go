@@ -67,7 +67,9 @@ type Fetch struct {
 	TokenURL string // "" when Issuer is set
 	// Issuer is where the token endpoint is discovered instead.
 	Issuer       string
-	InsecureHTTP bool // allow_insecure_http: also for a discovered endpoint
+	InsecureHTTP bool   // allow_insecure_http: also for a discovered endpoint
+	CAFile       string // ca_file: PEM roots for the token endpoint
+	CAOnly       bool   // ca_only: those roots alone, not the system's too
 	Scope        string
 	// Params are audience, resource and extra_params, form-encoded in
 	// that order ("&audience=…&resource=…"), appended to every request.

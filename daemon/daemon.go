@@ -16,6 +16,8 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -91,12 +93,36 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 // tokenClient is the HTTP client for token requests. It follows no
-// redirect: the request carries the client secret (see fetch).
-func tokenClient() *http.Client {
+// redirect: the request carries the client secret (see fetch). roots nil
+// means the system's.
+func tokenClient(roots ...*x509.CertPool) *http.Client {
+	t := &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
+	if len(roots) > 0 && roots[0] != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots[0], MinVersion: tls.VersionTLS12}
+	}
 	return &http.Client{
-		Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second},
+		Transport:     t,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// caPool is the roots for a token's ca_file: the system's plus the file's,
+// or the file's alone with ca_only.
+func caPool(file string, only bool) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !only {
+		if sys, err := x509.SystemCertPool(); err == nil {
+			pool = sys
+		}
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%q holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 type daemon struct {
@@ -455,7 +481,17 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 		if prev := oldEntries[name]; prev != nil && prev.k.cfg == tc.Fetch {
 			e = &entry{k: prev.k, access: tc.Access, cancel: prev.cancel}
 		} else {
-			k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
+			hc := d.hc
+			if tc.CAFile != "" {
+				pool, err := caPool(tc.CAFile, tc.CAOnly)
+				if err != nil {
+					// Checked when the config was read; if the file went
+					// since, the requests fail and say so.
+					d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
+				}
+				hc = tokenClient(pool)
+			}
+			k := newKeeper(tc.Fetch, d.creds, hc, d.log)
 			k.changed = d.pokeSupervisor
 			k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
 			ctx, cancel := context.WithCancel(d.ctx)

@@ -230,3 +230,31 @@ func TestRunReloadEndsWatch(t *testing.T) {
 		return strings.Count(p.logs.String(), "configuration reloaded") == 2
 	})
 }
+
+// ca_file: a token endpoint whose certificate only that file vouches for
+// is reached with it, and not without; a reload adding it is a fetch
+// change, so the keeper starts again and gets a token.
+func TestRunCAFile(t *testing.T) {
+	ep, caFile := daemontest.NewTLSEndpoint(t, "basic+body", "cid", "csecret")
+	cfg := daemontest.StandInConfig(t, ep)
+	p := runInProcess(t, cfg)
+	if _, err := p.ask(t, "TOKEN"); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Errorf("without ca_file: %v", err)
+	}
+	with := cfg.Clone()
+	with.Vibes().CAFile, with.Vibes().CAOnly = caFile, true
+	p.write(t, with, "")
+	p.reload <- struct{}{}
+	daemontest.WaitFor(t, "a token through ca_file", 10*time.Second, func() bool {
+		got, err := p.ask(t, "TOKEN")
+		return err == nil && got == ep.LastToken()
+	})
+
+	bad := cfg.Clone()
+	bad.Vibes().CAFile = filepath.Join(t.TempDir(), "none.pem")
+	p.write(t, bad, "")
+	p.reload <- struct{}{}
+	daemontest.WaitFor(t, "the refused reload", 5*time.Second, func() bool {
+		return strings.Contains(p.logs.String(), `token.vibes.ca_file: open `)
+	})
+}

@@ -150,7 +150,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
-		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer")
+		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -169,6 +169,14 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		RequestTimeout: t.dur("request_timeout", defaultTimeout),
 	}}
 	tc.InsecureHTTP = t.bool("allow_insecure_http", false)
+	tc.CAFile, tc.CAOnly = t.path("ca_file"), t.bool("ca_only", false)
+	if tc.CAFile != "" {
+		if _, err := caPool(tc.CAFile, true); err != nil {
+			r.fail(prefix+".ca_file", "%v", err)
+		}
+	} else if tc.CAOnly {
+		r.fail(prefix+".ca_only", "set without ca_file")
+	}
 	switch {
 	case tc.TokenURL == "" && tc.Issuer == "":
 		r.fail(prefix+".token_url", "missing: the token endpoint, e.g. \"https://api.example.com/oauth2/token\" (or issuer, to discover it)")

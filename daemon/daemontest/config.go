@@ -42,6 +42,8 @@ type VaultConfig struct {
 type TokenConfig struct {
 	TokenURL          string            `toml:"token_url,omitempty"`
 	Issuer            string            `toml:"issuer,omitempty"`
+	CAFile            string            `toml:"ca_file,omitempty"`
+	CAOnly            bool              `toml:"ca_only,omitempty"`
 	Scope             string            `toml:"scope,omitempty"`
 	ClientAuth        string            `toml:"client_auth,omitempty"`
 	KVMount           string            `toml:"kv_mount,omitempty"`

@@ -3,6 +3,7 @@ package daemontest
 import (
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,8 +49,25 @@ type Fault struct {
 }
 
 func NewEndpoint(t testing.TB, mode, id, pw string) *Endpoint {
+	return newEndpoint(t, mode, id, pw, false)
+}
+
+// NewTLSEndpoint is NewEndpoint over https, with a certificate of its own
+// CA, whose PEM CAFile holds.
+func NewTLSEndpoint(t testing.TB, mode, id, pw string) (e *Endpoint, caFile string) {
+	e = newEndpoint(t, mode, id, pw, true)
+	caFile = filepath.Join(t.TempDir(), "endpoint-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.Certificate().Raw}), 0o644)
+	return e, caFile
+}
+
+func newEndpoint(t testing.TB, mode, id, pw string, tls bool) *Endpoint {
 	e := &Endpoint{t: t, mode: mode, id: id, pw: pw, ttl: 3600}
-	e.Server = httptest.NewServer(http.HandlerFunc(e.serve))
+	if tls {
+		e.Server = httptest.NewTLSServer(http.HandlerFunc(e.serve))
+	} else {
+		e.Server = httptest.NewServer(http.HandlerFunc(e.serve))
+	}
 	t.Cleanup(func() {
 		e.Release()
 		e.Close()
