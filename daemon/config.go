@@ -74,12 +74,16 @@ type Fetch struct {
 	// Params are audience, resource and extra_params, form-encoded in
 	// that order ("&audience=…&resource=…"), appended to every request.
 	// A string, so that Fetch stays comparable with ==.
-	Params         string
-	ClientAuth     string // "basic+body", "basic" or "body"
-	Secret         vaultsrc.Secret
-	MinRemaining   time.Duration
-	RetryMax       time.Duration
-	RequestTimeout time.Duration
+	Params     string
+	ClientAuth string // "basic+body", "basic", "body" or "private_key_jwt"
+	// private_key_jwt: the assertion's alg for RSA keys ("" → RS256, or
+	// "PS256") and aud ("" → the token endpoint).
+	AssertionAlg      string
+	AssertionAudience string
+	Secret            vaultsrc.Secret
+	MinRemaining      time.Duration
+	RetryMax          time.Duration
+	RequestTimeout    time.Duration
 }
 
 // The documented defaults.

@@ -317,3 +317,25 @@ func TestConfigIssuer(t *testing.T) {
 		}
 	}
 }
+
+// private_key_jwt's keys: the key's field defaults to private_key; the
+// secret's keys belong to the other modes, and the assertion's to this one.
+func TestConfigPrivateKeyJWT(t *testing.T) {
+	base := "[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\n[token.a]\ntoken_url = \"https://i/t\"\nkv_path = \"a\"\n"
+	c, err := parseConfig("j.toml", []byte(base+"client_auth = \"private_key_jwt\"\nkey_id_field = \"kid\"\nassertion_alg = \"PS256\"\n"), thisHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Tokens["a"].Fetch; f.Secret.SecretField != "private_key" || f.Secret.KeyIDField != "kid" || f.AssertionAlg != "PS256" {
+		t.Errorf("private_key_jwt: %+v", f)
+	}
+	for extra, want := range map[string]string{
+		"client_auth = \"private_key_jwt\"\nclient_secret_field = \"s\"\n": "token.a.client_secret_field: not used with private_key_jwt",
+		"client_auth = \"private_key_jwt\"\nassertion_alg = \"HS256\"\n":   `token.a.assertion_alg: "HS256": want "RS256" or "PS256"`,
+		"private_key_field = \"k\"\n":                                      `token.a.private_key_field: only for client_auth = "private_key_jwt"`,
+	} {
+		if _, err := parseConfig("j.toml", []byte(base+extra), thisHost()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", extra, err, want)
+		}
+	}
+}

@@ -73,7 +73,17 @@ func (e *endpointError) rejected() bool {
 func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*http.Request, error) {
 	var body strings.Builder
 	body.WriteString("grant_type=client_credentials")
-	if tc.ClientAuth != "basic" {
+	switch tc.ClientAuth {
+	case "private_key_jwt":
+		// A fresh assertion per request: its jti is never sent twice.
+		assertion, err := clientAssertion(tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
+		body.WriteString("&client_assertion_type=" + url.QueryEscape(assertionType))
+		body.WriteString("&client_assertion=" + assertion)
+	case "basic+body", "body":
 		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
 		body.WriteString("&client_secret=" + url.QueryEscape(creds.Secret))
 	}

@@ -150,7 +150,8 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
-		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only")
+		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
+		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -193,8 +194,24 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	}
 	switch tc.ClientAuth {
 	case "basic+body", "basic", "body":
+		for _, k := range []string{"private_key_field", "key_id_field", "assertion_alg", "assertion_audience"} {
+			if _, ok := m[k]; ok {
+				r.fail(prefix+"."+k, "only for client_auth = \"private_key_jwt\"")
+			}
+		}
+	case "private_key_jwt":
+		if _, ok := m["client_secret_field"]; ok {
+			r.fail(prefix+".client_secret_field", "not used with private_key_jwt: private_key_field names the key's field")
+		}
+		tc.Secret.SecretField = t.str("private_key_field", "private_key")
+		tc.Secret.KeyIDField = t.str("key_id_field", "")
+		tc.AssertionAlg = t.str("assertion_alg", "")
+		tc.AssertionAudience = t.str("assertion_audience", "")
+		if a := tc.AssertionAlg; a != "" && a != "RS256" && a != "PS256" {
+			r.fail(prefix+".assertion_alg", "%q: want \"RS256\" or \"PS256\" (for RSA keys; EC and Ed25519 keys decide their own)", a)
+		}
 	default:
-		r.fail(prefix+".client_auth", "unknown mode %q: want \"basic+body\", \"basic\" or \"body\"", tc.ClientAuth)
+		r.fail(prefix+".client_auth", "unknown mode %q: want \"basic+body\", \"basic\", \"body\" or \"private_key_jwt\"", tc.ClientAuth)
 	}
 	if tc.Secret.Mount == "" {
 		r.fail(prefix+".kv_mount", "must not be empty")

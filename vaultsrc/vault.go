@@ -48,7 +48,8 @@ type Secret struct {
 	Path        string // path under the mount
 	Version     int    // KV version: 1 or 2
 	IDField     string
-	SecretField string
+	SecretField string // the client secret, or the private key's PEM (private_key_jwt)
+	KeyIDField  string // optional: the key id for a JWT's kid (private_key_jwt)
 }
 
 func (s Secret) String() string { return fmt.Sprintf("%s/%s (kv v%d)", s.Mount, s.Path, s.Version) }
@@ -57,7 +58,8 @@ func (s Secret) String() string { return fmt.Sprintf("%s/%s (kv v%d)", s.Mount, 
 // hides the secret, so a stray log line cannot leak it.
 type Credentials struct {
 	ID     string
-	Secret string
+	Secret string // the client secret, or a private key's PEM
+	KeyID  string // private_key_jwt: the kid, when the secret names one
 }
 
 func (c Credentials) String() string {
@@ -147,7 +149,13 @@ func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, 
 	if err != nil {
 		return Credentials{}, err
 	}
-	return Credentials{ID: id, Secret: secret}, nil
+	c := Credentials{ID: id, Secret: secret}
+	if sec.KeyIDField != "" {
+		if c.KeyID, err = field(data, sec, sec.KeyIDField); err != nil {
+			return Credentials{}, err
+		}
+	}
+	return c, nil
 }
 
 func (s *Source) read(ctx context.Context, sec Secret) (map[string]any, error) {

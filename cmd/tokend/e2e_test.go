@@ -2,9 +2,18 @@ package main
 
 import (
 	"bufio"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -644,4 +653,54 @@ func TestE2EOAuthServerDiscoveryAndResource(t *testing.T) {
 		t.Errorf("introspection: %+v, want active, aud %q", in, resource)
 	}
 	d.NoLeaks(pw, tok)
+}
+
+// private_key_jwt against the real OAuth2 server, which knows only the
+// client's public key: tokend signs a fresh assertion with the private key
+// it reads from a real Vault's KV (RSA and P-256, with a kid), and never
+// logs the key.
+func TestE2EOAuthServerPrivateKeyJWT(t *testing.T) {
+	v := daemontest.StartVault(t)
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	os.WriteFile(tokenFile, []byte("root"), 0o600)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b64 := base64.RawURLEncoding.EncodeToString
+	for _, c := range []struct {
+		name string
+		key  crypto.Signer
+		jwk  map[string]string
+	}{
+		{"rsa", rsaKey, map[string]string{"kty": "RSA", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())}},
+		{"p256", ecKey, map[string]string{"kty": "EC", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.jwk["kid"] = "key-" + c.name
+			jwks, _ := json.Marshal(map[string]any{"keys": []any{c.jwk}})
+			idp := daemontest.StartIdP(t, "CLIENT_ID=jwt-client", "AUTH_METHOD=private_key_jwt", "JWKS="+string(jwks), "TTL=600")
+			der, _ := x509.MarshalPKCS8PrivateKey(c.key)
+			keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+			v.Call("POST", "secret/data/tokend/jwt-"+c.name, map[string]any{"data": map[string]any{
+				"client_id": "jwt-client", "private_key": keyPEM, "kid": c.jwk["kid"]}})
+			d := daemontest.StartTokend(t, daemontest.Config{
+				LogLevel: "trace",
+				Vault:    daemontest.VaultConfig{Address: v.Addr, TokenFile: tokenFile},
+				Token: map[string]*daemontest.TokenConfig{"api": {
+					TokenURL: idp.URL + "/oauth2/token", Scope: daemontest.Scope, KVPath: "tokend/jwt-" + c.name,
+					ClientAuth: "private_key_jwt", KeyIDField: "kid",
+				}},
+			})
+			tok := d.Token("api")
+			if len(tok) < 20 {
+				t.Fatalf("token %q", tok)
+			}
+			// The key's body, line by line, must appear nowhere in the logs.
+			for _, line := range strings.Split(keyPEM, "\n") {
+				if len(line) > 20 && strings.Contains(d.Out.String(), line) {
+					t.Fatalf("a line of the private key is in the logs")
+				}
+			}
+			d.NoLeaks(tok)
+		})
+	}
 }

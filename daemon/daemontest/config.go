@@ -51,6 +51,10 @@ type TokenConfig struct {
 	KVPath            string            `toml:"kv_path,omitempty"`
 	ClientIDField     string            `toml:"client_id_field,omitempty"`
 	ClientSecretField string            `toml:"client_secret_field,omitempty"`
+	PrivateKeyField   string            `toml:"private_key_field,omitempty"`
+	KeyIDField        string            `toml:"key_id_field,omitempty"`
+	AssertionAlg      string            `toml:"assertion_alg,omitempty"`
+	AssertionAudience string            `toml:"assertion_audience,omitempty"`
 	MinRemaining      string            `toml:"min_remaining,omitempty"`
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`

@@ -7,7 +7,8 @@
 // server), DEFAULT_RESOURCE (assumed when a request names none; default
 // RESOURCE: set it elsewhere to require resource=), ACCEPT_BOTH=1 (act as
 // a lenient server that tolerates Basic plus client_secret in the body, as
-// the documented API recipe sends).
+// the documented API recipe sends), JWKS (the client's public keys, JSON,
+// for AUTH_METHOD=private_key_jwt).
 // Test-only: POST /__fault?status=503&count=2 fails the next token requests.
 import Provider, { errors } from 'oidc-provider';
 
@@ -27,6 +28,7 @@ const provider = new Provider(ISSUER, {
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: env.AUTH_METHOD || 'client_secret_basic',
+    ...(env.JWKS ? { jwks: JSON.parse(env.JWKS) } : {}),
   }],
   routes: { token: '/oauth2/token' },
   scopes: [],
