@@ -137,7 +137,7 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 	// (a) A consumer ordered after the socket reads a token with tokenctl.
 	s.Must("start", "consumer.service")
 	tok := ep.LastToken()
-	if !strings.Contains(s.Console(), "consumer-token="+daemontest.SHA(tok)) {
+	if !s.ConsoleShows("consumer-token=" + daemontest.SHA(tok)) {
 		t.Errorf("consumer did not print the token's hash %s", daemontest.SHA(tok))
 	}
 	if st := s.Must("show", "tokend.service", "-p", "Type,ActiveState,SubState", "--value"); st != "notify\nactive\nrunning" {
@@ -146,7 +146,7 @@ ExecStart=/bin/sh -c 'echo "credential-token=$(sha256sum < "$CREDENTIALS_DIRECTO
 
 	// (b) LoadCredential= straight from the socket.
 	s.Must("start", "api-call.service")
-	if !strings.Contains(s.Console(), "credential-token="+daemontest.SHA(tok)) {
+	if !s.ConsoleShows("credential-token=" + daemontest.SHA(tok)) {
 		t.Errorf("LoadCredential= did not deliver the token (hash %s)", daemontest.SHA(tok))
 	}
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 var (
@@ -64,6 +65,19 @@ func (s *SystemdNS) Must(args ...string) string {
 func (s *SystemdNS) Console() string {
 	b, _ := os.ReadFile(filepath.Join(s.Dir, "console.log"))
 	return string(b)
+}
+
+// ConsoleShows waits up to 5s for text on the console: a unit's output
+// reaches it a moment after systemctl start returns.
+func (s *SystemdNS) ConsoleShows(text string) bool {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(s.Console(), text) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Sock is tokend's socket inside the namespaces, as the host reaches it.
