@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"time"
 )
 
@@ -27,9 +28,9 @@ const assertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 // five minutes servers accept, enough for a slow request.
 const assertionLife = 2 * time.Minute
 
-// clientAssertion builds and signs a private_key_jwt client assertion
-// (RFC 7523 §3, OIDC Core §9): iss = sub = the client id, aud = the token
-// endpoint (or assertion_audience), a fresh jti, iat and exp.
+// clientAssertion builds a private_key_jwt client assertion (RFC 7523
+// §3, OIDC Core §9) signed with keyPEM: iss = sub = the client id, aud =
+// the token endpoint (or assertion_audience), a fresh jti, iat and exp.
 func clientAssertion(tc *Fetch, endpoint, clientID, keyPEM, kid string, now time.Time) (string, error) {
 	key, err := parsePrivateKey(keyPEM)
 	if err != nil {
@@ -39,6 +40,13 @@ func clientAssertion(tc *Fetch, endpoint, clientID, keyPEM, kid string, now time
 	if err != nil {
 		return "", err
 	}
+	return signedAssertion(tc, endpoint, clientID, kid, alg, now, func(input []byte) ([]byte, error) {
+		return jwsSign(key, alg, input)
+	})
+}
+
+// signedAssertion builds the assertion and has sign sign it (in JWS form).
+func signedAssertion(tc *Fetch, endpoint, clientID, kid, alg string, now time.Time, sign func([]byte) ([]byte, error)) (string, error) {
 	aud := tc.AssertionAudience
 	if aud == "" {
 		aud = endpoint
@@ -47,11 +55,27 @@ func clientAssertion(tc *Fetch, endpoint, clientID, keyPEM, kid string, now time
 	if err != nil {
 		return "", err
 	}
-	sig, err := jwsSign(key, alg, []byte(input))
+	sig, err := sign([]byte(input))
 	if err != nil {
 		return "", fmt.Errorf("signing the client assertion: %w", err)
 	}
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// transitAlg is the JWS algorithm for a Vault Transit key type.
+func transitAlg(keyType, want string) (string, error) {
+	switch {
+	case strings.HasPrefix(keyType, "rsa-"):
+		if want == "PS256" {
+			return "PS256", nil
+		}
+		return "RS256", nil
+	case keyType == "ecdsa-p256":
+		return "ES256", nil
+	case keyType == "ed25519":
+		return "EdDSA", nil
+	}
+	return "", fmt.Errorf("transit key type %q cannot sign a client assertion: use rsa-*, ecdsa-p256 or ed25519", keyType)
 }
 
 // signingInput is the JWT's header and claims, encoded and joined.

@@ -80,10 +80,14 @@ type Fetch struct {
 	// "PS256") and aud ("" → the token endpoint).
 	AssertionAlg      string
 	AssertionAudience string
-	Secret            vaultsrc.Secret
-	MinRemaining      time.Duration
-	RetryMax          time.Duration
-	RequestTimeout    time.Duration
+	// private_key_jwt with the key in Vault Transit: it signs there.
+	TransitMount   string
+	TransitKey     string
+	AssertionKID   string // the JWT's kid with Transit
+	Secret         vaultsrc.Secret
+	MinRemaining   time.Duration
+	RetryMax       time.Duration
+	RequestTimeout time.Duration
 }
 
 // The documented defaults.

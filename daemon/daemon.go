@@ -157,6 +157,14 @@ func (c *credsRef) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Creden
 	return c.p.Load().Read(ctx, s)
 }
 
+func (c *credsRef) TransitKeyType(ctx context.Context, mount, key string) (string, error) {
+	return c.p.Load().TransitKeyType(ctx, mount, key)
+}
+
+func (c *credsRef) TransitSign(ctx context.Context, mount, key, alg string, input []byte) ([]byte, error) {
+	return c.p.Load().TransitSign(ctx, mount, key, alg, input)
+}
+
 type registry struct {
 	def     string
 	names   []string // sorted

@@ -75,10 +75,14 @@ func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*
 	body.WriteString("grant_type=client_credentials")
 	switch tc.ClientAuth {
 	case "private_key_jwt":
-		// A fresh assertion per request: its jti is never sent twice.
-		assertion, err := clientAssertion(tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now())
-		if err != nil {
-			return nil, err
+		// A fresh assertion per request (the keeper's): its jti is never
+		// sent twice.
+		assertion := creds.Assertion
+		if assertion == "" {
+			var err error
+			if assertion, err = clientAssertion(tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now()); err != nil {
+				return nil, err
+			}
 		}
 		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
 		body.WriteString("&client_assertion_type=" + url.QueryEscape(assertionType))

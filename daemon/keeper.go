@@ -22,6 +22,12 @@ type CredentialSource interface {
 	Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Credentials, error)
 }
 
+// TransitSigner signs with a key that never leaves Vault (Transit).
+type TransitSigner interface {
+	TransitKeyType(ctx context.Context, mount, key string) (string, error)
+	TransitSign(ctx context.Context, mount, key, alg string, input []byte) ([]byte, error)
+}
+
 // clock is time as the keeper sees it; tests drive a fake one.
 type clock interface {
 	Now() time.Time
@@ -388,6 +394,13 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 		}
 		tc.TokenURL = k.endpoint
 	}
+	if tc.TransitKey != "" {
+		a, err := k.transitAssertion(ctx, &tc, creds.ID)
+		if err != nil {
+			return grant{}, err
+		}
+		creds.Assertion = a
+	}
 	start := time.Now()
 	g, err := fetch(ctx, k.hc, &tc, creds)
 	k.fetched(fetchResult(err), time.Since(start))
@@ -395,6 +408,27 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
 	}
 	return g, err
+}
+
+// transitAssertion has Vault Transit sign a fresh client assertion.
+func (k *keeper) transitAssertion(ctx context.Context, tc *Fetch, clientID string) (string, error) {
+	signer, ok := k.creds.(TransitSigner)
+	if !ok {
+		return "", fmt.Errorf("transit_key: the credential source cannot sign")
+	}
+	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
+	defer cancel()
+	keyType, err := signer.TransitKeyType(ctx, tc.TransitMount, tc.TransitKey)
+	if err != nil {
+		return "", err
+	}
+	alg, err := transitAlg(keyType, tc.AssertionAlg)
+	if err != nil {
+		return "", err
+	}
+	return signedAssertion(tc, tc.TokenURL, clientID, tc.AssertionKID, alg, time.Now(), func(input []byte) ([]byte, error) {
+		return signer.TransitSign(ctx, tc.TransitMount, tc.TransitKey, alg, input)
+	})
 }
 
 // fetchResult is the result label of a token request's outcome.

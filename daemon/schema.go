@@ -151,7 +151,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
 		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
-		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience")
+		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -194,7 +194,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	}
 	switch tc.ClientAuth {
 	case "basic+body", "basic", "body":
-		for _, k := range []string{"private_key_field", "key_id_field", "assertion_alg", "assertion_audience"} {
+		for _, k := range []string{"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid"} {
 			if _, ok := m[k]; ok {
 				r.fail(prefix+"."+k, "only for client_auth = \"private_key_jwt\"")
 			}
@@ -205,6 +205,23 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		}
 		tc.Secret.SecretField = t.str("private_key_field", "private_key")
 		tc.Secret.KeyIDField = t.str("key_id_field", "")
+		if tc.TransitKey = t.str("transit_key", ""); tc.TransitKey != "" {
+			// The key stays in Vault: the KV secret holds the client id only.
+			for _, k := range []string{"private_key_field", "key_id_field"} {
+				if _, ok := m[k]; ok {
+					r.fail(prefix+"."+k, "set with transit_key: the key is in Vault Transit, not in KV")
+				}
+			}
+			tc.Secret.SecretField, tc.Secret.KeyIDField = "", ""
+			tc.TransitMount = strings.Trim(t.str("transit_mount", "transit"), "/")
+			tc.AssertionKID = t.str("assertion_kid", "")
+		} else {
+			for _, k := range []string{"transit_mount", "assertion_kid"} {
+				if _, ok := m[k]; ok {
+					r.fail(prefix+"."+k, "only with transit_key")
+				}
+			}
+		}
 		tc.AssertionAlg = t.str("assertion_alg", "")
 		tc.AssertionAudience = t.str("assertion_audience", "")
 		if a := tc.AssertionAlg; a != "" && a != "RS256" && a != "PS256" {
@@ -229,7 +246,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		r.fail(prefix+".request_timeout", "must be more than 0")
 	}
 	for _, f := range []struct{ key, val string }{{"client_id_field", tc.Secret.IDField}, {"client_secret_field", tc.Secret.SecretField}} {
-		if f.val == "" {
+		if f.val == "" && !(f.key == "client_secret_field" && tc.TransitKey != "") {
 			r.fail(prefix+"."+f.key, "must not be empty")
 		}
 	}

@@ -60,6 +60,9 @@ type Credentials struct {
 	ID     string
 	Secret string // the client secret, or a private key's PEM
 	KeyID  string // private_key_jwt: the kid, when the secret names one
+	// Assertion is a signed client assertion (private_key_jwt), made for
+	// one request; not read from Vault.
+	Assertion string
 }
 
 func (c Credentials) String() string {
@@ -145,11 +148,12 @@ func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, 
 	if err != nil {
 		return Credentials{}, err
 	}
-	secret, err := field(data, sec, sec.SecretField)
-	if err != nil {
-		return Credentials{}, err
+	c := Credentials{ID: id}
+	if sec.SecretField != "" { // "" with a key in Vault Transit: the id alone
+		if c.Secret, err = field(data, sec, sec.SecretField); err != nil {
+			return Credentials{}, err
+		}
 	}
-	c := Credentials{ID: id, Secret: secret}
 	if sec.KeyIDField != "" {
 		if c.KeyID, err = field(data, sec, sec.KeyIDField); err != nil {
 			return Credentials{}, err

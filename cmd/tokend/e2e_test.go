@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -701,6 +702,63 @@ func TestE2EOAuthServerPrivateKeyJWT(t *testing.T) {
 				}
 			}
 			d.NoLeaks(tok)
+		})
+	}
+}
+
+// private_key_jwt with the key in Vault Transit (RSA and P-256): tokend
+// builds the assertion and Vault signs it; the private key never leaves
+// Vault, and the real OAuth2 server verifies the signature with the public
+// key Vault gives out.
+func TestE2EOAuthServerTransitJWT(t *testing.T) {
+	v := daemontest.StartVault(t)
+	tokenFile := filepath.Join(t.TempDir(), "vault-token")
+	os.WriteFile(tokenFile, []byte("root"), 0o600)
+	v.Call("POST", "sys/mounts/transit", map[string]any{"type": "transit"})
+	v.PutSecret("tokend/transit", "jwt-client", "unused")
+	b64 := base64.RawURLEncoding.EncodeToString
+	for _, c := range []struct{ keyType, alg string }{{"rsa-2048", ""}, {"rsa-2048", "PS256"}, {"ecdsa-p256", ""}, {"ed25519", ""}} {
+		keyType := c.keyType
+		t.Run(keyType+c.alg, func(t *testing.T) {
+			v.Call("POST", "transit/keys/tokend-"+keyType, map[string]any{"type": keyType})
+			keys := v.Call("GET", "transit/keys/tokend-"+keyType, nil)["data"].(map[string]any)["keys"].(map[string]any)
+			public := keys["1"].(map[string]any)["public_key"].(string)
+			var pub any
+			if keyType == "ed25519" { // Vault gives the raw key, base64
+				raw, _ := base64.StdEncoding.DecodeString(public)
+				pub = ed25519.PublicKey(raw)
+			} else {
+				block, _ := pem.Decode([]byte(public))
+				if block == nil {
+					t.Fatalf("no public key from Vault: %v", keys)
+				}
+				var err error
+				if pub, err = x509.ParsePKIXPublicKey(block.Bytes); err != nil {
+					t.Fatal(err)
+				}
+			}
+			jwk := map[string]string{"kid": "transit-" + keyType}
+			switch k := pub.(type) {
+			case *rsa.PublicKey:
+				jwk["kty"], jwk["n"], jwk["e"] = "RSA", b64(k.N.Bytes()), b64(big.NewInt(int64(k.E)).Bytes())
+			case *ecdsa.PublicKey:
+				jwk["kty"], jwk["crv"], jwk["x"], jwk["y"] = "EC", "P-256", b64(k.X.FillBytes(make([]byte, 32))), b64(k.Y.FillBytes(make([]byte, 32)))
+			case ed25519.PublicKey:
+				jwk["kty"], jwk["crv"], jwk["x"] = "OKP", "Ed25519", b64(k)
+			}
+			jwks, _ := json.Marshal(map[string]any{"keys": []any{jwk}})
+			idp := daemontest.StartIdP(t, "CLIENT_ID=jwt-client", "AUTH_METHOD=private_key_jwt", "JWKS="+string(jwks), "TTL=600")
+			d := daemontest.StartTokend(t, daemontest.Config{
+				LogLevel: "trace",
+				Vault:    daemontest.VaultConfig{Address: v.Addr, TokenFile: tokenFile},
+				Token: map[string]*daemontest.TokenConfig{"api": {
+					TokenURL: idp.URL + "/oauth2/token", Scope: daemontest.Scope, KVPath: "tokend/transit",
+					ClientAuth: "private_key_jwt", TransitKey: "tokend-" + keyType, AssertionKID: jwk["kid"], AssertionAlg: c.alg,
+				}},
+			})
+			if tok := d.Token("api"); len(tok) < 20 {
+				t.Fatalf("token %q", tok)
+			}
 		})
 	}
 }

@@ -55,6 +55,9 @@ type TokenConfig struct {
 	KeyIDField        string            `toml:"key_id_field,omitempty"`
 	AssertionAlg      string            `toml:"assertion_alg,omitempty"`
 	AssertionAudience string            `toml:"assertion_audience,omitempty"`
+	TransitMount      string            `toml:"transit_mount,omitempty"`
+	TransitKey        string            `toml:"transit_key,omitempty"`
+	AssertionKID      string            `toml:"assertion_kid,omitempty"`
 	MinRemaining      string            `toml:"min_remaining,omitempty"`
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`
