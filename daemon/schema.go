@@ -108,15 +108,30 @@ func (r *reader) config(raw map[string]any) *Config {
 }
 
 func (r *reader) vault(m map[string]any) vaultsrc.Config {
-	t := r.table("vault", m, "address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount", "allow_insecure_http")
+	t := r.table("vault", m, "address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount", "allow_insecure_http",
+		"ca_file", "tls_server_name", "cert_file", "key_file", "cert_role", "cert_mount", "jwt_file", "role", "jwt_mount")
 	v := vaultsrc.Config{
-		Address:      t.str("address", ""),
-		Namespace:    t.str("namespace", ""),
-		Auth:         t.str("auth", vaultsrc.DefaultAuth),
-		TokenFile:    t.path("token_file"),
-		RoleIDFile:   t.path("role_id_file"),
-		SecretIDFile: t.path("secret_id_file"),
-		AppRoleMount: t.str("approle_mount", vaultsrc.DefaultAppRoleMount),
+		Address:       t.str("address", ""),
+		Namespace:     t.str("namespace", ""),
+		Auth:          t.str("auth", vaultsrc.DefaultAuth),
+		TokenFile:     t.path("token_file"),
+		RoleIDFile:    t.path("role_id_file"),
+		SecretIDFile:  t.path("secret_id_file"),
+		AppRoleMount:  t.str("approle_mount", vaultsrc.DefaultAppRoleMount),
+		CAFile:        t.path("ca_file"),
+		TLSServerName: t.str("tls_server_name", ""),
+		CertFile:      t.path("cert_file"),
+		KeyFile:       t.path("key_file"),
+		CertRole:      t.str("cert_role", ""),
+		CertMount:     strings.Trim(t.str("cert_mount", "cert"), "/"),
+		JWTFile:       t.path("jwt_file"),
+		Role:          t.str("role", ""),
+		JWTMount:      strings.Trim(t.str("jwt_mount", "jwt"), "/"),
+	}
+	if v.CAFile != "" {
+		if _, err := caPool(v.CAFile, true); err != nil {
+			r.fail("vault.ca_file", "%v", err)
+		}
 	}
 	insecure := t.bool("allow_insecure_http", false)
 	switch {
@@ -139,8 +154,19 @@ func (r *reader) vault(m map[string]any) vaultsrc.Config {
 		if v.SecretIDFile == "" {
 			r.fail("vault.secret_id_file", "auth = \"approle\" needs secret_id_file")
 		}
+	case "cert":
+		if v.CertFile == "" || v.KeyFile == "" {
+			r.fail("vault.cert_file", "auth = \"cert\" needs cert_file and key_file (the host's client certificate)")
+		}
+	case "jwt":
+		if v.JWTFile == "" {
+			r.fail("vault.jwt_file", "auth = \"jwt\" needs jwt_file")
+		}
+		if v.Role == "" {
+			r.fail("vault.role", "auth = \"jwt\" needs role")
+		}
 	default:
-		r.fail("vault.auth", "unknown auth %q: want \"token\" or \"approle\"", v.Auth)
+		r.fail("vault.auth", "unknown auth %q: want \"token\", \"approle\", \"cert\" or \"jwt\"", v.Auth)
 	}
 	return v
 }

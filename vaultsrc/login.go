@@ -2,13 +2,16 @@ package vaultsrc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
 )
 
 // login returns the login in use, or logs in when there is none or force
@@ -53,24 +56,27 @@ func (s *Source) authenticate(ctx context.Context) (*api.Secret, error) {
 		if err != nil {
 			return nil, err
 		}
-		secretID, err := readFile(s.cfg.SecretIDFile, "secret_id_file")
+		// The official method; it reads the secret_id file at each login.
+		method, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromFile: s.cfg.SecretIDFile},
+			approle.WithMountPath(s.cfg.AppRoleMount))
+		if err != nil {
+			return nil, fmt.Errorf("vault approle: %w", err)
+		}
+		s.client.ClearToken()
+		sec, err := s.client.Auth().Login(ctx, method)
+		return s.loggedIn(sec, err, "approle", s.cfg.AppRoleMount)
+	case "cert":
+		sec, err := s.certLogin(ctx)
+		return s.loggedIn(sec, err, "cert", s.cfg.CertMount)
+	case "jwt":
+		jwt, err := readFile(s.cfg.JWTFile, "jwt_file")
 		if err != nil {
 			return nil, err
 		}
 		s.client.ClearToken()
-		path := "auth/" + s.cfg.AppRoleMount + "/login"
-		sec, err := s.client.Logical().WriteWithContext(ctx, path,
-			map[string]any{"role_id": roleID, "secret_id": secretID})
-		if err != nil {
-			return nil, fmt.Errorf("vault approle login at %q: %w", path, compact(err))
-		}
-		if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
-			return nil, fmt.Errorf("vault approle login at %q: no token in the answer", path)
-		}
-		s.client.SetToken(sec.Auth.ClientToken)
-		s.log.Info().Str("mount", s.cfg.AppRoleMount).Dur("ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second).
-			Bool("renewable", sec.Auth.Renewable).Msg("logged in to vault with approle")
-		return sec, nil
+		sec, err := s.client.Logical().WriteWithContext(ctx, "auth/"+s.cfg.JWTMount+"/login",
+			map[string]any{"role": s.cfg.Role, "jwt": jwt})
+		return s.loggedIn(sec, err, "jwt", s.cfg.JWTMount)
 	default:
 		tok := os.Getenv("VAULT_TOKEN")
 		if s.cfg.TokenFile != "" {
@@ -86,6 +92,58 @@ func (s *Source) authenticate(ctx context.Context) (*api.Secret, error) {
 		// TTL and renewability are learnt by Run (lookup-self), off the read path.
 		return &api.Secret{Auth: &api.SecretAuth{ClientToken: tok}}, nil
 	}
+}
+
+// loggedIn installs the token a login returned, or says why there is none.
+func (s *Source) loggedIn(sec *api.Secret, err error, method, mount string) (*api.Secret, error) {
+	if err != nil {
+		return nil, fmt.Errorf("vault %s login at auth/%s: %w", method, mount, compact(err))
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("vault %s login at auth/%s: no token in the answer", method, mount)
+	}
+	s.client.SetToken(sec.Auth.ClientToken)
+	s.log.Info().Str("method", method).Str("mount", mount).Dur("ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second).
+		Bool("renewable", sec.Auth.Renewable).Msg("logged in to vault")
+	return sec, nil
+}
+
+// certLogin logs in with the host's TLS client certificate, read from its
+// files now (a renewed certificate is picked up at the next login), on a
+// client of its own: the certificate is needed for the login only.
+func (s *Source) certLogin(ctx context.Context) (*api.Secret, error) {
+	cert, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("vault cert_file/key_file: %w", err)
+	}
+	base, ok := s.vc.HttpClient.Transport.(*guard)
+	if !ok {
+		return nil, errors.New("vault cert login: unexpected transport")
+	}
+	inner, ok := base.base.(*http.Transport)
+	if !ok {
+		return nil, errors.New("vault cert login: unexpected transport")
+	}
+	t := inner.Clone()
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	t.TLSClientConfig.GetClientCertificate = nil
+	vc := &api.Config{Address: s.client.Address(), MaxRetries: 0, Timeout: s.vc.Timeout,
+		HttpClient: &http.Client{Transport: &guard{base: t, host: base.host}, Timeout: s.vc.Timeout}}
+	lc, err := api.NewClient(vc)
+	if err != nil {
+		return nil, err
+	}
+	lc.ClearToken()
+	lc.SetNamespace(s.client.Namespace())
+	defer t.CloseIdleConnections()
+	body := map[string]any{}
+	if s.cfg.CertRole != "" {
+		body["name"] = s.cfg.CertRole
+	}
+	return lc.Logical().WriteWithContext(ctx, "auth/"+s.cfg.CertMount+"/login", body)
 }
 
 func readFile(path, key string) (string, error) {

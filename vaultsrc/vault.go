@@ -35,11 +35,22 @@ const (
 type Config struct {
 	Address      string // "" = VAULT_ADDR or the library default
 	Namespace    string // "" = VAULT_NAMESPACE, if set
-	Auth         string // "token" or "approle"
+	Auth         string // "token", "approle", "cert" or "jwt"
 	TokenFile    string // auth=token; "" = VAULT_TOKEN
 	RoleIDFile   string // auth=approle
 	SecretIDFile string // auth=approle
 	AppRoleMount string // auth=approle; default "approle"
+
+	CAFile        string // PEM roots for Vault's certificate; "" = VAULT_CACERT or the system's
+	TLSServerName string // the name to check Vault's certificate against
+
+	CertFile, KeyFile string // auth=cert: the host's client certificate, read at each login
+	CertRole          string // auth=cert: the role to log in as ("" = any matching)
+	CertMount         string // auth=cert; default "cert"
+
+	JWTFile  string // auth=jwt: a workload-identity JWT, read at each login
+	Role     string // auth=jwt
+	JWTMount string // auth=jwt; default "jwt"
 }
 
 // Secret says where a client's credentials live.
@@ -74,6 +85,7 @@ func (c Credentials) GoString() string { return c.String() }
 type Source struct {
 	cfg    Config
 	client *api.Client
+	vc     *api.Config // what client was made from (cert logins make their own)
 	log    zerolog.Logger
 
 	// OnRead and OnLogin, when set before use, are told the outcome of
@@ -99,6 +111,11 @@ func New(cfg Config, log zerolog.Logger) (*Source, error) {
 	// fall back to the credentials it has, rather than retry slowly here.
 	vc.MaxRetries = 0
 	vc.Timeout = 10 * time.Second
+	if cfg.CAFile != "" || cfg.TLSServerName != "" {
+		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.CAFile, TLSServerName: cfg.TLSServerName}); err != nil {
+			return nil, fmt.Errorf("vault ca_file %q: %w", cfg.CAFile, err)
+		}
+	}
 	u, err := url.Parse(vc.Address)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("vault address %q is not a URL", vc.Address)
@@ -114,7 +131,9 @@ func New(cfg Config, log zerolog.Logger) (*Source, error) {
 	}
 	cfg.Auth = cmp.Or(cfg.Auth, DefaultAuth)
 	cfg.AppRoleMount = cmp.Or(cfg.AppRoleMount, DefaultAppRoleMount)
-	return &Source{cfg: cfg, client: client, log: log, relogin: make(chan *api.Secret, 1)}, nil
+	cfg.CertMount = cmp.Or(cfg.CertMount, "cert")
+	cfg.JWTMount = cmp.Or(cfg.JWTMount, "jwt")
+	return &Source{cfg: cfg, client: client, vc: vc, log: log, relogin: make(chan *api.Secret, 1)}, nil
 }
 
 // Address is the Vault address in use.

@@ -37,6 +37,15 @@ type VaultConfig struct {
 	SecretIDFile      string `toml:"secret_id_file,omitempty"`
 	AppRoleMount      string `toml:"approle_mount,omitempty"`
 	AllowInsecureHTTP bool   `toml:"allow_insecure_http,omitempty"`
+	CAFile            string `toml:"ca_file,omitempty"`
+	TLSServerName     string `toml:"tls_server_name,omitempty"`
+	CertFile          string `toml:"cert_file,omitempty"`
+	KeyFile           string `toml:"key_file,omitempty"`
+	CertRole          string `toml:"cert_role,omitempty"`
+	CertMount         string `toml:"cert_mount,omitempty"`
+	JWTFile           string `toml:"jwt_file,omitempty"`
+	Role              string `toml:"role,omitempty"`
+	JWTMount          string `toml:"jwt_mount,omitempty"`
 }
 
 type TokenConfig struct {

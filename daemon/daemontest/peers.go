@@ -3,6 +3,8 @@ package daemontest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -181,10 +183,43 @@ func VaultBin(t *testing.T) string {
 
 // Vault is a real Vault dev server with root token "root".
 type Vault struct {
-	t    *testing.T
-	Addr string
-	Port int
-	Proc *Proc
+	t      *testing.T
+	Addr   string
+	Port   int
+	Proc   *Proc
+	CAFile string       // -dev-tls: the CA that signed Vault's certificate
+	client *http.Client // trusts CAFile
+}
+
+// StartVaultTLS is a real Vault dev server over https (-dev-tls), with a
+// CA of its own in CAFile.
+func StartVaultTLS(t *testing.T) *Vault {
+	t.Helper()
+	bin := VaultBin(t)
+	port := FreePort(t)
+	dir := t.TempDir()
+	v := &Vault{t: t, Port: port, Addr: fmt.Sprintf("https://127.0.0.1:%d", port), CAFile: filepath.Join(dir, "vault-ca.pem")}
+	v.Proc = Start(t, []string{"VAULT_ADDR=", "VAULT_TOKEN="}, bin, "server", "-dev", "-dev-tls", "-dev-tls-cert-dir="+dir,
+		"-dev-root-token-id=root", fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-dev-no-store-token")
+	WaitFor(t, "vault (tls) to start", 30*time.Second, func() bool {
+		if v.Proc.Exited() {
+			t.Fatalf("vault exited: %s", v.Proc.Out)
+		}
+		pem, err := os.ReadFile(v.CAFile)
+		if err != nil {
+			return false
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		v.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		resp, err := v.client.Get(v.Addr + "/v1/sys/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return v
 }
 
 func StartVault(t *testing.T) *Vault {
@@ -221,7 +256,11 @@ func (v *Vault) Call(method, path string, body any) map[string]any {
 	}
 	req, _ := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
 	req.Header.Set("X-Vault-Token", "root")
-	resp, err := http.DefaultClient.Do(req)
+	hc := http.DefaultClient
+	if v.client != nil {
+		hc = v.client
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		v.t.Fatalf("vault %s %s: %v", method, path, err)
 	}
