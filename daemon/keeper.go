@@ -225,14 +225,16 @@ func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (server.
 		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
 	}
 	wake := k.next()
-	// Join a refresh in flight, or one another client asked for already.
-	if k.busySince.Load() == 0 && !k.forcing.Load() {
+	// Join a refresh in flight, or one another client asked for already;
+	// forcing is the gate, so that of clients arriving together one forces
+	// and the others join.
+	if k.busySince.Load() == 0 && k.forcing.CompareAndSwap(false, true) {
 		if !k.mayForce(now) {
+			k.forcing.Store(false)
 			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
 				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
 		}
 		k.log.Info().Dur("min", min).Msg("refreshing early: a client asked for a token with more time left (min=)")
-		k.forcing.Store(true)
 		select {
 		case k.kick <- struct{}{}:
 		default:
