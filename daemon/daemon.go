@@ -78,7 +78,7 @@ func Run(ctx context.Context, opts Options) error {
 		logw:      opts.Log,
 		log:       log,
 		cfg:       cfg,
-		hc:        tokenClient(),
+		hc:        tokenClient(nil, nil),
 		poke:      make(chan struct{}, 1),
 		creds:     &credsRef{},
 	}
@@ -94,11 +94,12 @@ func Run(ctx context.Context, opts Options) error {
 
 // tokenClient is the HTTP client for token requests. It follows no
 // redirect: the request carries the client secret (see fetch). roots nil
-// means the system's.
-func tokenClient(roots ...*x509.CertPool) *http.Client {
+// means the system's; cert, when set, gives the client certificate
+// (tls_client_auth).
+func tokenClient(roots *x509.CertPool, cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *http.Client {
 	t := &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
-	if len(roots) > 0 && roots[0] != nil {
-		t.TLSClientConfig = &tls.Config{RootCAs: roots[0], MinVersion: tls.VersionTLS12}
+	if roots != nil || cert != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, GetClientCertificate: cert, MinVersion: tls.VersionTLS12}
 	}
 	return &http.Client{
 		Transport:     t,
@@ -489,17 +490,23 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 		if prev := oldEntries[name]; prev != nil && prev.k.cfg == tc.Fetch {
 			e = &entry{k: prev.k, access: tc.Access, cancel: prev.cancel}
 		} else {
-			hc := d.hc
-			if tc.CAFile != "" {
-				pool, err := caPool(tc.CAFile, tc.CAOnly)
-				if err != nil {
-					// Checked when the config was read; if the file went
-					// since, the requests fail and say so.
-					d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
+			k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
+			if tc.CAFile != "" || tc.ClientAuth == "tls_client_auth" {
+				var pool *x509.CertPool
+				if tc.CAFile != "" {
+					var err error
+					if pool, err = caPool(tc.CAFile, tc.CAOnly); err != nil {
+						// Checked when the config was read; if the file
+						// went since, the requests fail and say so.
+						d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
+					}
 				}
-				hc = tokenClient(pool)
+				var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+				if tc.ClientAuth == "tls_client_auth" {
+					cert = k.clientCertificate
+				}
+				k.hc = tokenClient(pool, cert)
 			}
-			k := newKeeper(tc.Fetch, d.creds, hc, d.log)
 			k.changed = d.pokeSupervisor
 			k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
 			ctx, cancel := context.WithCancel(d.ctx)

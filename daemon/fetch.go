@@ -90,6 +90,10 @@ func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*
 	case "basic+body", "body":
 		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
 		body.WriteString("&client_secret=" + url.QueryEscape(creds.Secret))
+	case "tls_client_auth":
+		// RFC 8705 §2.1: the TLS handshake authenticates; the body names
+		// the client.
+		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
 	}
 	if tc.Scope != "" {
 		body.WriteString("&scope=" + url.QueryEscape(tc.Scope))

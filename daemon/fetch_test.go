@@ -182,7 +182,7 @@ func TestFetchNoRedirect(t *testing.T) {
 		redirector := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, target, status)
 		}))
-		hc := tokenClient()
+		hc := tokenClient(nil, nil)
 		hc.Transport.(*http.Transport).TLSClientConfig = redirector.Client().Transport.(*http.Transport).TLSClientConfig
 		_, err := fetch(context.Background(), hc, tokenConfig(redirector.URL+"/oauth2/token", "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
 		redirector.Close()

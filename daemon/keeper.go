@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -79,6 +80,10 @@ type keeper struct {
 	lastForced atomic.Int64  // unix nanos of the last refresh min= forced
 	forcing    atomic.Bool   // a forced refresh is asked for and not done yet
 	lifetime   atomic.Int64  // the last token's lifetime, in ns
+	// cert is the client certificate for tls_client_auth; certOf says
+	// which PEM it was made from (run loop only).
+	cert   atomic.Pointer[tls.Certificate]
+	certOf string
 
 	// Run loop only.
 	endpoint    string               // the discovered token endpoint; "" until discovered
@@ -396,6 +401,11 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 		}
 		tc.TokenURL = k.endpoint
 	}
+	if tc.ClientAuth == "tls_client_auth" {
+		if err := k.useCertificate(creds); err != nil {
+			return grant{}, err
+		}
+	}
 	if tc.TransitKey != "" {
 		a, err := k.transitAssertion(ctx, &tc, creds.ID)
 		if err != nil {
@@ -410,6 +420,34 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
 	}
 	return g, err
+}
+
+// useCertificate makes the client certificate in creds the one the token
+// requests present (tls_client_auth), when it changed.
+func (k *keeper) useCertificate(creds vaultsrc.Credentials) error {
+	if creds.Cert+creds.Secret == k.certOf {
+		return nil
+	}
+	cert, err := tls.X509KeyPair([]byte(creds.Cert), []byte(creds.Secret))
+	if err != nil {
+		return fmt.Errorf("the client certificate and key in %s: %w", k.cfg.Secret, err)
+	}
+	k.cert.Store(&cert)
+	k.certOf = creds.Cert + creds.Secret
+	// Connections made with the old certificate would keep presenting it.
+	if t, ok := k.hc.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	k.log.Info().Str("subject", cert.Leaf.Subject.String()).Time("not_after", cert.Leaf.NotAfter).Msg("client certificate loaded")
+	return nil
+}
+
+// clientCertificate is the TLS client's GetClientCertificate.
+func (k *keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := k.cert.Load(); c != nil {
+		return c, nil
+	}
+	return &tls.Certificate{}, nil // none yet: the handshake goes on without one
 }
 
 // transitAssertion has Vault Transit sign a fresh client assertion.

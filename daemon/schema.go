@@ -177,7 +177,8 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
 		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
-		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid")
+		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
+		"tls_cert_field", "tls_key_field")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -225,6 +226,17 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 				r.fail(prefix+"."+k, "only for client_auth = \"private_key_jwt\"")
 			}
 		}
+		for _, k := range []string{"tls_cert_field", "tls_key_field"} {
+			if _, ok := m[k]; ok {
+				r.fail(prefix+"."+k, "only for client_auth = \"tls_client_auth\"")
+			}
+		}
+	case "tls_client_auth":
+		if _, ok := m["client_secret_field"]; ok {
+			r.fail(prefix+".client_secret_field", "not used with tls_client_auth: tls_cert_field and tls_key_field name the certificate's fields")
+		}
+		tc.Secret.CertField = t.str("tls_cert_field", "tls_cert")
+		tc.Secret.SecretField = t.str("tls_key_field", "tls_key")
 	case "private_key_jwt":
 		if _, ok := m["client_secret_field"]; ok {
 			r.fail(prefix+".client_secret_field", "not used with private_key_jwt: private_key_field names the key's field")
@@ -254,7 +266,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 			r.fail(prefix+".assertion_alg", "%q: want \"RS256\" or \"PS256\" (for RSA keys; EC and Ed25519 keys decide their own)", a)
 		}
 	default:
-		r.fail(prefix+".client_auth", "unknown mode %q: want \"basic+body\", \"basic\", \"body\" or \"private_key_jwt\"", tc.ClientAuth)
+		r.fail(prefix+".client_auth", "unknown mode %q: want \"basic+body\", \"basic\", \"body\", \"private_key_jwt\" or \"tls_client_auth\"", tc.ClientAuth)
 	}
 	if tc.Secret.Mount == "" {
 		r.fail(prefix+".kv_mount", "must not be empty")

@@ -61,6 +61,7 @@ type Secret struct {
 	IDField     string
 	SecretField string // the client secret, or the private key's PEM (private_key_jwt)
 	KeyIDField  string // optional: the key id for a JWT's kid (private_key_jwt)
+	CertField   string // tls_client_auth: the client certificate's PEM (SecretField: its key)
 }
 
 func (s Secret) String() string { return fmt.Sprintf("%s/%s (kv v%d)", s.Mount, s.Path, s.Version) }
@@ -71,6 +72,7 @@ type Credentials struct {
 	ID     string
 	Secret string // the client secret, or a private key's PEM
 	KeyID  string // private_key_jwt: the kid, when the secret names one
+	Cert   string // tls_client_auth: the client certificate's PEM (Secret: its key)
 	// Assertion is a signed client assertion (private_key_jwt), made for
 	// one request; not read from Vault.
 	Assertion string
@@ -175,6 +177,11 @@ func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, 
 	}
 	if sec.KeyIDField != "" {
 		if c.KeyID, err = field(data, sec, sec.KeyIDField); err != nil {
+			return Credentials{}, err
+		}
+	}
+	if sec.CertField != "" {
+		if c.Cert, err = field(data, sec, sec.CertField); err != nil {
 			return Credentials{}, err
 		}
 	}

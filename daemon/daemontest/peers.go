@@ -309,7 +309,13 @@ func StartIdP(t *testing.T, env ...string) *IdP {
 		Need(t, "oidc-provider", "run npm ci in daemon/testdata/idp")
 	}
 	port := FreePort(t)
-	i := &IdP{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	scheme := "http"
+	for _, e := range env {
+		if strings.HasPrefix(e, "TLS_CERT=") {
+			scheme = "https"
+		}
+	}
+	i := &IdP{URL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)}
 	i.proc = Start(t, append(env, fmt.Sprintf("PORT=%d", port)), node, Root("daemon/testdata/idp/server.mjs"))
 	WaitFor(t, "oidc-provider to listen", 20*time.Second, func() bool {
 		if i.proc.Exited() {

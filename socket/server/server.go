@@ -93,16 +93,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.byUID = make(map[uint32]int)
 	s.mu.Unlock()
 
-	stop := make(chan struct{})
+	stop, closed := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(closed)
 		select {
 		case <-ctx.Done():
 		case <-stop:
 		}
-		ln.Close()
+		ln.Close() // and removes the socket file: done before Serve returns
 		s.wakeIdle()
 	}()
-	defer close(stop)
+	defer func() { close(stop); <-closed }()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -8,13 +8,19 @@
 // RESOURCE: set it elsewhere to require resource=), ACCEPT_BOTH=1 (act as
 // a lenient server that tolerates Basic plus client_secret in the body, as
 // the documented API recipe sends), JWKS (the client's public keys, JSON,
-// for AUTH_METHOD=private_key_jwt).
+// for AUTH_METHOD=private_key_jwt), TLS_CERT, TLS_KEY and CLIENT_CA (PEM
+// files: serve https, asking for client certificates from CLIENT_CA) and
+// CLIENT_DN (AUTH_METHOD=tls_client_auth: the certificate subject).
 // Test-only: POST /__fault?status=503&count=2 fails the next token requests.
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
 import Provider, { errors } from 'oidc-provider';
 
 const env = process.env;
 const PORT = Number(env.PORT || 9000);
-const ISSUER = `http://127.0.0.1:${PORT}`;
+const TLS = Boolean(env.TLS_CERT);
+const ISSUER = `${TLS ? 'https' : 'http'}://127.0.0.1:${PORT}`;
 const TTL = Number(env.TTL || 60);
 const SCOPE = env.SCOPE || 'https://rbm.vibes.com/rbm.agents';
 const RESOURCE = env.RESOURCE || 'https://rbm.vibes.com/';
@@ -29,6 +35,7 @@ const provider = new Provider(ISSUER, {
     redirect_uris: [],
     token_endpoint_auth_method: env.AUTH_METHOD || 'client_secret_basic',
     ...(env.JWKS ? { jwks: JSON.parse(env.JWKS) } : {}),
+    ...(env.CLIENT_DN ? { tls_client_auth_subject_dn: env.CLIENT_DN } : {}),
   }],
   routes: { token: '/oauth2/token' },
   scopes: [],
@@ -36,6 +43,21 @@ const provider = new Provider(ISSUER, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    mTLS: {
+      enabled: TLS,
+      tlsClientAuth: TLS,
+      // The certificate the TLS layer received (verified against CLIENT_CA
+      // there, without refusing the handshake).
+      getCertificate: (ctx) => {
+        const c = ctx.socket.getPeerCertificate?.();
+        return c?.raw ? new X509Certificate(c.raw) : undefined;
+      },
+      certificateAuthorized: (ctx) => ctx.socket.authorized === true,
+      certificateSubjectMatches: (ctx, property, expected) => {
+        const c = ctx.socket.getPeerCertificate?.();
+        return property === 'tls_client_auth_subject_dn' && c?.raw && new X509Certificate(c.raw).subject === expected;
+      },
+    },
     resourceIndicators: {
       enabled: true,
       // Bind scope-only requests to our API, and be strict about scopes
@@ -85,4 +107,12 @@ provider.use(async (ctx, next) => {
   await next();
 });
 
-provider.listen(PORT, '127.0.0.1', () => console.log(`listening ${ISSUER}/oauth2/token`));
+const listening = () => console.log(`listening ${ISSUER}/oauth2/token`);
+if (TLS) {
+  https.createServer({
+    cert: readFileSync(env.TLS_CERT), key: readFileSync(env.TLS_KEY),
+    ca: env.CLIENT_CA ? readFileSync(env.CLIENT_CA) : undefined, requestCert: true, rejectUnauthorized: false,
+  }, provider.callback()).listen(PORT, '127.0.0.1', listening);
+} else {
+  provider.listen(PORT, '127.0.0.1', listening);
+}
