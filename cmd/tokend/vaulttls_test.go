@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,7 +98,8 @@ func TestE2EVaultTLSAuth(t *testing.T) {
 }
 
 // testCA writes a CA to dir and returns its PEM file and a function that
-// issues client certificates from it.
+// issues client certificates from it (a server certificate for 127.0.0.1
+// when cn is "127.0.0.1").
 func testCA(t *testing.T, dir, name string) (string, func(cn string) (certFile, keyFile string)) {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " CA"},
@@ -115,6 +117,9 @@ func testCA(t *testing.T, dir, name string) (string, func(cn string) (certFile, 
 		leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		if ip := net.ParseIP(cn); ip != nil {
+			leaf.IPAddresses, leaf.ExtKeyUsage = []net.IP{ip}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		}
 		der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
 		if err != nil {
 			t.Fatal(err)
@@ -142,4 +147,51 @@ func signJWT(t *testing.T, key *ecdsa.PrivateKey, sub string, life time.Duration
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// tls_client_auth (RFC 8705) against the real OAuth2 server over https: the
+// client certificate and key come from a real Vault's KV; the server
+// authenticates the client by the certificate's subject alone. A rotated
+// certificate in Vault is presented at the next request.
+func TestE2EOAuthServerTLSClientAuth(t *testing.T) {
+	v := daemontest.StartVault(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "vault-token")
+	os.WriteFile(tokenFile, []byte("root"), 0o600)
+	caFile, issue := testCA(t, dir, "mtls")
+	serverCert, serverKey := issue("127.0.0.1")
+	idp := daemontest.StartIdP(t, "CLIENT_ID=mtls-client", "AUTH_METHOD=tls_client_auth", "CLIENT_DN=CN=tokend-client", "TTL=600",
+		"TLS_CERT="+serverCert, "TLS_KEY="+serverKey, "CLIENT_CA="+caFile)
+	put := func(cn string) {
+		certFile, keyFile := issue(cn)
+		cert, _ := os.ReadFile(certFile)
+		key, _ := os.ReadFile(keyFile)
+		v.Call("POST", "secret/data/tokend/mtls", map[string]any{"data": map[string]any{
+			"client_id": "mtls-client", "tls_cert": string(cert), "tls_key": string(key)}})
+	}
+	put("tokend-client")
+	d := daemontest.StartTokend(t, daemontest.Config{
+		LogLevel: "trace",
+		Vault:    daemontest.VaultConfig{Address: v.Addr, TokenFile: tokenFile},
+		Token: map[string]*daemontest.TokenConfig{"api": {
+			TokenURL: idp.URL + "/oauth2/token", Scope: daemontest.Scope, KVPath: "tokend/mtls",
+			ClientAuth: "tls_client_auth", CAFile: caFile, MinRemaining: "1s",
+		}},
+	})
+	if tok := d.Token("api"); len(tok) < 20 {
+		t.Fatalf("token %q", tok)
+	}
+	if !strings.Contains(d.Out.String(), `"subject":"CN=tokend-client"`) {
+		t.Errorf("the client certificate's loading is not logged")
+	}
+	// A certificate with another subject: the server refuses it, which
+	// proves the one from Vault is the one presented.
+	put("someone-else")
+	time.Sleep(2 * time.Second) // the token now has less than 599s left: min=599 refreshes
+	_, errs, code := d.Ctl("get", "--min", "599", "api")
+	if code != 1 || !strings.Contains(errs, "invalid_client") {
+		t.Errorf("with the wrong certificate: exit %d %q", code, errs)
+	}
+	key, _ := os.ReadFile(filepath.Join(dir, "tokend-client-key.pem"))
+	d.NoLeaks(strings.Split(string(key), "\n")[1])
 }

@@ -67,6 +67,8 @@ type TokenConfig struct {
 	TransitMount      string            `toml:"transit_mount,omitempty"`
 	TransitKey        string            `toml:"transit_key,omitempty"`
 	AssertionKID      string            `toml:"assertion_kid,omitempty"`
+	TLSCertField      string            `toml:"tls_cert_field,omitempty"`
+	TLSKeyField       string            `toml:"tls_key_field,omitempty"`
 	MinRemaining      string            `toml:"min_remaining,omitempty"`
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`

@@ -38,6 +38,7 @@ const provider = new Provider(ISSUER, {
     ...(env.CLIENT_DN ? { tls_client_auth_subject_dn: env.CLIENT_DN } : {}),
   }],
   routes: { token: '/oauth2/token' },
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', ...(TLS ? ['tls_client_auth'] : [])],
   scopes: [],
   features: {
     devInteractions: { enabled: false },
