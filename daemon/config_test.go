@@ -339,3 +339,27 @@ func TestConfigPrivateKeyJWT(t *testing.T) {
 		}
 	}
 }
+
+// The new Vault logins and tls_client_auth name what they miss.
+func TestConfigVaultAuthAndMTLS(t *testing.T) {
+	tok := "[token.a]\ntoken_url = \"https://i/t\"\nkv_path = \"a\"\n"
+	for text, want := range map[string]string{
+		"[vault]\naddress = \"https://v\"\nauth = \"cert\"\ncert_file = \"/c\"\n" + tok:                 `vault.cert_file: auth = "cert" needs cert_file and key_file`,
+		"[vault]\naddress = \"https://v\"\nauth = \"jwt\"\nrole = \"r\"\n" + tok:                        `vault.jwt_file: auth = "jwt" needs jwt_file`,
+		"[vault]\naddress = \"https://v\"\nauth = \"jwt\"\njwt_file = \"/j\"\n" + tok:                   `vault.role: auth = "jwt" needs role`,
+		"[vault]\naddress = \"https://v\"\nauth = \"kerberos\"\n" + tok:                                 `unknown auth "kerberos": want "token", "approle", "cert" or "jwt"`,
+		"[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\n" + tok + "tls_cert_field = \"c\"\n":    `token.a.tls_cert_field: only for client_auth = "tls_client_auth"`,
+		"[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\nca_file = \"/nonexistent.pem\"\n" + tok: `vault.ca_file: open /nonexistent.pem`,
+	} {
+		if _, err := parseConfig("v.toml", []byte(text), thisHost()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", text, err, want)
+		}
+	}
+	c, err := parseConfig("v.toml", []byte("[vault]\naddress = \"https://v\"\nauth = \"cert\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n"+tok+"client_auth = \"tls_client_auth\"\n"), thisHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Tokens["a"].Secret; s.CertField != "tls_cert" || s.SecretField != "tls_key" || c.Vault.CertMount != "cert" {
+		t.Errorf("defaults: %+v %+v", s, c.Vault)
+	}
+}

@@ -44,6 +44,9 @@ func Warnings(path string, cfg *Config, activated bool) []string {
 	file("vault.token_file", cfg.Vault.TokenFile, true)
 	file("vault.role_id_file", cfg.Vault.RoleIDFile, false)
 	file("vault.secret_id_file", cfg.Vault.SecretIDFile, true)
+	file("vault.key_file", cfg.Vault.KeyFile, true)
+	file("vault.jwt_file", cfg.Vault.JWTFile, true)
+	file("vault.cert_file", cfg.Vault.CertFile, false)
 	if !activated {
 		dir := filepath.Dir(cfg.Socket)
 		if fi, err := os.Stat(dir); err == nil {
