@@ -351,7 +351,7 @@ func TestE2EVaultRenewalAndRelogin(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	d := daemontest.StartTokend(t, approleConfig(v, roleIDFile, secretIDFile, ep))
 	daemontest.WaitFor(t, "three approle logins", 30*time.Second, func() bool {
-		return strings.Count(d.Out.String(), "logged in to vault with approle") >= 3
+		return strings.Count(d.Out.String(), `"method":"approle"`) >= 3
 	})
 	logs := d.Out.String()
 	if !strings.Contains(logs, "vault token renewed") {
