@@ -47,6 +47,15 @@ func TestE2EVaultTLSAuth(t *testing.T) {
 		if got := d.Token(); got != ep.LastToken() {
 			t.Errorf("token %q", got)
 		}
+		// tls_server_name is what the certificate is checked against.
+		d3 := start(daemontest.VaultConfig{TokenFile: tokenFile, CAFile: v.CAFile, TLSServerName: "wrong.example"})
+		if _, errs, code := d3.Ctl("get"); code != 1 || !strings.Contains(errs, "x509: certificate is valid for localhost") {
+			t.Errorf("tls_server_name wrong.example: exit %d %q", code, errs)
+		}
+		d4 := start(daemontest.VaultConfig{TokenFile: tokenFile, CAFile: v.CAFile, TLSServerName: "localhost"})
+		if got := d4.Token(); got != ep.LastToken() {
+			t.Errorf("tls_server_name localhost: %q", got)
+		}
 		other, _ := testCA(t, dir, "other")
 		d2 := start(daemontest.VaultConfig{TokenFile: tokenFile, CAFile: other})
 		_, errs, code := d2.Ctl("get")
