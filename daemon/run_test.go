@@ -238,9 +238,10 @@ func TestRunCAFile(t *testing.T) {
 	ep, caFile := daemontest.NewTLSEndpoint(t, "basic+body", "cid", "csecret")
 	cfg := daemontest.StandInConfig(t, ep)
 	p := runInProcess(t, cfg)
-	if _, err := p.ask(t, "TOKEN"); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
-		t.Errorf("without ca_file: %v", err)
-	}
+	daemontest.WaitFor(t, "the refusal of the endpoint's certificate", 10*time.Second, func() bool {
+		out, err := p.ask(t, "STATUS")
+		return err == nil && strings.Contains(out, "certificate signed by unknown authority")
+	})
 	with := cfg.Clone()
 	with.Vibes().CAFile, with.Vibes().CAOnly = caFile, true
 	p.write(t, with, "")
