@@ -88,6 +88,7 @@ type Fetch struct {
 	MinRemaining   time.Duration
 	RetryMax       time.Duration
 	RequestTimeout time.Duration
+	MaxPerHour     int // max_fetches_per_hour
 }
 
 // The documented defaults.
@@ -101,6 +102,7 @@ const (
 	defaultMaxConns     = 1024
 	defaultMaxPerUID    = 64
 	defaultFirstWait    = 30 * time.Second
+	defaultMaxPerHour   = 120
 )
 
 // ConfigError lists every problem found in a configuration file.

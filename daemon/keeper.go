@@ -86,6 +86,7 @@ type keeper struct {
 	certOf string
 
 	// Run loop only.
+	budget      budget               // max_fetches_per_hour
 	endpoint    string               // the discovered token endpoint; "" until discovered
 	cached      vaultsrc.Credentials // last good credentials
 	failures    int                  // consecutive failed attempts
@@ -164,6 +165,7 @@ func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.L
 		log:     log.With().Str("token", cfg.Name).Logger(),
 		changed: func() {},
 		fetched: func(string, time.Duration) {},
+		budget:  budget{max: cfg.MaxPerHour},
 		ready:   make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 	}
@@ -340,8 +342,12 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 	k.failures++
 	var retryAfter time.Duration
 	var ee *endpointError
-	if errors.As(err, &ee) {
+	var be *budgetError
+	switch {
+	case errors.As(err, &ee):
 		retryAfter = ee.RetryAfter
+	case errors.As(err, &be):
+		retryAfter = be.until.Sub(k.clock.Now()) // beyond maxRetryAfter if need be
 	}
 	wait := retryDelay(k.failures, k.cfg.RetryMax, retryAfter, k.rand())
 	// Upstream text (Vault's errors, TLS and DNS errors, the endpoint's
@@ -412,6 +418,16 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 			return grant{}, err
 		}
 		creds.Assertion = a
+	}
+	if ok, until := k.budget.take(k.clock.Now()); !ok {
+		k.fetched(fetchBudget, 0)
+		err := &budgetError{max: k.budget.max, until: until}
+		if now := k.clock.Now(); now.Sub(k.budget.warned) >= budgetWindow {
+			k.budget.warned = now
+			k.log.Error().Int("max_fetches_per_hour", k.budget.max).Time("until", until.UTC()).
+				Msg("issuance budget spent: no token requests until the window allows; the current token is served while it lasts")
+		}
+		return grant{}, err
 	}
 	start := time.Now()
 	g, err := fetch(ctx, k.hc, &tc, creds)

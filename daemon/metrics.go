@@ -18,12 +18,13 @@ import (
 // Label values of tokend_token_fetches_total{result}.
 const (
 	fetchSuccess     = "success"
-	fetchRejected    = "rejected"     // 401 or invalid_client
-	fetchRateLimited = "rate_limited" // 429
-	fetchError       = "error"        // anything else
+	fetchRejected    = "rejected"         // 401 or invalid_client
+	fetchRateLimited = "rate_limited"     // 429
+	fetchError       = "error"            // anything else
+	fetchBudget      = "budget_exhausted" // not sent: max_fetches_per_hour reached
 )
 
-var fetchResults = []string{fetchSuccess, fetchRejected, fetchRateLimited, fetchError}
+var fetchResults = []string{fetchSuccess, fetchRejected, fetchRateLimited, fetchError, fetchBudget}
 
 // metrics are tokend's Prometheus series. The names are a contract
 // (README, alert rules): do not rename them.
@@ -49,7 +50,7 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokend_token_fetches_total",
-			Help: "Token endpoint requests, by result: success, rejected (401/invalid_client), rate_limited (429), error."},
+			Help: "Token endpoint requests, by result: success, rejected (401/invalid_client), rate_limited (429), error, budget_exhausted (not sent)."},
 			[]string{"token", "result"}),
 		fetchTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tokend_token_fetch_duration_seconds",
 			Help:    "Token endpoint request time.",
@@ -133,7 +134,9 @@ func (m *metrics) tokenRemoved(name string) {
 // fetched records one token endpoint request.
 func (m *metrics) fetched(name, result string, took time.Duration) {
 	m.fetches.WithLabelValues(name, result).Inc()
-	m.fetchTime.WithLabelValues(name).Observe(took.Seconds())
+	if result != fetchBudget { // no request was made
+		m.fetchTime.WithLabelValues(name).Observe(took.Seconds())
+	}
 }
 
 // loaded records a configuration load (at start, or a reload).

@@ -178,7 +178,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
 		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
 		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
-		"tls_cert_field", "tls_key_field")
+		"tls_cert_field", "tls_key_field", "max_fetches_per_hour")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -195,7 +195,11 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		MinRemaining:   t.dur("min_remaining", defaultMinRemaining),
 		RetryMax:       t.dur("retry_max", defaultRetryMax),
 		RequestTimeout: t.dur("request_timeout", defaultTimeout),
+		MaxPerHour:     t.int("max_fetches_per_hour", defaultMaxPerHour),
 	}}
+	if tc.MaxPerHour < 1 || tc.MaxPerHour > 100000 {
+		r.fail(prefix+".max_fetches_per_hour", "%d is out of range 1..100000", tc.MaxPerHour)
+	}
 	tc.InsecureHTTP = t.bool("allow_insecure_http", false)
 	tc.CAFile, tc.CAOnly = t.path("ca_file"), t.bool("ca_only", false)
 	if tc.CAFile != "" {

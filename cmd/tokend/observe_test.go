@@ -194,3 +194,35 @@ func get(t *testing.T, url, accept string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// The issuance budget: an endpoint that issues 1s tokens makes tokend ask
+// every second; at max_fetches_per_hour = 10 it stops asking, says so once
+// in the log, and counts the requests it did not make.
+func TestE2EIssuanceBudget(t *testing.T) {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	ep.SetTTL(1)
+	cfg := daemontest.StandInConfig(t, ep)
+	v := cfg.Vibes()
+	v.MinRemaining, v.RequestTimeout, v.MaxFetchesPerHour = "100ms", "1s", 10
+	d := daemontest.StartTokend(t, cfg)
+	daemontest.WaitFor(t, "ten token requests", 30*time.Second, func() bool { return ep.Calls.Load() >= 10 })
+	time.Sleep(5 * time.Second)
+	if n := ep.Calls.Load(); n != 10 {
+		t.Errorf("%d token requests, want 10 (max_fetches_per_hour)", n)
+	}
+	logs := d.Out.String()
+	if n := strings.Count(logs, "issuance budget spent: no token requests until the window allows"); n != 1 {
+		t.Errorf("budget exhaustion logged %d times, want once", n)
+	}
+	text, err := proto.Client{Path: d.Sock}.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := daemontest.ParseMetrics(t, string(text))
+	if v, _ := m.Value("tokend_token_fetches_total", "token", "vibes", "result", "budget_exhausted"); v < 1 {
+		t.Errorf("budget_exhausted = %v", v)
+	}
+	if st, err := (proto.Client{Path: d.Sock}).Do(t.Context(), "STATUS"); err != nil || !strings.Contains(st, "issuance budget spent") {
+		t.Errorf("STATUS: %q %v", st, err)
+	}
+}

@@ -72,6 +72,7 @@ type TokenConfig struct {
 	MinRemaining      string            `toml:"min_remaining,omitempty"`
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`
+	MaxFetchesPerHour int               `toml:"max_fetches_per_hour,omitzero"`
 	AllowUsers        []string          `toml:"allow_users,omitempty"`
 	AllowGroups       []string          `toml:"allow_groups,omitempty"`
 	AllowUIDs         []int             `toml:"allow_uids,omitempty"`
