@@ -666,23 +666,18 @@ func TestE2EOAuthServerPrivateKeyJWT(t *testing.T) {
 	os.WriteFile(tokenFile, []byte("root"), 0o600)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	b64 := base64.RawURLEncoding.EncodeToString
 	for _, c := range []struct {
 		name string
 		key  crypto.Signer
-		jwk  map[string]string
-	}{
-		{"rsa", rsaKey, map[string]string{"kty": "RSA", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())}},
-		{"p256", ecKey, map[string]string{"kty": "EC", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))}},
-	} {
+	}{{"rsa", rsaKey}, {"p256", ecKey}} {
 		t.Run(c.name, func(t *testing.T) {
-			c.jwk["kid"] = "key-" + c.name
-			jwks, _ := json.Marshal(map[string]any{"keys": []any{c.jwk}})
+			jwk := jwkOf(t, c.key.Public(), "key-"+c.name)
+			jwks, _ := json.Marshal(map[string]any{"keys": []any{jwk}})
 			idp := daemontest.StartIdP(t, "CLIENT_ID=jwt-client", "AUTH_METHOD=private_key_jwt", "JWKS="+string(jwks), "TTL=600")
 			der, _ := x509.MarshalPKCS8PrivateKey(c.key)
 			keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 			v.Call("POST", "secret/data/tokend/jwt-"+c.name, map[string]any{"data": map[string]any{
-				"client_id": "jwt-client", "private_key": keyPEM, "kid": c.jwk["kid"]}})
+				"client_id": "jwt-client", "private_key": keyPEM, "kid": jwk["kid"]}})
 			d := daemontest.StartTokend(t, daemontest.Config{
 				LogLevel: "trace",
 				Vault:    daemontest.VaultConfig{Address: v.Addr, TokenFile: tokenFile},
@@ -716,7 +711,6 @@ func TestE2EOAuthServerTransitJWT(t *testing.T) {
 	os.WriteFile(tokenFile, []byte("root"), 0o600)
 	v.Call("POST", "sys/mounts/transit", map[string]any{"type": "transit"})
 	v.PutSecret("tokend/transit", "jwt-client", "unused")
-	b64 := base64.RawURLEncoding.EncodeToString
 	for _, c := range []struct{ keyType, alg string }{{"rsa-2048", ""}, {"rsa-2048", "PS256"}, {"ecdsa-p256", ""}, {"ed25519", ""}} {
 		keyType := c.keyType
 		t.Run(keyType+c.alg, func(t *testing.T) {
@@ -737,15 +731,7 @@ func TestE2EOAuthServerTransitJWT(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			jwk := map[string]string{"kid": "transit-" + keyType}
-			switch k := pub.(type) {
-			case *rsa.PublicKey:
-				jwk["kty"], jwk["n"], jwk["e"] = "RSA", b64(k.N.Bytes()), b64(big.NewInt(int64(k.E)).Bytes())
-			case *ecdsa.PublicKey:
-				jwk["kty"], jwk["crv"], jwk["x"], jwk["y"] = "EC", "P-256", b64(k.X.FillBytes(make([]byte, 32))), b64(k.Y.FillBytes(make([]byte, 32)))
-			case ed25519.PublicKey:
-				jwk["kty"], jwk["crv"], jwk["x"] = "OKP", "Ed25519", b64(k)
-			}
+			jwk := jwkOf(t, pub, "transit-"+keyType)
 			jwks, _ := json.Marshal(map[string]any{"keys": []any{jwk}})
 			idp := daemontest.StartIdP(t, "CLIENT_ID=jwt-client", "AUTH_METHOD=private_key_jwt", "JWKS="+string(jwks), "TTL=600")
 			d := daemontest.StartTokend(t, daemontest.Config{
@@ -761,4 +747,24 @@ func TestE2EOAuthServerTransitJWT(t *testing.T) {
 			}
 		})
 	}
+}
+
+// jwkOf is a public key as a JWK (RFC 7517), for the OAuth2 server's
+// client registration.
+func jwkOf(t *testing.T, pub crypto.PublicKey, kid string) map[string]string {
+	b64 := base64.RawURLEncoding.EncodeToString
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return map[string]string{"kid": kid, "kty": "RSA", "n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())}
+	case *ecdsa.PublicKey:
+		b, err := k.Bytes() // 0x04 || X || Y
+		if err != nil || len(b) != 65 {
+			t.Fatalf("P-256 key: %v", err)
+		}
+		return map[string]string{"kid": kid, "kty": "EC", "crv": "P-256", "x": b64(b[1:33]), "y": b64(b[33:])}
+	case ed25519.PublicKey:
+		return map[string]string{"kid": kid, "kty": "OKP", "crv": "Ed25519", "x": b64(k)}
+	}
+	t.Fatalf("no JWK for a %T", pub)
+	return nil
 }
