@@ -363,3 +363,34 @@ func TestConfigVaultAuthAndMTLS(t *testing.T) {
 		t.Errorf("defaults: %+v %+v", s, c.Vault)
 	}
 }
+
+// ${CREDENTIALS_DIRECTORY} works in the new paths too (LoadCredential=).
+func TestConfigCredentialsDirectoryPaths(t *testing.T) {
+	h := thisHost()
+	h.getenv = func(k string) string {
+		if k == "CREDENTIALS_DIRECTORY" {
+			return "/run/credentials/tokend.service"
+		}
+		return ""
+	}
+	h.stat = func(string) (os.FileInfo, error) { return fakeDir(0o700), nil }
+	text := `[vault]
+address = "https://v"
+auth = "cert"
+cert_file = "${CREDENTIALS_DIRECTORY}/host.pem"
+key_file = "${CREDENTIALS_DIRECTORY}/host-key.pem"
+jwt_file = "${CREDENTIALS_DIRECTORY}/vault.jwt"
+[token.a]
+token_url = "https://i/t"
+kv_path = "a"
+file = "${CREDENTIALS_DIRECTORY}/a.token"
+`
+	c, err := parseConfig("c.toml", []byte(text), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dir = "/run/credentials/tokend.service/"
+	if c.Vault.CertFile != dir+"host.pem" || c.Vault.KeyFile != dir+"host-key.pem" || c.Vault.JWTFile != dir+"vault.jwt" || c.Tokens["a"].File.Path != dir+"a.token" {
+		t.Errorf("not expanded: %+v, file %+v", c.Vault, c.Tokens["a"].File)
+	}
+}
