@@ -86,6 +86,7 @@ type keeper struct {
 	certOf string
 
 	// Run loop only.
+	transitType string               // the Transit key's type, once read
 	budget      budget               // max_fetches_per_hour
 	endpoint    string               // the discovered token endpoint; "" until discovered
 	cached      vaultsrc.Credentials // last good credentials
@@ -474,17 +475,24 @@ func (k *keeper) transitAssertion(ctx context.Context, tc *Fetch, clientID strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
 	defer cancel()
-	keyType, err := signer.TransitKeyType(ctx, tc.TransitMount, tc.TransitKey)
+	if k.transitType == "" {
+		keyType, err := signer.TransitKeyType(ctx, tc.TransitMount, tc.TransitKey)
+		if err != nil {
+			return "", err
+		}
+		k.transitType = keyType
+	}
+	alg, err := transitAlg(k.transitType, tc.AssertionAlg)
 	if err != nil {
 		return "", err
 	}
-	alg, err := transitAlg(keyType, tc.AssertionAlg)
-	if err != nil {
-		return "", err
-	}
-	return signedAssertion(tc, tc.TokenURL, clientID, tc.AssertionKID, alg, time.Now(), func(input []byte) ([]byte, error) {
+	a, err := signedAssertion(tc, tc.TokenURL, clientID, tc.AssertionKID, alg, time.Now(), func(input []byte) ([]byte, error) {
 		return signer.TransitSign(ctx, tc.TransitMount, tc.TransitKey, alg, input)
 	})
+	if err != nil {
+		k.transitType = "" // the key may have been replaced: read its type again
+	}
+	return a, err
 }
 
 // fetchResult is the result label of a token request's outcome.
