@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 )
@@ -13,7 +15,8 @@ import (
 // files that decide where secrets and tokens go, or hold a Vault
 // credential, that someone other than root or tokend could change (or,
 // for credentials, read); a socket directory others could write (they
-// could swap the socket); a socket_mode that lets every local user in.
+// could swap the socket) or a file sink's directory owned by someone else;
+// a socket_mode that lets every local user in.
 // tokend logs them at start and reload, and `tokend check` prints them.
 // activated says the socket comes from systemd, so its directory is
 // systemd's business.
@@ -47,6 +50,14 @@ func Warnings(path string, cfg *Config, activated bool) []string {
 	file("vault.key_file", cfg.Vault.KeyFile, true)
 	file("vault.jwt_file", cfg.Vault.JWTFile, true)
 	file("vault.cert_file", cfg.Vault.CertFile, false)
+	for _, name := range slices.Sorted(maps.Keys(cfg.Tokens)) {
+		if f := cfg.Tokens[name].File; f != nil {
+			dir := filepath.Dir(f.Path)
+			if fi, err := os.Stat(dir); err == nil && !trusted[fi.Sys().(*syscall.Stat_t).Uid] {
+				out = append(out, fmt.Sprintf("token.%s.file: directory %q is owned by uid %d, not root or tokend: that user could replace the token file", name, dir, fi.Sys().(*syscall.Stat_t).Uid))
+			}
+		}
+	}
 	if !activated {
 		dir := filepath.Dir(cfg.Socket)
 		if fi, err := os.Stat(dir); err == nil {
