@@ -47,6 +47,12 @@ func TestE2EVaultTLSAuth(t *testing.T) {
 		if got := d.Token(); got != ep.LastToken() {
 			t.Errorf("token %q", got)
 		}
+		// Vault's own VAULT_CACERT still works, without ca_file.
+		cfg := daemontest.OneToken(v.Addr, tokenFile, ep.TokenURL())
+		de := daemontest.StartTokend(t, cfg, "VAULT_CACERT="+v.CAFile)
+		if got := de.Token(); got != ep.LastToken() {
+			t.Errorf("VAULT_CACERT: %q", got)
+		}
 		// tls_server_name is what the certificate is checked against.
 		d3 := start(daemontest.VaultConfig{TokenFile: tokenFile, CAFile: v.CAFile, TLSServerName: "wrong.example"})
 		if _, errs, code := d3.Ctl("get"); code != 1 || !strings.Contains(errs, "x509: certificate is valid for localhost") {

@@ -754,3 +754,28 @@ func TestJSONAndWatch(t *testing.T) {
 	case <-time.After(2 * time.Second):
 	}
 }
+
+// Watches count toward the connection caps: a uid holding its share in
+// watches is refused another connection, and gets it once a watch ends.
+func TestWatchesCountTowardCaps(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxPerUID(2) })
+	watch := func() net.Conn {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "WATCH\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if l, err := bufio.NewReader(c).ReadString('\n'); err != nil || l != "OK tok-main\n" {
+			t.Fatalf("WATCH: %q %v", l, err)
+		}
+		return c
+	}
+	w1, w2 := watch(), watch()
+	defer w2.Close()
+	if got := converse(t, path, "PING\n"); got != "ERR busy too many connections from this uid, try again\n" {
+		t.Errorf("a third connection beside two watches: %q", got)
+	}
+	w1.Close() // ends that watch and frees its slot
+	waitFor(t, "the slot to free", func() bool { return converse(t, path, "PING\n") == "OK PONG\n" })
+}
