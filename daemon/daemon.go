@@ -14,7 +14,6 @@
 package daemon
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -212,35 +211,23 @@ func (d *daemon) Token(ctx context.Context, q server.Query, p server.Peer) (serv
 
 // Watch implements server.Tokens.
 func (d *daemon) Watch(ctx context.Context, q server.Query, p server.Peer, send func(server.Token, error) error) error {
-	if _, _, err := d.lookup(q.Name, p); err != nil {
-		return err
-	}
-	return d.follow(ctx, q.Name, func(t *server.Token, why *proto.Error) error {
-		if why != nil {
-			return send(server.Token{}, why)
-		}
-		return send(*t, nil)
-	}, func() error {
-		_, _, err := d.lookup(q.Name, p)
-		return err
-	})
+	return d.follow(ctx, q.Name, &p, send)
 }
 
-// follow calls changed with the token called name when it changes, and
-// with why when it becomes unservable (under min_remaining, by time alone,
-// or no token yet), until ctx ends or changed fails. allowed is checked
-// again after every reload; its error ends the follow.
-func (d *daemon) follow(ctx context.Context, name string, changed func(*server.Token, *proto.Error) error, allowed func() error) error {
+// follow calls send with the token called name ("" for the default) when
+// it changes, and with why when it becomes unservable (under
+// min_remaining, by time alone, or no token yet), until ctx ends or send
+// fails. The token and p's access to it are looked up again after every
+// reload; losing either ends the follow with that error. p nil is the
+// daemon itself (the file sink): no allow list applies.
+func (d *daemon) follow(ctx context.Context, name string, p *server.Peer, send func(server.Token, error) error) error {
 	var last *server.Token
 	unservable := false
 	for {
 		reg := d.reg.Load()
-		if err := allowed(); err != nil {
+		e, _, err := reg.lookup(name, p)
+		if err != nil {
 			return err
-		}
-		e := reg.entries[cmp.Or(name, reg.def)]
-		if e == nil {
-			return &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("token %q was removed", name)}
 		}
 		wake := e.k.next()
 		now := time.Now()
@@ -248,14 +235,14 @@ func (d *daemon) follow(ctx context.Context, name string, changed func(*server.T
 		var until *time.Timer
 		if why := e.k.unservable(t, now); why != nil {
 			if !unservable {
-				if err := changed(nil, why); err != nil {
+				if err := send(server.Token{}, why); err != nil {
 					return err
 				}
 				unservable, last = true, nil
 			}
 		} else {
 			if t != last {
-				if err := changed(t, nil); err != nil {
+				if err := send(*t, nil); err != nil {
 					return err
 				}
 				last, unservable = t, false
@@ -303,7 +290,12 @@ func (d *daemon) Metrics(p server.Peer) ([]byte, error) {
 
 // lookup finds the token called name ("" for the default) if p may read it.
 func (d *daemon) lookup(name string, p server.Peer) (*entry, string, error) {
-	reg := d.reg.Load()
+	return d.reg.Load().lookup(name, &p)
+}
+
+// lookup finds the token called name ("" for the default) and, unless p
+// is nil (the daemon itself), checks that p may read it.
+func (reg *registry) lookup(name string, p *server.Peer) (*entry, string, error) {
 	if name == "" {
 		name = reg.def
 	}
@@ -311,7 +303,7 @@ func (d *daemon) lookup(name string, p server.Peer) (*entry, string, error) {
 	if e == nil {
 		return nil, name, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
 	}
-	if !e.access.allows(p) {
+	if p != nil && !e.access.allows(*p) {
 		return nil, name, &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
 	}
 	return e, name, nil

@@ -75,18 +75,13 @@ func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*
 	body.WriteString("grant_type=client_credentials")
 	switch tc.ClientAuth {
 	case "private_key_jwt":
-		// A fresh assertion per request (the keeper's): its jti is never
-		// sent twice.
-		assertion := creds.Assertion
-		if assertion == "" {
-			var err error
-			if assertion, err = clientAssertion(tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now()); err != nil {
-				return nil, err
-			}
+		// The keeper signs a fresh assertion for every request.
+		if creds.Assertion == "" {
+			return nil, errors.New("private_key_jwt: no client assertion to send")
 		}
 		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
 		body.WriteString("&client_assertion_type=" + url.QueryEscape(assertionType))
-		body.WriteString("&client_assertion=" + assertion)
+		body.WriteString("&client_assertion=" + creds.Assertion)
 	case "basic+body", "body":
 		body.WriteString("&client_id=" + url.QueryEscape(creds.ID))
 		body.WriteString("&client_secret=" + url.QueryEscape(creds.Secret))

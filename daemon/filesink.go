@@ -9,7 +9,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 )
 
@@ -20,18 +19,18 @@ import (
 func (d *daemon) sinkFile(ctx context.Context, name string, f FileSink) {
 	log := d.log.With().Str("token", name).Str("file", f.Path).Logger()
 	defer removeSink(f, log, "stopped")
-	d.follow(ctx, name, func(t *server.Token, why *proto.Error) error {
-		if why != nil {
+	d.follow(ctx, name, nil, func(t server.Token, unavailable error) error {
+		if unavailable != nil {
 			removeSink(f, log, "token unavailable")
 			return nil
 		}
-		if err := writeSink(f, sinkContent(f.Format, *t, time.Now())); err != nil {
+		if err := writeSink(f, sinkContent(f.Format, t, time.Now())); err != nil {
 			log.Error().Err(err).Msg("writing the token file failed; readers get the previous one until it is removed")
 			return nil
 		}
 		log.Debug().Time("expires_at", t.ExpiresAt.UTC()).Msg("token file written")
 		return nil
-	}, func() error { return nil })
+	})
 }
 
 func sinkContent(format string, t server.Token, now time.Time) []byte {

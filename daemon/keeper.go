@@ -174,7 +174,7 @@ func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.L
 	return k
 }
 
-// changed returns a channel closed after the next attempt ends.
+// next returns a channel closed when the next attempt ends.
 func (k *keeper) next() <-chan struct{} { return *k.changes.Load() }
 
 // broadcast wakes everyone waiting on next.
@@ -413,12 +413,17 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 			return grant{}, err
 		}
 	}
-	if tc.TransitKey != "" {
-		a, err := k.transitAssertion(ctx, &tc, creds.ID)
+	if tc.ClientAuth == "private_key_jwt" {
+		// A fresh assertion per request: its jti is never sent twice.
+		var err error
+		if tc.TransitKey != "" {
+			creds.Assertion, err = k.transitAssertion(ctx, &tc, creds.ID)
+		} else {
+			creds.Assertion, err = clientAssertion(&tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now())
+		}
 		if err != nil {
 			return grant{}, err
 		}
-		creds.Assertion = a
 	}
 	if ok, until := k.budget.take(k.clock.Now()); !ok {
 		k.fetched(fetchBudget, 0)
