@@ -194,6 +194,9 @@ func TestRunReloadEndsWatch(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
 	cfg := daemontest.StandInConfig(t, ep)
 	p := runInProcess(t, cfg)
+	if _, err := p.ask(t, "TOKEN"); err != nil { // the first token exists
+		t.Fatal(err)
+	}
 	c, err := net.Dial("unix", p.sock)
 	if err != nil {
 		t.Fatal(err)
