@@ -275,15 +275,20 @@ func isTokenText(s string) bool {
 // credentials), then cleaned and capped. JSON's \u escapes are undone by
 // the decoder before this sees the text.
 func serverText(s string, max int, c vaultsrc.Credentials) string {
-	if c.Secret != "" {
-		s = redact(s, secretForms(c))
-	}
-	return proto.CleanN(s, max)
+	return proto.CleanN(redact(s, secretForms(c)), max)
 }
 
-// secretForms lists the encodings of c's secret to hide.
+// secretForms lists the encodings of c's secret, and the client assertion
+// (a credential for its two minutes) and its signature, to hide.
 func secretForms(c vaultsrc.Credentials) []string {
-	forms := []string{c.Secret, url.QueryEscape(c.Secret), url.PathEscape(c.Secret)}
+	var forms []string
+	if c.Assertion != "" {
+		forms = append(forms, c.Assertion, c.Assertion[strings.LastIndexByte(c.Assertion, '.')+1:])
+	}
+	if c.Secret == "" {
+		return forms
+	}
+	forms = append(forms, c.Secret, url.QueryEscape(c.Secret), url.PathEscape(c.Secret))
 	for _, plain := range []string{c.Secret, basicLiteral(c), basicEncoded(c)} {
 		// Unpadded forms are prefixes of the padded ones.
 		forms = append(forms, base64.RawStdEncoding.EncodeToString([]byte(plain)), base64.RawURLEncoding.EncodeToString([]byte(plain)))

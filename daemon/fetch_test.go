@@ -232,3 +232,22 @@ func TestFetchParams(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint that echoes the client assertion (private_key_jwt) gets it
+// hidden like a secret: it is a credential until it expires.
+func TestFetchErrorHidesEchoedAssertion(t *testing.T) {
+	const assertion = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjIn0.c2lnbmF0dXJlLW9mLXRoZS1hc3NlcnRpb24"
+	e := daemontest.NewEndpoint(t, "basic+body", "c", "unused")
+	for _, echo := range []string{assertion, "c2lnbmF0dXJlLW9mLXRoZS1hc3NlcnRpb24"} {
+		e.Push(daemontest.Fault{Status: 401, Body: `{"error":"invalid_client","error_description":"bad assertion ` + echo + `"}`})
+		tc := tokenConfig(e.TokenURL(), "private_key_jwt")
+		_, err := fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "c", Assertion: assertion})
+		var ee *endpointError
+		if !errors.As(err, &ee) || !ee.rejected() {
+			t.Fatalf("%v", err)
+		}
+		if strings.Contains(ee.Description, "c2lnbmF0dXJl") || !strings.Contains(ee.Description, "bad assertion") {
+			t.Errorf("the description holds the assertion: %q", ee.Description)
+		}
+	}
+}
