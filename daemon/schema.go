@@ -392,7 +392,7 @@ func (r *reader) file(t table, m map[string]any) *FileSink {
 	if fi, err := r.host.stat(filepath.Dir(path)); err == nil && fi.Mode().Perm()&0o002 != 0 {
 		r.fail(t.prefix+".file", "its directory %q is writable by others (mode %04o): use a directory only tokend can write, such as RuntimeDirectory=tokend-files", filepath.Dir(path), fi.Mode().Perm())
 	}
-	if f.Mode&0o002 != 0 {
+	if f.Mode&0o007 != 0 {
 		r.fail(t.prefix+".file_mode", "%04o lets every local user read the token", f.Mode)
 	}
 	if u := t.str("file_owner", ""); u != "" {
