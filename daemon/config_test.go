@@ -281,6 +281,7 @@ func TestConfigFileSink(t *testing.T) {
 		"file = \"/run/tokend-files/a\"\nfile_format = \"yaml\"\n": `line 8: token.a.file_format: unknown format "yaml"`,
 		"file = \"/run/tokend-files/a\"\nfile_mode = 640\n":        `line 8: token.a.file_mode: 640 is a decimal integer`,
 		"file = \"/run/tokend-files/a\"\nfile_mode = \"0646\"\n":   `line 8: token.a.file_mode: 0646 lets every local user read the token`,
+		"file = \"/run/tokend-files/a\"\nfile_mode = \"0644\"\n":   `line 8: token.a.file_mode: 0644 lets every local user read the token`,
 		"file_mode = \"0600\"\n":                                   `line 7: token.a.file_mode: set without file`,
 	} {
 		_, err := parseConfig("f.toml", []byte(base+extra), h)
