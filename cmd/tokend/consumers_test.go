@@ -336,3 +336,58 @@ func main() {
 		t.Errorf("the API saw Authorization %q", seen)
 	}
 }
+
+// WATCH and JSON follow the allow lists for the users they are for: a uid
+// off the list is denied both; a uid on it watches, and its watch ends
+// with "denied" when a reload takes it off the list.
+func TestE2EWatchAccess(t *testing.T) {
+	if os.Getuid() != 0 {
+		daemontest.Need(t, "root", "running tokenctl as other uids needs root")
+	}
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	cfg := daemontest.StandInConfig(t, ep)
+	cfg.SocketMode = "0666"
+	cfg.Vibes().AllowUIDs = []int{4242}
+	d := daemontest.StartTokend(t, cfg)
+	tok := d.Token()
+	allowed, other := &syscall.Credential{Uid: 4242, Gid: 4242}, &syscall.Credential{Uid: 65534, Gid: 65534}
+
+	for _, args := range [][]string{{"json"}, {"watch"}} {
+		out, errs, code := d.CtlAs(other, args...)
+		if code != 1 || !strings.Contains(errs, "denied") || strings.Contains(out+errs, tok) {
+			t.Errorf("uid 65534 %v: exit %d %q %q", args, code, out, errs)
+		}
+	}
+
+	w := exec.Command(d.Tokenctl, "--socket", d.Sock, "watch")
+	w.SysProcAttr = &syscall.SysProcAttr{Credential: allowed}
+	stdout, _ := w.StdoutPipe()
+	var stderr strings.Builder
+	w.Stderr = &stderr
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || first != tok+"\n" {
+		t.Fatalf("uid 4242's watch: %q %v", first, err)
+	}
+	moved := cfg.Clone()
+	moved.Vibes().AllowUIDs = []int{65534}
+	d.Write(moved)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	done := make(chan error, 1)
+	go func() { done <- w.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "denied") {
+			t.Errorf("uid 4242's watch after losing access: %v %q", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		w.Process.Kill()
+		t.Fatalf("uid 4242's watch outlived its access")
+	}
+	if _, _, code := d.CtlAs(other, "json"); code != 0 {
+		t.Errorf("uid 65534, now on the list: JSON exit %d", code)
+	}
+}
