@@ -3,7 +3,6 @@ package vaultsrc
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -11,7 +10,7 @@ import (
 // TransitKeyType returns the type of a Transit key, e.g. "rsa-2048",
 // "ecdsa-p256" or "ed25519".
 func (s *Source) TransitKeyType(ctx context.Context, mount, key string) (string, error) {
-	sec, err := s.call(ctx, func() (map[string]any, error) {
+	sec, err := s.call(ctx, mount+"/keys/"+key, func() (map[string]any, error) {
 		sec, err := s.client.Logical().ReadWithContext(ctx, mount+"/keys/"+key)
 		if sec == nil || err != nil {
 			return nil, err
@@ -49,7 +48,7 @@ func (s *Source) TransitSign(ctx context.Context, mount, key, alg string, input 
 	default:
 		return nil, fmt.Errorf("transit signing: unsupported alg %q", alg)
 	}
-	data, err := s.call(ctx, func() (map[string]any, error) {
+	data, err := s.call(ctx, path, func() (map[string]any, error) {
 		sec, err := s.client.Logical().WriteWithContext(ctx, path, body)
 		if sec == nil || err != nil {
 			return nil, err
@@ -69,23 +68,4 @@ func (s *Source) TransitSign(ctx context.Context, mount, key, alg string, input 
 		return base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[2], "="))
 	}
 	return base64.StdEncoding.DecodeString(parts[2])
-}
-
-// call logs in if needed, runs op, and logs in again and retries once if
-// Vault answers 403 (the token was revoked or expired).
-func (s *Source) call(ctx context.Context, op func() (map[string]any, error)) (map[string]any, error) {
-	if _, err := s.login(ctx, false); err != nil {
-		return nil, err
-	}
-	data, err := op()
-	if isForbidden(err) {
-		if _, lerr := s.login(ctx, true); lerr != nil {
-			return nil, fmt.Errorf("%w; logging in again: %v", err, lerr)
-		}
-		data, err = op()
-	}
-	if err == nil && data == nil {
-		err = errors.New("empty answer")
-	}
-	return data, err
 }

@@ -151,17 +151,7 @@ func (s *Source) Read(ctx context.Context, sec Secret) (c Credentials, err error
 }
 
 func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, error) {
-	if _, err := s.login(ctx, false); err != nil {
-		return Credentials{}, err
-	}
-	data, err := s.read(ctx, sec)
-	if isForbidden(err) {
-		s.log.Info().Str("secret", sec.String()).Msg("vault refused the read (403); logging in again")
-		if _, lerr := s.login(ctx, true); lerr != nil {
-			return Credentials{}, fmt.Errorf("%w; logging in again: %v", err, lerr)
-		}
-		data, err = s.read(ctx, sec)
-	}
+	data, err := s.call(ctx, sec.String(), func() (map[string]any, error) { return s.read(ctx, sec) })
 	if err != nil {
 		return Credentials{}, err
 	}
@@ -170,22 +160,40 @@ func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, 
 		return Credentials{}, err
 	}
 	c := Credentials{ID: id}
-	if sec.SecretField != "" { // "" with a key in Vault Transit: the id alone
-		if c.Secret, err = field(data, sec, sec.SecretField); err != nil {
-			return Credentials{}, err
+	// The fields a client_auth mode adds; no secret with a key in Transit.
+	for _, f := range []struct {
+		name string
+		into *string
+	}{{sec.SecretField, &c.Secret}, {sec.KeyIDField, &c.KeyID}, {sec.CertField, &c.Cert}} {
+		if f.name == "" {
+			continue
 		}
-	}
-	if sec.KeyIDField != "" {
-		if c.KeyID, err = field(data, sec, sec.KeyIDField); err != nil {
-			return Credentials{}, err
-		}
-	}
-	if sec.CertField != "" {
-		if c.Cert, err = field(data, sec, sec.CertField); err != nil {
+		if *f.into, err = field(data, sec, f.name); err != nil {
 			return Credentials{}, err
 		}
 	}
 	return c, nil
+}
+
+// call logs in if needed, runs op (on what, for the log), and logs in
+// again and retries once if Vault answers 403 (the token was revoked or
+// expired). Every Vault request but the login goes through it.
+func (s *Source) call(ctx context.Context, what string, op func() (map[string]any, error)) (map[string]any, error) {
+	if _, err := s.login(ctx, false); err != nil {
+		return nil, err
+	}
+	data, err := op()
+	if isForbidden(err) {
+		s.log.Info().Str("path", what).Msg("vault refused the request (403); logging in again")
+		if _, lerr := s.login(ctx, true); lerr != nil {
+			return nil, fmt.Errorf("%w; logging in again: %v", err, lerr)
+		}
+		data, err = op()
+	}
+	if err == nil && data == nil {
+		err = errors.New("empty answer")
+	}
+	return data, err
 }
 
 func (s *Source) read(ctx context.Context, sec Secret) (map[string]any, error) {

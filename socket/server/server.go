@@ -547,7 +547,7 @@ func (cn *conn) watch(ctx context.Context, w *bufio.Writer, r *bufio.Reader, nam
 		}
 		return nil
 	}
-	err := cn.s.Tokens.Watch(ctx, Query{Name: name, Wait: requestWait}, cn.peer, send)
+	err := cn.s.Tokens.Watch(ctx, Query{Name: name}, cn.peer, send)
 	if err == nil || writeFailed || ctx.Err() != nil {
 		return
 	}
