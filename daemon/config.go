@@ -89,6 +89,9 @@ type Fetch struct {
 	RetryMax       time.Duration
 	RequestTimeout time.Duration
 	MaxPerHour     int // max_fetches_per_hour
+	// share_path and share_mount: the KV v2 entry the hosts sharing this
+	// token keep it in; "" for a token of this host alone.
+	SharePath, ShareMount string
 }
 
 // The documented defaults.

@@ -80,6 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 		hc:        tokenClient(nil, nil),
 		poke:      make(chan struct{}, 1),
 		creds:     &credsRef{},
+		shareID:   shareID(),
 	}
 	d.metrics = newMetrics(d.tokenStates, func() int64 {
 		if srv := d.srv; srv != nil {
@@ -137,6 +138,7 @@ type daemon struct {
 	cfg       *Config // run goroutine only
 	hc        *http.Client
 	creds     *credsRef
+	shareID   string // this process in shared entries: lease_holder, fetched_by
 	reg       atomic.Pointer[registry]
 	srv       *server.Server
 	ln        net.Listener
@@ -159,6 +161,14 @@ func (c *credsRef) Read(ctx context.Context, s vaultsrc.Secret) (vaultsrc.Creden
 
 func (c *credsRef) TransitKeyType(ctx context.Context, mount, key string) (string, error) {
 	return c.p.Load().TransitKeyType(ctx, mount, key)
+}
+
+func (c *credsRef) ReadEntry(ctx context.Context, mount, path string) (map[string]string, int, error) {
+	return c.p.Load().ReadEntry(ctx, mount, path)
+}
+
+func (c *credsRef) WriteEntry(ctx context.Context, mount, path string, fields map[string]string, cas int) (int, error) {
+	return c.p.Load().WriteEntry(ctx, mount, path, fields, cas)
 }
 
 func (c *credsRef) TransitSign(ctx context.Context, mount, key, alg string, input []byte) ([]byte, error) {
@@ -499,6 +509,9 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 				}
 				k.hc = tokenClient(pool, cert)
 			}
+			if tc.SharePath != "" {
+				k.share = d.sharer(k, tc)
+			}
 			k.changed = d.pokeSupervisor
 			k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
 			ctx, cancel := context.WithCancel(d.ctx)
@@ -515,6 +528,23 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 	}
 	sort.Strings(reg.names)
 	return reg
+}
+
+// sharer is k's side of the shared entry.
+func (d *daemon) sharer(k *keeper, tc *TokenConfig) *sharer {
+	name := tc.Name
+	d.metrics.tokenShared(name)
+	s := &sharer{
+		mount: tc.ShareMount, path: tc.SharePath, id: d.shareID, config: shareConfig(&tc.Fetch), scope: tc.Scope,
+		policy: sharePolicy{minRemaining: tc.MinRemaining, timeout: tc.RequestTimeout, retryMax: tc.RetryMax},
+		store:  d.creds, rand: k.rand, jitter: k.rand(),
+		log:      k.log.With().Str("share_path", tc.ShareMount+"/"+tc.SharePath).Logger(),
+		read:     func(result string) { d.metrics.shareReads.WithLabelValues(name, result).Inc() },
+		leased:   func() { d.metrics.shareLeases.WithLabelValues(name).Inc() },
+		fellBack: func() { d.metrics.shareFallbacks.WithLabelValues(name).Inc() },
+	}
+	s.log.Info().Str("instance", s.id).Msg("sharing this token through vault")
+	return s
 }
 
 // install puts reg in use, then starts its new file sinks (which look

@@ -66,12 +66,12 @@ func TestDiscover(t *testing.T) {
 	docs = map[string]string{"/tenant/.well-known/openid-configuration": good}
 	hits = nil
 	k := newKeeper(*tc(srv.URL + "/tenant"), &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "csecret"}}, http.DefaultClient, zerolog.Nop())
-	if _, err := k.obtain(context.Background()); err != nil {
+	if _, err := k.obtain(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	ep.Push(daemontest.Fault{Status: 503})
-	k.obtain(context.Background())
-	if _, err := k.obtain(context.Background()); err != nil {
+	k.obtain(context.Background(), false)
+	if _, err := k.obtain(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	if len(hits) != 2 {

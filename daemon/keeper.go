@@ -84,6 +84,9 @@ type keeper struct {
 	// which PEM it was made from (run loop only).
 	cert   atomic.Pointer[tls.Certificate]
 	certOf string
+	// share is the shared entry's side (share_path); nil for a token of
+	// this host alone.
+	share *sharer
 
 	// Run loop only.
 	transitType string               // the Transit key's type, once read
@@ -304,42 +307,87 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 	defer k.busySince.Store(0)
 	// This attempt answers every forced refresh asked so far (min=); busy
 	// is set first, so that a client arriving now joins it.
-	k.forcing.Store(false)
+	forced := k.forcing.Swap(false)
 	select {
 	case <-k.kick:
 	default:
 	}
+	if k.share != nil {
+		return k.attemptShared(ctx, forced)
+	}
+	g, sent, err := k.fetchFor(ctx, false)
+	if err != nil {
+		return k.failed(err)
+	}
+	next := sent.Add(refreshAfter(g.Lifetime, k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
+	t := shared{Token: g.AccessToken, Type: g.TokenType, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime)}
+	ev, msg := k.log.Info(), "token refreshed"
+	if g.NoExpiry {
+		ev = k.log.Warn().Dur("assumed_lifetime", g.Lifetime)
+		msg = "token refreshed; the answer had no expires_in, assuming a short lifetime"
+	}
+	k.install(t, next, ev, msg)
+	return max(next.Sub(k.clock.Now()), 0)
+}
 
+// attemptShared is an attempt through the shared entry (share_path).
+func (k *keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
+	var mine *shared
+	if t := k.tok.Load(); t != nil {
+		mine = &shared{Token: t.Value, Type: t.Type, Scope: t.Scope, ExpiresAt: t.ExpiresAt,
+			FetchedAt: t.ExpiresAt.Add(-time.Duration(k.lifetime.Load()))}
+	}
+	r := k.share.step(ctx, k.clock.Now(), mine, forced, k.fetchFor)
+	if r.err != nil {
+		return k.failed(r.err)
+	}
+	switch {
+	case r.tok == nil:
+		// Serving the current token while another host refreshes it.
+		st := keeperState{lastSuccess: k.lastSuccess, next: r.next}
+		if old := k.state.Load(); old != nil {
+			st.err, st.failures = old.err, old.failures
+		}
+		k.state.Store(&st)
+	case r.fetched:
+		k.install(*r.tok, r.next, k.log.Info(), "token refreshed")
+	default:
+		k.install(*r.tok, r.next, k.log.Info().Str("fetched_by", r.tok.FetchedBy), "token read from the shared entry")
+	}
+	return max(r.next.Sub(k.clock.Now()), 0)
+}
+
+// fetchFor asks the token endpoint for a token for this host; cached
+// says to use the credentials in memory without asking Vault first.
+func (k *keeper) fetchFor(ctx context.Context, cached bool) (grant, time.Time, error) {
 	sent := k.clock.Now()
-	g, err := k.obtain(ctx)
+	g, err := k.obtain(ctx, cached)
 	if err == nil && g.Lifetime <= k.cfg.MinRemaining {
 		// Never servable: back off like a failure rather than ask again
 		// at once, and again, for tokens nobody can have.
 		err = fmt.Errorf("the token endpoint issues tokens for %s, not more than min_remaining %s: lower min_remaining", g.Lifetime, k.cfg.MinRemaining)
 	}
-	if err == nil {
-		k.failures, k.lastSuccess = 0, k.clock.Now()
-		t := &server.Token{
-			Name: k.cfg.Name, Type: g.TokenType, Value: g.AccessToken, Scope: k.cfg.Scope,
-			// From the moment the request was sent: the token may have been
-			// minted at any point after it. Monotonic under a real clock.
-			ExpiresAt: sent.Add(g.Lifetime),
-			FetchedAt: k.clock.Now(),
-		}
-		k.tok.Store(t)
-		k.lifetime.Store(int64(g.Lifetime))
-		k.readyOnce.Do(func() { close(k.ready) })
-		next := sent.Add(refreshAfter(g.Lifetime, k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
-		k.state.Store(&keeperState{next: next, lastSuccess: k.lastSuccess})
-		ev := k.log.Info()
-		msg := "token refreshed"
-		if g.NoExpiry {
-			ev = k.log.Warn().Dur("assumed_lifetime", g.Lifetime)
-			msg = "token refreshed; the answer had no expires_in, assuming a short lifetime"
-		}
-		ev.Dur("lifetime", g.Lifetime).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).Msg(msg)
-		return max(next.Sub(k.clock.Now()), 0)
-	}
+	return g, sent, err
+}
+
+// install serves t from now on and schedules the next attempt.
+func (k *keeper) install(t shared, next time.Time, ev *zerolog.Event, msg string) {
+	k.failures, k.lastSuccess = 0, k.clock.Now()
+	k.tok.Store(&server.Token{
+		Name: k.cfg.Name, Type: t.Type, Value: t.Token, Scope: k.cfg.Scope,
+		// From the moment the request was sent: the token may have been
+		// minted at any point after it. Monotonic under a real clock.
+		ExpiresAt: t.ExpiresAt,
+		FetchedAt: k.clock.Now(),
+	})
+	k.lifetime.Store(int64(t.lifetime()))
+	k.readyOnce.Do(func() { close(k.ready) })
+	k.state.Store(&keeperState{next: next, lastSuccess: k.lastSuccess})
+	ev.Dur("lifetime", t.lifetime()).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).Msg(msg)
+}
+
+// failed records a failed attempt and says how long to back off.
+func (k *keeper) failed(err error) time.Duration {
 	k.failures++
 	var retryAfter time.Duration
 	var ee *endpointError
@@ -370,10 +418,13 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 // obtain reads the credentials and asks for a token. When the endpoint
 // rejects the client, the secret is read again at once (it may have just
 // been rotated) and the request retried if it changed.
-func (k *keeper) obtain(ctx context.Context) (grant, error) {
-	creds, err := k.credentials(ctx)
-	if err != nil {
-		return grant{}, err
+func (k *keeper) obtain(ctx context.Context, cached bool) (grant, error) {
+	creds := k.cached
+	if !cached || creds.ID == "" {
+		var err error
+		if creds, err = k.credentials(ctx); err != nil {
+			return grant{}, err
+		}
 	}
 	g, err := k.fetch(ctx, creds)
 	var ee *endpointError
@@ -558,7 +609,8 @@ func (k *keeper) stuckAfter() time.Duration {
 		tries  = 2 // a token request, and one more after a 401 and a fresh read
 		reads  = 2 // a Vault read before each try
 		logins = 3 // a Vault login before the first read, and after a 403 on either
+		shared = 3 // share_path: the entry's read, the lease's write and the token's
 		margin = 10 * time.Second
 	)
-	return tries*k.cfg.RequestTimeout + (reads+logins)*vaultTimeout + margin
+	return tries*k.cfg.RequestTimeout + (reads+logins+shared)*vaultTimeout + margin
 }

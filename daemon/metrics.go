@@ -38,6 +38,10 @@ type metrics struct {
 	requests    *prometheus.CounterVec   // verb, code
 	reloads     *prometheus.CounterVec   // result
 	lastReload  prometheus.Gauge
+	// Sharing (share_path).
+	shareReads     *prometheus.CounterVec // token, result
+	shareLeases    *prometheus.CounterVec // token
+	shareFallbacks *prometheus.CounterVec // token
 
 	// requestCounters holds every verb×code counter, resolved up front:
 	// counting a request must not allocate on the read path.
@@ -67,6 +71,14 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 			Help: "Configuration reloads, by result."}, []string{"result"}),
 		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokend_config_last_reload_success_timestamp_seconds",
 			Help: "When the configuration was last loaded successfully (at start or reload)."}),
+		shareReads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokend_share_reads_total",
+			Help: "Reads of a shared token's entry in Vault, by result: fresh (its token is served), due (this host refreshes it or shares its own), leased (another host is refreshing it), error, mismatch (a token for another configuration)."},
+			[]string{"token", "result"}),
+		shareLeases: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokend_share_lease_acquired_total",
+			Help: "Leases this host took to refresh a shared token."}, []string{"token"}),
+		shareFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokend_share_fallback_total",
+			Help: "Token requests this host made for itself because sharing failed (Vault unreachable, a lease that produced no token, a foreign entry)."},
+			[]string{"token"}),
 		requestCounters: map[[2]string]prometheus.Counter{},
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1; the labels say which build runs.",
@@ -74,6 +86,7 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 	buildInfo.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.fetches, m.fetchTime, m.vaultReads, m.vaultLogins, m.requests, m.reloads, m.lastReload,
+		m.shareReads, m.shareLeases, m.shareFallbacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokend_connections", Help: "Open client connections."},
 			func() float64 { return float64(conns()) }),
 		&tokenCollector{states: tokens})
@@ -125,10 +138,22 @@ func (m *metrics) tokenAdded(name string) {
 	m.fetchTime.WithLabelValues(name)
 }
 
+// tokenShared creates a shared token's counters with 0.
+func (m *metrics) tokenShared(name string) {
+	for _, r := range shareResults {
+		m.shareReads.WithLabelValues(name, r)
+	}
+	m.shareLeases.WithLabelValues(name)
+	m.shareFallbacks.WithLabelValues(name)
+}
+
 // tokenRemoved drops a token's series after a reload removed it.
 func (m *metrics) tokenRemoved(name string) {
 	m.fetches.DeletePartialMatch(prometheus.Labels{"token": name})
 	m.fetchTime.DeleteLabelValues(name)
+	for _, v := range []*prometheus.CounterVec{m.shareReads, m.shareLeases, m.shareFallbacks} {
+		v.DeletePartialMatch(prometheus.Labels{"token": name})
+	}
 }
 
 // fetched records one token endpoint request.

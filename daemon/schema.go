@@ -178,7 +178,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
 		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
 		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
-		"tls_cert_field", "tls_key_field", "max_fetches_per_hour")
+		"tls_cert_field", "tls_key_field", "max_fetches_per_hour", "share_path", "share_mount")
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),
@@ -291,6 +291,18 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		if f.val == "" && !(f.key == "client_secret_field" && tc.TransitKey != "") {
 			r.fail(prefix+"."+f.key, "must not be empty")
 		}
+	}
+	tc.SharePath = strings.Trim(t.str("share_path", ""), "/")
+	tc.ShareMount = strings.Trim(t.str("share_mount", tc.Secret.Mount), "/")
+	switch _, mount := m["share_mount"]; {
+	case tc.SharePath == "" && mount:
+		r.fail(prefix+".share_mount", "set without share_path")
+	case tc.SharePath != "" && tc.ShareMount == "":
+		r.fail(prefix+".share_mount", "must not be empty")
+	case tc.SharePath != "" && !mount && tc.Secret.Version != 2:
+		r.fail(prefix+".share_path", "needs a KV v2 mount (check-and-set writes), and kv_mount %q is KV v1: set share_mount", tc.Secret.Mount)
+	case tc.SharePath != "" && tc.ShareMount == tc.Secret.Mount && tc.SharePath == tc.Secret.Path:
+		r.fail(prefix+".share_path", "%q is the client secret's own path: the shared token needs an entry of its own", tc.SharePath)
 	}
 	tc.Params = r.params(t, m)
 	tc.Access = r.access(t)

@@ -1,0 +1,348 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// Sharing one token between hosts (share_path). The hosts configured with
+// the same share_path keep one token in a Vault KV v2 entry. Each host
+// reads the entry at its own jittered point; when the token there is due,
+// one host takes a lease by a check-and-set write, asks the token endpoint
+// and writes the new token back, and the others read it. Vault is the only
+// coordinator: no host talks to another.
+//
+// The shared token is refreshed late, so that the fleet asks for about one
+// token per lifetime: shareSlack request timeouts before it falls under
+// min_remaining, room for a lease holder to die (its lease lasts two) and
+// another to take over and ask. A host never waits for sharing past the
+// point where one request of its own still fits: then it fetches for
+// itself, and says so.
+
+// EntryStore is a KV v2 store with check-and-set writes: Vault.
+type EntryStore interface {
+	ReadEntry(ctx context.Context, mount, path string) (map[string]string, int, error)
+	WriteEntry(ctx context.Context, mount, path string, fields map[string]string, cas int) (int, error)
+}
+
+const (
+	// shareSlack is how many request timeouts before min_remaining the
+	// shared token is due: a lease (2) that may expire unused, another
+	// host's request (1), and room for the hosts' read jitter (shareSpread)
+	// and re-reads.
+	shareSlack = 6
+	// shareSpread: hosts read a due entry spread over this many request
+	// timeouts after it falls due, so that a fleet does not read at once.
+	shareSpread = 2
+	// shareLease is the lease's length in request timeouts.
+	shareLease = 2
+)
+
+// shared is the shared entry. A zero Token is an entry with no token.
+type shared struct {
+	Token, Type, Scope   string
+	FetchedAt, ExpiresAt time.Time
+	FetchedBy            string
+	Config               string // the fingerprint of the configuration the token is for
+	LeaseHolder          string
+	LeaseUntil           time.Time
+}
+
+// fields is the entry as stored.
+func (s shared) fields() map[string]string {
+	f := map[string]string{"access_token": s.Token, "token_type": s.Type, "scope": s.Scope,
+		"fetched_by": s.FetchedBy, "config": s.Config, "lease_holder": s.LeaseHolder}
+	for k, t := range map[string]time.Time{"fetched_at": s.FetchedAt, "expires_at": s.ExpiresAt, "lease_until": s.LeaseUntil} {
+		f[k] = ""
+		if !t.IsZero() {
+			f[k] = t.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	return f
+}
+
+// parseShared reads an entry. A token whose times do not parse is no
+// token: never served on a guess.
+func parseShared(f map[string]string) shared {
+	when := func(k string) time.Time {
+		t, err := time.Parse(time.RFC3339Nano, f[k])
+		if err != nil {
+			return time.Time{}
+		}
+		return t
+	}
+	s := shared{Token: f["access_token"], Type: f["token_type"], Scope: f["scope"], FetchedBy: f["fetched_by"],
+		Config: f["config"], LeaseHolder: f["lease_holder"], FetchedAt: when("fetched_at"), ExpiresAt: when("expires_at"),
+		LeaseUntil: when("lease_until")}
+	if s.Token == "" || s.Type == "" || s.FetchedAt.IsZero() || !s.ExpiresAt.After(s.FetchedAt) {
+		s.Token, s.Type, s.FetchedAt, s.ExpiresAt = "", "", time.Time{}, time.Time{}
+	}
+	return s
+}
+
+func (s shared) lifetime() time.Duration { return s.ExpiresAt.Sub(s.FetchedAt) }
+
+// shareConfig is the fingerprint of what a token is for: hosts whose
+// configurations differ must not serve each other's tokens.
+func shareConfig(f *Fetch) string {
+	h := sha256.New()
+	for _, s := range []string{f.TokenURL, f.Issuer, f.Scope, f.Params, f.Secret.String()} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// shareID names this tokend process in lease_holder and fetched_by.
+func shareID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	rand.Read(b[:])
+	return host + "/" + hex.EncodeToString(b[:])
+}
+
+// sharePolicy is the timing of sharing. Pure, like schedule.go.
+type sharePolicy struct {
+	minRemaining, timeout, retryMax time.Duration
+}
+
+// due is when a shared token is to be replaced: late, but never earlier
+// than one host would refresh its own.
+func (p sharePolicy) due(t shared) time.Time {
+	early := t.FetchedAt.Add(refreshAfter(t.lifetime(), p.minRemaining, p.timeout, 0))
+	late := t.ExpiresAt.Add(-p.minRemaining - shareSlack*p.timeout)
+	if late.After(early) {
+		return late
+	}
+	return early
+}
+
+// readAt is when a host reads the entry again, holding t: at the token's
+// due point, plus this host's jitter.
+func (p sharePolicy) readAt(t shared, rnd float64) time.Time {
+	return p.due(t).Add(time.Duration(rnd * float64(shareSpread*p.timeout)))
+}
+
+// fallbackAt is the last point at which a host holding t waits for
+// sharing: after it, one request of its own must fit before t falls under
+// min_remaining. Jittered over half a request timeout, so that a fleet
+// left without Vault does not fall back at once; it begins after a lease
+// taken at the due point has expired and another host had time for a
+// re-read and a request.
+func (p sharePolicy) fallbackAt(t shared, rnd float64) time.Time {
+	return t.ExpiresAt.Add(-p.minRemaining - time.Duration((1+0.5*rnd)*float64(p.timeout)))
+}
+
+// The results of reading the entry (tokend_share_reads_total).
+const (
+	shareFresh    = "fresh"    // the entry's token is served
+	shareDue      = "due"      // it is due: this host takes the lease, or publishes its own
+	shareLeased   = "leased"   // another host holds the lease: wait for its token
+	shareError    = "error"    // Vault did not answer, or a write failed
+	shareMismatch = "mismatch" // the entry is for another token configuration
+)
+
+// shareResults are the read results, for metrics.
+var shareResults = []string{shareFresh, shareDue, shareLeased, shareError, shareMismatch}
+
+// sharer is one token's side of sharing. Its step runs in the keeper's
+// run loop (and in the fleet simulation, against stand-ins).
+type sharer struct {
+	mount, path string
+	id          string // lease_holder and fetched_by
+	config      string
+	scope       string
+	jitter      float64 // this host's place in the fallback window, in [0,1)
+	policy      sharePolicy
+	store       EntryStore
+	rand        func() float64
+	log         zerolog.Logger
+	// Metrics hooks.
+	read     func(result string)
+	leased   func()
+	fellBack func()
+
+	troubles int       // consecutive steps that could not share
+	since    time.Time // when the current troubles began
+}
+
+// fetchFunc asks the token endpoint for this host; cached says to use the
+// credentials in memory rather than wait for Vault first.
+type fetchFunc func(ctx context.Context, cached bool) (g grant, sent time.Time, err error)
+
+// shareResult is what a step decided.
+type shareResult struct {
+	tok     *shared   // the token to serve from now: read from the entry or fetched; nil: keep the current one
+	fetched bool      // this host asked the token endpoint; err is the outcome
+	err     error     // the token request failed
+	next    time.Time // when to step again; when err is nil
+}
+
+// step reads the entry and acts on it: serve its token, wait for another
+// host's, or take the lease and fetch. mine is the token this host
+// serves (nil before the first); forced is a refresh min= asked for.
+func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced bool, fetch fetchFunc) shareResult {
+	rctx, cancel := context.WithTimeout(ctx, s.vaultTimeout())
+	fields, version, err := s.store.ReadEntry(rctx, s.mount, s.path)
+	cancel()
+	if err != nil {
+		s.read(shareError)
+		return s.trouble(ctx, now, mine, err, fetch)
+	}
+	e := parseShared(fields)
+	if e.Config != "" && e.Config != s.config {
+		s.read(shareMismatch)
+		return s.trouble(ctx, now, mine, fmt.Errorf("the entry at %s/%s holds a token for another configuration (%s, this host's is %s): every host sharing it needs the same token_url or issuer, scope, audience, resource, extra_params and kv path",
+			s.mount, s.path, e.Config, s.config), fetch)
+	}
+	newer := e.Token != "" && (mine == nil || e.ExpiresAt.After(mine.ExpiresAt))
+	same := mine != nil && e.Token == mine.Token
+	if e.Token != "" && now.Before(s.policy.due(e)) && (newer || same && !forced) {
+		s.read(shareFresh)
+		s.recovered(now)
+		r := shareResult{next: s.policy.readAt(e, s.rand())}
+		if mine == nil || e.Token != mine.Token {
+			r.tok = &e
+		}
+		return r
+	}
+	leasedByOther := e.LeaseHolder != "" && e.LeaseHolder != s.id && now.Before(e.LeaseUntil)
+	if mine != nil && now.Before(s.policy.due(*mine)) && !forced {
+		// This host's own token (fetched in a fallback) is fresher than
+		// the entry's: offer it to the others.
+		s.read(shareDue)
+		s.recovered(now)
+		if !leasedByOther {
+			pub := *mine
+			pub.Config, pub.LeaseHolder, pub.LeaseUntil = s.config, "", time.Time{}
+			if _, err := s.write(ctx, pub, version); err == nil {
+				s.log.Info().Time("expires_at", pub.ExpiresAt.UTC()).Msg("shared this host's token")
+			}
+		}
+		return shareResult{next: s.policy.readAt(*mine, s.rand())}
+	}
+	if leasedByOther {
+		s.read(shareLeased)
+		s.recovered(now)
+		r := shareResult{}
+		held := mine
+		if newer && now.Before(e.ExpiresAt.Add(-s.policy.minRemaining)) {
+			r.tok, held = &e, &e // better than nothing, or than mine
+		}
+		switch {
+		case held == nil:
+			// Nothing to serve yet (a fleet starting): the holder's
+			// token comes soon, or its lease expires.
+			r.next = now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))
+		case !now.Before(s.fallbackAt(*held)):
+			return s.fallBack(ctx, fmt.Errorf("%s holds the lease until %s and no token has come", e.LeaseHolder, e.LeaseUntil.UTC().Format(time.RFC3339)), fetch)
+		default:
+			r.next = s.soon(now, *held)
+		}
+		return r
+	}
+	s.read(shareDue)
+	lease := e
+	lease.Config, lease.LeaseHolder, lease.LeaseUntil = s.config, s.id, now.Add(shareLease*s.policy.timeout)
+	version, err = s.write(ctx, lease, version)
+	if errors.Is(err, vaultsrc.ErrConflict) {
+		// Another host wrote first: read again soon, and see what it did.
+		if mine == nil {
+			return shareResult{next: now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))}
+		}
+		if !now.Before(s.fallbackAt(*mine)) {
+			return s.fallBack(ctx, err, fetch)
+		}
+		return shareResult{next: s.soon(now, *mine)}
+	}
+	if err != nil {
+		return s.trouble(ctx, now, mine, err, fetch)
+	}
+	s.recovered(now)
+	s.leased()
+	s.log.Info().Str("lease_holder", s.id).Time("lease_until", lease.LeaseUntil.UTC()).Msg("took the share lease; asking the token endpoint")
+	g, sent, err := fetch(ctx, false)
+	if err != nil {
+		// The lease is left to expire: while the endpoint fails, the fleet
+		// asks at most once per lease.
+		return shareResult{fetched: true, err: err}
+	}
+	t := shared{Token: g.AccessToken, Type: g.TokenType, Scope: s.scope, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime),
+		FetchedBy: s.id, Config: s.config}
+	if _, err := s.write(ctx, t, version); err != nil {
+		s.log.Warn().Str("error", proto.Clean(err.Error())).Msg("could not share the new token; serving it on this host")
+	}
+	return shareResult{tok: &t, fetched: true, next: s.policy.readAt(t, s.rand())}
+}
+
+// soon is a short jittered wait for another host's token, never past the
+// point where this host must fall back.
+func (s *sharer) soon(now time.Time, held shared) time.Time {
+	next := now.Add(time.Duration((0.5 + 0.5*s.rand()) * float64(s.policy.timeout)))
+	if fb := s.fallbackAt(held); next.After(fb) {
+		next = fb
+	}
+	return next
+}
+
+// fallbackAt is this host's fallback point for t.
+func (s *sharer) fallbackAt(t shared) time.Time { return s.policy.fallbackAt(t, s.jitter) }
+
+// trouble handles a step that could not share (Vault failed, a foreign
+// entry): keep serving what this host has and try again with backoff, up
+// to the fallback point; then fetch for this host.
+func (s *sharer) trouble(ctx context.Context, now time.Time, mine *shared, err error, fetch fetchFunc) shareResult {
+	if s.troubles == 0 {
+		s.since = now
+		s.log.Warn().Str("error", proto.Clean(err.Error())).Msg("cannot share the token; serving the current one and trying again")
+	}
+	s.troubles++
+	if mine == nil || !now.Before(s.fallbackAt(*mine)) {
+		return s.fallBack(ctx, err, fetch)
+	}
+	next := now.Add(backoff(s.troubles, s.policy.retryMax, s.rand()))
+	if fb := s.fallbackAt(*mine); next.After(fb) {
+		next = fb
+	}
+	return shareResult{next: next}
+}
+
+// fallBack fetches for this host alone.
+func (s *sharer) fallBack(ctx context.Context, why error, fetch fetchFunc) shareResult {
+	s.fellBack()
+	s.log.Warn().Str("error", proto.Clean(why.Error())).Msg("sharing failed; fetching a token for this host alone")
+	g, sent, err := fetch(ctx, s.troubles > 0)
+	if err != nil {
+		return shareResult{fetched: true, err: err}
+	}
+	t := shared{Token: g.AccessToken, Type: g.TokenType, Scope: s.scope, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime), FetchedBy: s.id}
+	return shareResult{tok: &t, fetched: true, next: s.policy.readAt(t, s.rand())}
+}
+
+// recovered ends a run of troubles.
+func (s *sharer) recovered(now time.Time) {
+	if s.troubles > 0 {
+		s.log.Info().Dur("after", now.Sub(s.since)).Msg("sharing the token again")
+	}
+	s.troubles = 0
+}
+
+func (s *sharer) write(ctx context.Context, t shared, cas int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.vaultTimeout())
+	defer cancel()
+	return s.store.WriteEntry(ctx, s.mount, s.path, t.fields(), cas)
+}
+
+// vaultTimeout bounds each Vault request of a step: a request timeout,
+// so that a slow Vault cannot hold a host past its fallback point.
+func (s *sharer) vaultTimeout() time.Duration { return min(s.policy.timeout, vaultTimeout) }

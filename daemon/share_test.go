@@ -1,0 +1,268 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// memStore is a KV v2 entry with Vault's check-and-set rules, for the
+// sharer's tests and the fleet simulation.
+type memStore struct {
+	fields  map[string]string
+	version int
+	down    bool
+	reads   int
+	writes  int
+}
+
+func (m *memStore) ReadEntry(ctx context.Context, mount, path string) (map[string]string, int, error) {
+	m.reads++
+	if m.down {
+		return nil, 0, errors.New("vault unreachable")
+	}
+	f := make(map[string]string, len(m.fields))
+	for k, v := range m.fields {
+		f[k] = v
+	}
+	return f, m.version, nil
+}
+
+func (m *memStore) WriteEntry(ctx context.Context, mount, path string, fields map[string]string, cas int) (int, error) {
+	m.writes++
+	if m.down {
+		return 0, errors.New("vault unreachable")
+	}
+	if cas != m.version {
+		return 0, fmt.Errorf("writing %s/%s: %w", mount, path, vaultsrc.ErrConflict)
+	}
+	m.fields, m.version = fields, m.version+1
+	return m.version, nil
+}
+
+// testSharer is a sharer on store with a fixed jitter and counted metrics.
+type testSharer struct {
+	*sharer
+	reads             map[string]int
+	leases, fallbacks int
+	fetches           int
+	fetchErr          error
+	lifetime          time.Duration
+	clockNow          func() time.Time
+}
+
+func newTestSharer(id string, store EntryStore, now func() time.Time) *testSharer {
+	ts := &testSharer{reads: map[string]int{}, lifetime: time.Hour, clockNow: now}
+	ts.sharer = &sharer{mount: "secret", path: "tokend/shared/vibes", id: id, config: "cfg", scope: "s",
+		policy: sharePolicy{minRemaining: time.Minute, timeout: 10 * time.Second, retryMax: 30 * time.Second},
+		store:  store, rand: func() float64 { return 0.5 }, jitter: 0.5, log: zerolog.Nop(),
+		read: func(r string) { ts.reads[r]++ }, leased: func() { ts.leases++ }, fellBack: func() { ts.fallbacks++ }}
+	return ts
+}
+
+func (ts *testSharer) fetch(ctx context.Context, cached bool) (grant, time.Time, error) {
+	ts.fetches++
+	if ts.fetchErr != nil {
+		return grant{}, ts.clockNow(), ts.fetchErr
+	}
+	return grant{AccessToken: fmt.Sprintf("%s-tok%d", ts.id, ts.fetches), TokenType: "Bearer", Lifetime: ts.lifetime}, ts.clockNow(), nil
+}
+
+func (ts *testSharer) step(now time.Time, mine *shared, forced bool) shareResult {
+	return ts.sharer.step(context.Background(), now, mine, forced, ts.fetch)
+}
+
+func TestSharePolicy(t *testing.T) {
+	p := sharePolicy{minRemaining: time.Minute, timeout: 10 * time.Second, retryMax: 30 * time.Second}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tok := shared{FetchedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	// Late: 60 s min_remaining and 6 request timeouts before the end.
+	if got, want := p.due(tok), t0.Add(time.Hour-2*time.Minute); !got.Equal(want) {
+		t.Errorf("due of a 1h token = %s, want %s", got.Sub(t0), want.Sub(t0))
+	}
+	// Never earlier than one host would refresh: a 3-minute token is due
+	// at 75% of its life, not after it fell under min_remaining.
+	short := shared{FetchedAt: t0, ExpiresAt: t0.Add(3 * time.Minute)}
+	if got := p.due(short).Sub(t0); got != refreshAfter(3*time.Minute, time.Minute, 10*time.Second, 0) {
+		t.Errorf("due of a 3m token = %s", got)
+	}
+	// The fallback window lies after a dead lease holder's lease and
+	// another host's request, and before min_remaining with one request.
+	due := p.due(tok)
+	takeover := due.Add(shareLease*p.timeout + 2*p.timeout) // the lease, a re-read, a request
+	for _, rnd := range []float64{0, 0.5, 0.999} {
+		fb := p.fallbackAt(tok, rnd)
+		if fb.Before(takeover) || fb.After(tok.ExpiresAt.Add(-p.minRemaining-p.timeout)) {
+			t.Errorf("fallbackAt(%v) = %s before the end; want between %s and %s", rnd, tok.ExpiresAt.Sub(fb), tok.ExpiresAt.Sub(takeover), p.minRemaining+p.timeout)
+		}
+	}
+}
+
+func TestShareEntryRoundTrip(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 123456789, time.UTC)
+	in := shared{Token: "at", Type: "Bearer", Scope: "s", FetchedAt: t0, ExpiresAt: t0.Add(time.Hour), FetchedBy: "h/1",
+		Config: "c", LeaseHolder: "h/2", LeaseUntil: t0.Add(20 * time.Second)}
+	if out := parseShared(in.fields()); out != in {
+		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+	// A token whose times do not parse, or that expires before it was
+	// fetched, is no token.
+	f := in.fields()
+	f["expires_at"] = "soon"
+	if out := parseShared(f); out.Token != "" {
+		t.Errorf("unparsable expires_at: token %q kept", out.Token)
+	}
+	f = in.fields()
+	f["expires_at"] = f["fetched_at"]
+	if out := parseShared(f); out.Token != "" {
+		t.Errorf("zero lifetime: token %q kept", out.Token)
+	}
+}
+
+func TestShareOneFetchesOthersRead(t *testing.T) {
+	store := &memStore{}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a, b := newTestSharer("a", store, clock), newTestSharer("b", store, clock)
+
+	ra := a.step(now, nil, false)
+	if ra.tok == nil || !ra.fetched || a.leases != 1 {
+		t.Fatalf("first host: %+v, leases %d; want a fetched token", ra, a.leases)
+	}
+	rb := b.step(now.Add(time.Second), nil, false)
+	if rb.tok == nil || rb.fetched || rb.tok.Token != ra.tok.Token || b.fetches != 0 {
+		t.Fatalf("second host: %+v, %d fetches; want a's token read from the entry", rb, b.fetches)
+	}
+	if e := parseShared(store.fields); e.LeaseHolder != "" || e.FetchedBy != "a" {
+		t.Errorf("entry after the refresh: holder %q, fetched by %q", e.LeaseHolder, e.FetchedBy)
+	}
+	// At b's next read the token is due: b refreshes it, and a reads b's.
+	now = rb.next
+	rb2 := b.step(now, rb.tok, false)
+	if !rb2.fetched || rb2.tok == nil || b.leases != 1 {
+		t.Fatalf("b at the due point: %+v", rb2)
+	}
+	ra2 := a.step(ra.next, ra.tok, false)
+	if ra2.tok == nil || ra2.tok.Token != rb2.tok.Token || a.fetches != 1 {
+		t.Fatalf("a at its read point: %+v (%d fetches); want b's token", ra2, a.fetches)
+	}
+	if a.reads[shareFresh] != 1 || b.reads[shareFresh] != 1 || a.reads[shareDue] != 1 || b.reads[shareDue] != 1 {
+		t.Errorf("reads: a %v, b %v", a.reads, b.reads)
+	}
+}
+
+func TestShareLeaseHolderDies(t *testing.T) {
+	store := &memStore{}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+	a, b := newTestSharer("a", store, clock), newTestSharer("b", store, clock)
+	first := a.step(now, nil, false)
+	mine := first.tok
+	b.step(now, nil, false)
+
+	// a takes the lease at the due point and dies during its request: the
+	// lease stays in the entry.
+	now = a.policy.due(*mine)
+	lease := parseShared(store.fields)
+	lease.LeaseHolder, lease.LeaseUntil = "a", now.Add(shareLease*a.policy.timeout)
+	store.fields, store.version = lease.fields(), store.version+1
+
+	// b waits, serving its token, until the lease expires; then takes it.
+	for i := 0; ; i++ {
+		now = now.Add(time.Second)
+		r := b.step(now, mine, false)
+		if r.fetched {
+			if r.err != nil || r.tok == nil || b.fallbacks != 0 || b.leases != 1 {
+				t.Fatalf("b's takeover: %+v, %d fallbacks, %d leases", r, b.fallbacks, b.leases)
+			}
+			if now.Before(lease.LeaseUntil) {
+				t.Fatalf("b fetched at %s, before a's lease ran out at %s", now, lease.LeaseUntil)
+			}
+			if left := mine.ExpiresAt.Sub(now); left < a.policy.minRemaining {
+				t.Fatalf("takeover came with %s left, under min_remaining", left)
+			}
+			break
+		}
+		if r.tok != nil || r.next.IsZero() || b.reads[shareLeased] == 0 || i > 60 {
+			t.Fatalf("b while a holds the lease: %+v, reads %v", r, b.reads)
+		}
+	}
+}
+
+func TestShareVaultDownFallsBack(t *testing.T) {
+	store := &memStore{}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+	a := newTestSharer("a", store, clock)
+	mine := a.step(now, nil, false).tok
+
+	store.down = true
+	now = a.policy.due(*mine)
+	var r shareResult
+	for steps := 0; ; steps++ {
+		r = a.step(now, mine, false)
+		if r.fetched || steps > 100 {
+			break
+		}
+		if r.tok != nil || !r.next.After(now) {
+			t.Fatalf("waiting out a Vault outage: %+v", r)
+		}
+		now = r.next
+	}
+	if !r.fetched || r.err != nil || a.fallbacks != 1 {
+		t.Fatalf("with Vault down: %+v, %d fallbacks; want a token fetched for this host", r, a.fallbacks)
+	}
+	if now.Before(a.fallbackAt(*mine)) || mine.ExpiresAt.Sub(now) < a.policy.minRemaining {
+		t.Errorf("fell back %s before the end: want within the fallback window", mine.ExpiresAt.Sub(now))
+	}
+	// Vault is back: the host offers its fresher token to the others.
+	store.down = false
+	own := *r.tok
+	r2 := a.step(now.Add(time.Minute), &own, false)
+	if e := parseShared(store.fields); e.Token != own.Token || r2.fetched {
+		t.Errorf("after Vault came back the entry holds %q, want the host's own %q; result %+v", e.Token, own.Token, r2)
+	}
+}
+
+func TestShareForeignEntry(t *testing.T) {
+	store := &memStore{}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a, b := newTestSharer("a", store, clock), newTestSharer("b", store, clock)
+	b.config = "other"
+	a.step(now, nil, false)
+	r := b.step(now, nil, false)
+	if r.tok == nil || !r.fetched || b.reads[shareMismatch] != 1 || b.fallbacks != 1 {
+		t.Fatalf("a host with another configuration: %+v, reads %v; want its own token, not the entry's", r, b.reads)
+	}
+	if e := parseShared(store.fields); e.FetchedBy != "a" {
+		t.Errorf("the foreign host wrote the entry: fetched by %q", e.FetchedBy)
+	}
+}
+
+func TestShareForcedGoesThroughLease(t *testing.T) {
+	store := &memStore{}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a, b := newTestSharer("a", store, clock), newTestSharer("b", store, clock)
+	mineA := a.step(now, nil, false).tok
+	mineB := b.step(now, nil, false).tok
+	now = now.Add(10 * time.Minute)
+	r := a.step(now, mineA, true)
+	if !r.fetched || a.leases != 2 {
+		t.Fatalf("forced refresh: %+v, %d leases", r, a.leases)
+	}
+	// b, forced too, finds a's newer token: no second request.
+	r = b.step(now.Add(time.Second), mineB, true)
+	if r.fetched || r.tok == nil || r.tok.Token != parseShared(store.fields).Token {
+		t.Fatalf("second forced refresh: %+v; want a's fresh token", r)
+	}
+}
