@@ -344,8 +344,8 @@ func (k *keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 	switch {
 	case r.tok == nil:
 		// Serving the current token while another host refreshes it.
-		st := keeperState{lastSuccess: k.lastSuccess, next: r.next}
-		if old := k.state.Load(); old != nil {
+		st := keeperState{lastSuccess: k.lastSuccess, next: r.next, err: proto.Clean(r.problem)}
+		if old := k.state.Load(); old != nil && r.problem == "" {
 			st.err, st.failures = old.err, old.failures
 		}
 		k.state.Store(&st)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -57,12 +58,18 @@ type shared struct {
 	Config               string // the fingerprint of the configuration the token is for
 	LeaseHolder          string
 	LeaseUntil           time.Time
+	// Failures counts the lease holders' failed token requests in a row;
+	// while it is not 0, the lease is the fleet's backoff, and LastError
+	// says what the endpoint answered.
+	Failures  int
+	LastError string
 }
 
 // fields is the entry as stored.
 func (s shared) fields() map[string]string {
 	f := map[string]string{"access_token": s.Token, "token_type": s.Type, "scope": s.Scope,
-		"fetched_by": s.FetchedBy, "config": s.Config, "lease_holder": s.LeaseHolder}
+		"fetched_by": s.FetchedBy, "config": s.Config, "lease_holder": s.LeaseHolder,
+		"failures": strconv.Itoa(s.Failures), "last_error": s.LastError}
 	for k, t := range map[string]time.Time{"fetched_at": s.FetchedAt, "expires_at": s.ExpiresAt, "lease_until": s.LeaseUntil} {
 		f[k] = ""
 		if !t.IsZero() {
@@ -84,7 +91,8 @@ func parseShared(f map[string]string) shared {
 	}
 	s := shared{Token: f["access_token"], Type: f["token_type"], Scope: f["scope"], FetchedBy: f["fetched_by"],
 		Config: f["config"], LeaseHolder: f["lease_holder"], FetchedAt: when("fetched_at"), ExpiresAt: when("expires_at"),
-		LeaseUntil: when("lease_until")}
+		LeaseUntil: when("lease_until"), LastError: f["last_error"]}
+	s.Failures, _ = strconv.Atoi(f["failures"])
 	if s.Token == "" || s.Type == "" || s.FetchedAt.IsZero() || !s.ExpiresAt.After(s.FetchedAt) {
 		s.Token, s.Type, s.FetchedAt, s.ExpiresAt = "", "", time.Time{}, time.Time{}
 	}
@@ -143,6 +151,15 @@ func (p sharePolicy) fallbackAt(t shared, rnd float64) time.Time {
 	return t.ExpiresAt.Add(-p.minRemaining - time.Duration((1+0.5*rnd)*float64(p.timeout)))
 }
 
+// troubleAt is the fallback point when Vault cannot be used: no other
+// host can refresh the token then either, so the fleet's hosts fall back
+// spread over everything from the due point to the last request that
+// fits, rather than all in the lease's short window.
+func (p sharePolicy) troubleAt(t shared, rnd float64) time.Time {
+	due, last := p.due(t), t.ExpiresAt.Add(-p.minRemaining-p.timeout)
+	return due.Add(time.Duration(rnd * float64(last.Sub(due))))
+}
+
 // The results of reading the entry (tokend_share_reads_total).
 const (
 	shareFresh    = "fresh"    // the entry's token is served
@@ -186,6 +203,7 @@ type shareResult struct {
 	fetched bool      // this host asked the token endpoint; err is the outcome
 	err     error     // the token request failed
 	next    time.Time // when to step again; when err is nil
+	problem string    // why no fresh token came, while waiting (STATUS, the log)
 }
 
 // step reads the entry and acts on it: serve its token, wait for another
@@ -216,22 +234,24 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 		}
 		return r
 	}
-	leasedByOther := e.LeaseHolder != "" && e.LeaseHolder != s.id && now.Before(e.LeaseUntil)
+	// A lease after failures is the fleet's backoff: it holds for its
+	// holder too.
+	leased := e.LeaseHolder != "" && now.Before(e.LeaseUntil) && (e.LeaseHolder != s.id || e.Failures > 0)
 	if mine != nil && now.Before(s.policy.due(*mine)) && !forced {
 		// This host's own token (fetched in a fallback) is fresher than
 		// the entry's: offer it to the others.
 		s.read(shareDue)
 		s.recovered(now)
-		if !leasedByOther {
+		if !leased {
 			pub := *mine
-			pub.Config, pub.LeaseHolder, pub.LeaseUntil = s.config, "", time.Time{}
+			pub.Config, pub.LeaseHolder, pub.LeaseUntil, pub.Failures, pub.LastError = s.config, "", time.Time{}, 0, ""
 			if _, err := s.write(ctx, pub, version); err == nil {
 				s.log.Info().Time("expires_at", pub.ExpiresAt.UTC()).Msg("shared this host's token")
 			}
 		}
 		return shareResult{next: s.policy.readAt(*mine, s.rand())}
 	}
-	if leasedByOther {
+	if leased {
 		s.read(shareLeased)
 		s.recovered(now)
 		r := shareResult{}
@@ -240,6 +260,13 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 			r.tok, held = &e, &e // better than nothing, or than mine
 		}
 		switch {
+		case e.Failures > 0:
+			// The token endpoint fails for the lease holders: a request
+			// of this host's own would not fare better, and a fleet
+			// asking at once is what the backoff prevents.
+			r.problem = fmt.Sprintf("the token endpoint failed for the hosts refreshing the shared token (%d in a row; last from %s): %s",
+				e.Failures, e.LeaseHolder, e.LastError)
+			r.next = e.LeaseUntil.Add(time.Duration(s.rand() * float64(s.policy.timeout)))
 		case held == nil:
 			// Nothing to serve yet (a fleet starting): the holder's
 			// token comes soon, or its lease expires.
@@ -273,8 +300,20 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 	s.log.Info().Str("lease_holder", s.id).Time("lease_until", lease.LeaseUntil.UTC()).Msg("took the share lease; asking the token endpoint")
 	g, sent, err := fetch(ctx, false)
 	if err != nil {
-		// The lease is left to expire: while the endpoint fails, the fleet
-		// asks at most once per lease.
+		// The lease becomes the fleet's backoff: no host asks before it
+		// expires, so that while the endpoint fails the fleet asks like
+		// one host.
+		var ee *endpointError
+		var retryAfter time.Duration
+		if errors.As(err, &ee) {
+			retryAfter = ee.RetryAfter
+		}
+		lease.Failures++
+		lease.LastError = proto.Clean(err.Error())
+		lease.LeaseUntil = now.Add(max(shareLease*s.policy.timeout, retryDelay(lease.Failures, s.policy.retryMax, retryAfter, s.rand())))
+		if _, werr := s.write(ctx, lease, version); werr != nil {
+			s.log.Warn().Str("error", proto.Clean(werr.Error())).Msg("could not record the failed request in the shared entry")
+		}
 		return shareResult{fetched: true, err: err}
 	}
 	t := shared{Token: g.AccessToken, Type: g.TokenType, Scope: s.scope, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime),
@@ -307,11 +346,13 @@ func (s *sharer) trouble(ctx context.Context, now time.Time, mine *shared, err e
 		s.log.Warn().Str("error", proto.Clean(err.Error())).Msg("cannot share the token; serving the current one and trying again")
 	}
 	s.troubles++
-	if mine == nil || !now.Before(s.fallbackAt(*mine)) {
+	if mine == nil || !now.Before(s.policy.troubleAt(*mine, s.jitter)) {
 		return s.fallBack(ctx, err, fetch)
 	}
-	next := now.Add(backoff(s.troubles, s.policy.retryMax, s.rand()))
-	if fb := s.fallbackAt(*mine); next.After(fb) {
+	// Not sooner than a request timeout: a fleet retrying a Vault that
+	// is down must not add to its troubles.
+	next := now.Add(time.Duration((1 + s.rand()) * float64(s.policy.timeout)))
+	if fb := s.policy.troubleAt(*mine, s.jitter); next.After(fb) {
 		next = fb
 	}
 	return shareResult{next: next}

@@ -220,8 +220,8 @@ func TestShareVaultDownFallsBack(t *testing.T) {
 	if !r.fetched || r.err != nil || a.fallbacks != 1 {
 		t.Fatalf("with Vault down: %+v, %d fallbacks; want a token fetched for this host", r, a.fallbacks)
 	}
-	if now.Before(a.fallbackAt(*mine)) || mine.ExpiresAt.Sub(now) < a.policy.minRemaining {
-		t.Errorf("fell back %s before the end: want within the fallback window", mine.ExpiresAt.Sub(now))
+	if now.Before(a.policy.troubleAt(*mine, a.jitter)) || mine.ExpiresAt.Sub(now) < a.policy.minRemaining+a.policy.timeout {
+		t.Errorf("fell back %s before the end: want at its point in the window from the due point to one request before min_remaining", mine.ExpiresAt.Sub(now))
 	}
 	// Vault is back: the host offers its fresher token to the others.
 	store.down = false

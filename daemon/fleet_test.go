@@ -1,0 +1,346 @@
+package daemon
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// The fleet simulation: 10,000 hosts with 1-hour tokens over 48 hours, in
+// per-host mode and shared mode (share_path), on a fake clock. The hosts
+// run the keeper's own policy: refreshAfter and retryDelay in per-host
+// mode, and the sharer's step in shared mode, against an in-memory KV v2
+// entry with Vault's check-and-set rules and a token endpoint that counts
+// requests. Vault and the endpoint answer instantly; races that need
+// latency are the 8-process test's job (cmd/tokend). Deterministic: every
+// host draws from its own seeded generator.
+//
+//	go test -run TestFleetSimulation -v ./daemon/
+//
+// prints the table the README shows.
+
+const (
+	fleetHosts    = 10000
+	fleetLifetime = time.Hour
+	fleetRun      = 48 * time.Hour
+	fleetOutage   = 10 * time.Minute
+)
+
+var fleetStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// fleetEvents are the three events, and where the outages fall.
+type fleetEvents struct {
+	name string
+	// endpointAt: the token endpoint's outage begins here, or, when
+	// atNextRequest, at the first request on or after it (for shared
+	// mode: the shared token's due point, the worst moment).
+	endpointAt    time.Duration
+	atNextRequest bool
+	vaultAt       time.Duration // Vault's outage: at the first read on or after it
+}
+
+type fleetHost struct {
+	id       int
+	rnd      *rand.Rand
+	sh       *sharer
+	mine     *shared
+	failures int
+	started  bool
+	gapFrom  time.Time // when the host last fell under min_remaining with nothing newer; zero: it did not
+}
+
+type fleetSim struct {
+	shared   bool
+	ev       fleetEvents
+	policy   sharePolicy
+	now      time.Time
+	hosts    []*fleetHost
+	queue    fleetQueue
+	store    *memStore
+	epFrom   time.Time // the endpoint outage; zero until it begins
+	vaultOn  bool      // the Vault outage began
+	requests map[int64]int
+	issued   map[int64]int // successful requests per hour
+	tokens   int
+	vaultOps map[int64]int // Vault reads and writes per second
+	// Hosts ever without a servable token after their first, and when.
+	gaps      map[int]time.Time
+	gapLonger time.Duration
+	fallbacks int
+}
+
+func (s *fleetSim) endpointDown() bool {
+	if at := fleetStart.Add(s.ev.endpointAt); s.epFrom.IsZero() && !s.now.Before(at) {
+		s.epFrom = at
+		if s.ev.atNextRequest {
+			s.epFrom = s.now
+		}
+	}
+	return !s.epFrom.IsZero() && s.now.Before(s.epFrom.Add(fleetOutage))
+}
+
+func (s *fleetSim) vaultDown() bool {
+	at := fleetStart.Add(s.ev.vaultAt)
+	if !s.vaultOn && !s.now.Before(at) {
+		s.vaultOn = true
+		s.ev.vaultAt = s.now.Sub(fleetStart) // begins at the first read on or after vaultAt
+	}
+	return s.vaultOn && s.now.Before(fleetStart.Add(s.ev.vaultAt+fleetOutage))
+}
+
+// fleetStore is the in-memory entry, down during the Vault outage.
+type fleetStore struct{ s *fleetSim }
+
+func (f fleetStore) ReadEntry(ctx context.Context, mount, path string) (map[string]string, int, error) {
+	f.s.vaultOps[f.s.now.Unix()]++
+	f.s.store.down = f.s.vaultDown()
+	return f.s.store.ReadEntry(ctx, mount, path)
+}
+
+func (f fleetStore) WriteEntry(ctx context.Context, mount, path string, fields map[string]string, cas int) (int, error) {
+	f.s.vaultOps[f.s.now.Unix()]++
+	f.s.store.down = f.s.vaultDown()
+	return f.s.store.WriteEntry(ctx, mount, path, fields, cas)
+}
+
+func (s *fleetSim) fetch(ctx context.Context, cached bool) (grant, time.Time, error) {
+	s.requests[s.now.Unix()]++
+	if s.endpointDown() {
+		return grant{}, s.now, &endpointError{Status: http.StatusServiceUnavailable}
+	}
+	s.issued[int64(s.now.Sub(fleetStart)/time.Hour)]++
+	s.tokens++
+	return grant{AccessToken: fmt.Sprintf("t%d", s.tokens), TokenType: "Bearer", Lifetime: fleetLifetime}, s.now, nil
+}
+
+func newFleetSim(sharedMode bool, ev fleetEvents) *fleetSim {
+	s := &fleetSim{shared: sharedMode, ev: ev, now: fleetStart, store: &memStore{},
+		policy:   sharePolicy{minRemaining: defaultMinRemaining, timeout: defaultTimeout, retryMax: defaultRetryMax},
+		requests: map[int64]int{}, issued: map[int64]int{}, vaultOps: map[int64]int{}, gaps: map[int]time.Time{}}
+	for i := range fleetHosts {
+		h := &fleetHost{id: i, rnd: rand.New(rand.NewPCG(uint64(i), 42))}
+		if sharedMode {
+			h.sh = &sharer{mount: "secret", path: "tokend/shared/vibes", id: fmt.Sprint("host", i), config: "c", scope: "s",
+				policy: s.policy, store: fleetStore{s}, rand: h.rnd.Float64, jitter: h.rnd.Float64(), log: zerolog.Nop(),
+				read: func(string) {}, leased: func() {}, fellBack: func() { s.fallbacks++ }}
+		}
+		s.hosts = append(s.hosts, h)
+		// All hosts start within one minute.
+		heap.Push(&s.queue, fleetEvent{at: fleetStart.Add(time.Duration(h.rnd.Float64() * float64(time.Minute))), host: i})
+	}
+	return s
+}
+
+func (s *fleetSim) run() {
+	end := fleetStart.Add(fleetRun)
+	for s.queue.Len() > 0 {
+		e := heap.Pop(&s.queue).(fleetEvent)
+		if e.at.After(end) {
+			break
+		}
+		s.now = e.at
+		h := s.hosts[e.host]
+		s.checkGap(h)
+		next := s.step(h)
+		heap.Push(&s.queue, fleetEvent{at: next, host: h.id})
+	}
+	s.now = end
+	for _, h := range s.hosts {
+		s.checkGap(h)
+	}
+}
+
+// checkGap notes a host whose token fell under min_remaining before now.
+func (s *fleetSim) checkGap(h *fleetHost) {
+	if h.mine == nil || h.gapFrom.IsZero() && s.now.Before(h.mine.ExpiresAt.Add(-s.policy.minRemaining)) {
+		return
+	}
+	if h.gapFrom.IsZero() {
+		h.gapFrom = h.mine.ExpiresAt.Add(-s.policy.minRemaining)
+	}
+	if _, ok := s.gaps[h.id]; !ok {
+		s.gaps[h.id] = h.gapFrom
+	}
+}
+
+func (s *fleetSim) take(h *fleetHost, t *shared) {
+	s.checkGap(h)
+	if !h.gapFrom.IsZero() {
+		s.gapLonger = max(s.gapLonger, s.now.Sub(h.gapFrom))
+		h.gapFrom = time.Time{}
+	}
+	h.mine, h.failures = t, 0
+}
+
+// step is one keeper attempt of host h; it returns when the next is due.
+func (s *fleetSim) step(h *fleetHost) time.Time {
+	failed := func(err error) time.Time {
+		h.failures++
+		return s.now.Add(retryDelay(h.failures, s.policy.retryMax, 0, h.rnd.Float64()))
+	}
+	if !s.shared {
+		g, sent, err := s.fetch(context.Background(), false)
+		if err != nil {
+			return failed(err)
+		}
+		s.take(h, &shared{Token: g.AccessToken, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime)})
+		return sent.Add(refreshAfter(g.Lifetime, s.policy.minRemaining, s.policy.timeout, h.rnd.Float64()))
+	}
+	r := h.sh.step(context.Background(), s.now, h.mine, false, s.fetch)
+	if r.err != nil {
+		return failed(r.err)
+	}
+	if r.tok != nil {
+		s.take(h, r.tok)
+	}
+	return r.next
+}
+
+// report is one mode's row.
+type fleetReport struct {
+	perHour, perLifetime               float64 // steady state: hours 2 to 11
+	peakStart, peakVault, peakRecovery int     // requests per second
+	recovery                           int     // requests in the 10 minutes after the endpoint outage
+	gapsEndpoint, gapsVault            int     // hosts ever without a servable token, by event
+	gapsOther                          int
+	longestGap                         time.Duration
+	vaultPeak                          int // Vault requests per second
+	fallbacks                          int
+}
+
+func (s *fleetSim) report() fleetReport {
+	var r fleetReport
+	// Steady state: from the second hour on, leaving out the three hours
+	// from each outage's start.
+	steady, hours := 0, 0
+	for hr := int64(1); hr < int64(fleetRun/time.Hour); hr++ {
+		at := fleetStart.Add(time.Duration(hr) * time.Hour)
+		if s.near(at, s.epFrom) || s.near(at, fleetStart.Add(s.ev.vaultAt)) {
+			continue
+		}
+		steady += s.issued[hr]
+		hours++
+	}
+	r.perHour = float64(steady) / float64(hours)
+	r.perLifetime = r.perHour * float64(fleetLifetime) / float64(time.Hour)
+	epEnd := s.epFrom.Add(fleetOutage)
+	for sec, n := range s.requests {
+		at := time.Unix(sec, 0)
+		if vFrom := fleetStart.Add(s.ev.vaultAt); !at.Before(vFrom) && at.Before(vFrom.Add(fleetOutage)) {
+			r.peakVault = max(r.peakVault, n)
+		}
+		if at.Before(fleetStart.Add(10 * time.Minute)) {
+			r.peakStart = max(r.peakStart, n)
+		}
+		if !at.Before(epEnd) && at.Before(epEnd.Add(10*time.Minute)) {
+			r.recovery += n
+			r.peakRecovery = max(r.peakRecovery, n)
+		}
+	}
+	for _, n := range s.vaultOps {
+		r.vaultPeak = max(r.vaultPeak, n)
+	}
+	vFrom := fleetStart.Add(s.ev.vaultAt)
+	for _, at := range s.gaps {
+		switch {
+		case !at.Before(s.epFrom) && at.Before(epEnd):
+			r.gapsEndpoint++
+		case !at.Before(vFrom) && at.Before(vFrom.Add(fleetOutage+time.Minute)):
+			r.gapsVault++
+		default:
+			r.gapsOther++
+		}
+	}
+	r.longestGap = s.gapLonger
+	r.fallbacks = s.fallbacks
+	return r
+}
+
+// near reports whether the hour starting at hr overlaps the three hours
+// from an event at ev.
+func (s *fleetSim) near(hr, ev time.Time) bool {
+	return hr.Add(time.Hour).After(ev) && hr.Before(ev.Add(3*time.Hour))
+}
+
+func TestFleetSimulation(t *testing.T) {
+	if testing.Short() || raceOn {
+		// Single-threaded: the race detector has nothing to find, and
+		// would make it take minutes. .ci/test runs it without.
+		t.Skip("SKIPPED: the fleet simulation runs without -race and -short (.ci/test does)")
+	}
+	scenarios := []fleetEvents{
+		{name: "endpoint down at 12:00", endpointAt: 12 * time.Hour, vaultAt: 30 * time.Hour},
+		{name: "endpoint down at its first request after 12:00", endpointAt: 12 * time.Hour, atNextRequest: true, vaultAt: 30 * time.Hour},
+	}
+	var table strings.Builder
+	table.WriteString("| events | mode | tokens/hour | tokens per lifetime: fleet / host | peak req/s: start / Vault outage / endpoint recovery | requests in recovery | hosts ever without a token: endpoint outage / Vault outage / otherwise | longest gap | fallbacks | peak Vault req/s |\n")
+	table.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, ev := range scenarios {
+		for _, mode := range []bool{false, true} {
+			s := newFleetSim(mode, ev)
+			s.run()
+			r := s.report()
+			name := "per-host"
+			if mode {
+				name = "shared"
+			}
+			fmt.Fprintf(&table, "| %s | %s | %.1f | %.3f / %.3f | %d / %d / %d | %d | %d / %d / %d | %s | %d | %d |\n", ev.name, name,
+				r.perHour, r.perLifetime, r.perLifetime/fleetHosts, r.peakStart, r.peakVault, r.peakRecovery, r.recovery, r.gapsEndpoint, r.gapsVault, r.gapsOther,
+				r.longestGap.Round(time.Second), r.fallbacks, r.vaultPeak)
+			if mode {
+				// The targets: about one token per lifetime, and sharing
+				// never the reason a host has no token.
+				if r.perLifetime > 1.05 {
+					t.Errorf("%s, shared: %.3f tokens per lifetime, want <= 1.05", ev.name, r.perLifetime)
+				}
+				if r.gapsVault != 0 || r.gapsOther != 0 {
+					t.Errorf("%s, shared: hosts without a token in the Vault outage (%d) or otherwise (%d)", ev.name, r.gapsVault, r.gapsOther)
+				}
+			} else {
+				// Per-host mode's recovery peak is bounded by the backoff's
+				// jitter: a host waits uniformly up to retry_max, so at
+				// most about 1/30 of the waiting hosts ask in any second.
+				bound := fleetHosts/int(defaultRetryMax/time.Second)*3/2 + 10
+				if r.peakRecovery > bound {
+					t.Errorf("%s, per-host: recovery peak %d req/s, want <= %d", ev.name, r.peakRecovery, bound)
+				}
+				if r.gapsVault+r.gapsOther != 0 {
+					t.Errorf("%s, per-host: hosts without a token outside the endpoint outage: %d", ev.name, r.gapsVault+r.gapsOther)
+				}
+			}
+		}
+	}
+	t.Logf("fleet of %d hosts, %s tokens, %s, defaults (min_remaining %s, request_timeout %s, retry_max %s):\n%s",
+		fleetHosts, fleetLifetime, fleetRun, defaultMinRemaining, defaultTimeout, defaultRetryMax, table.String())
+}
+
+type fleetEvent struct {
+	at   time.Time
+	host int
+}
+
+// fleetQueue is a min-heap of events by time, then host: deterministic.
+type fleetQueue []fleetEvent
+
+func (q fleetQueue) Len() int { return len(q) }
+func (q fleetQueue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].host < q[j].host
+}
+func (q fleetQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *fleetQueue) Push(x any)   { *q = append(*q, x.(fleetEvent)) }
+func (q *fleetQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
