@@ -395,3 +395,33 @@ file = "${CREDENTIALS_DIRECTORY}/a.token"
 		t.Errorf("not expanded: %+v, file %+v", c.Vault, c.Tokens["a"].File)
 	}
 }
+
+// share_path: share_mount defaults to kv_mount, which must then be KV v2;
+// the entry is never the client secret's own.
+func TestConfigSharePath(t *testing.T) {
+	base := "[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\n[token.a]\ntoken_url = \"https://i/t\"\nkv_path = \"a\"\n"
+	c, err := parseConfig("s.toml", []byte(base+"share_path = \"/tokend/shared/a/\"\n"), thisHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Tokens["a"].Fetch; f.SharePath != "tokend/shared/a" || f.ShareMount != "secret" {
+		t.Errorf("share_path: %q on %q, want tokend/shared/a on secret", f.SharePath, f.ShareMount)
+	}
+	c, err = parseConfig("s.toml", []byte(base+"kv_version = 1\nkv_mount = \"kv1\"\nshare_path = \"s\"\nshare_mount = \"kv2\"\n"), thisHost())
+	if err != nil || c.Tokens["a"].ShareMount != "kv2" {
+		t.Fatalf("share_mount: %v", err)
+	}
+	if c, err := parseConfig("s.toml", []byte(base), thisHost()); err != nil || c.Tokens["a"].SharePath != "" {
+		t.Errorf("no share_path: %v", err)
+	}
+	for extra, want := range map[string]string{
+		"share_mount = \"kv2\"\n":                   "line 7: token.a.share_mount: set without share_path",
+		"kv_version = 1\nshare_path = \"s\"\n":      `line 8: token.a.share_path: needs a KV v2 mount (check-and-set writes), and kv_mount "secret" is KV v1: set share_mount`,
+		"share_path = \"a\"\n":                      `line 7: token.a.share_path: "a" is the client secret's own path`,
+		"share_path = \"s\"\nshare_mount = \"/\"\n": "line 8: token.a.share_mount: must not be empty",
+	} {
+		if _, err := parseConfig("s.toml", []byte(base+extra), thisHost()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %s", extra, err, want)
+		}
+	}
+}

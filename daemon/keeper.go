@@ -155,6 +155,9 @@ func (s snapshot) why() string {
 	if s.Err != "" {
 		return s.Err
 	}
+	if s.Token != nil {
+		return "refresh in progress"
+	}
 	return "first request in progress"
 }
 
@@ -353,6 +356,12 @@ func (k *keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 		k.install(*r.tok, r.next, k.log.Info(), "token refreshed")
 	default:
 		k.install(*r.tok, r.next, k.log.Info().Str("fetched_by", r.tok.FetchedBy), "token read from the shared entry")
+		// A host that only ever reads the entry still needs the client's
+		// credentials in memory, to fetch for itself should Vault go away.
+		// Once per token: it also sees a rotation before it needs it.
+		if _, err := k.readVault(ctx); err != nil {
+			k.log.Warn().Err(err).Msg("vault read of the client credentials failed; keeping those in memory")
+		}
 	}
 	return max(r.next.Sub(k.clock.Now()), 0)
 }
@@ -582,7 +591,13 @@ func (k *keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) 
 }
 
 func (k *keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
-	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
+	timeout := vaultTimeout
+	if k.share != nil {
+		// A shared token's refresh also waits on Vault for the entry: every
+		// step must fit the slack the lease leaves (shareSlack).
+		timeout = k.share.vaultTimeout()
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := k.creds.Read(ctx, k.cfg.Secret)
 	if err != nil {

@@ -73,6 +73,8 @@ type TokenConfig struct {
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`
 	MaxFetchesPerHour int               `toml:"max_fetches_per_hour,omitzero"`
+	SharePath         string            `toml:"share_path,omitempty"`
+	ShareMount        string            `toml:"share_mount,omitempty"`
 	AllowUsers        []string          `toml:"allow_users,omitempty"`
 	AllowGroups       []string          `toml:"allow_groups,omitempty"`
 	AllowUIDs         []int             `toml:"allow_uids,omitempty"`
