@@ -266,3 +266,44 @@ func TestShareForcedGoesThroughLease(t *testing.T) {
 		t.Fatalf("second forced refresh: %+v; want a's fresh token", r)
 	}
 }
+
+// racyStore lets another host write between a read and the next write.
+type racyStore struct {
+	*memStore
+	between func()
+}
+
+func (r *racyStore) ReadEntry(ctx context.Context, mount, path string) (map[string]string, int, error) {
+	f, v, err := r.memStore.ReadEntry(ctx, mount, path)
+	if r.between != nil {
+		r.between()
+		r.between = nil
+	}
+	return f, v, err
+}
+
+// Two hosts find the token due at once: the check-and-set lets one fetch.
+func TestShareLostRace(t *testing.T) {
+	mem := &memStore{}
+	store := &racyStore{memStore: mem}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+	a, b := newTestSharer("a", store, clock), newTestSharer("b", mem, clock)
+	mine := a.step(now, nil, false).tok
+	now = a.policy.due(*mine).Add(time.Second)
+	// b takes the lease between a's read and a's lease write.
+	store.between = func() { b.step(now, mine, false) }
+	r := a.step(now, mine, false)
+	if r.fetched || r.tok != nil || a.leases != 1 || b.leases != 1 || !r.next.After(now) {
+		t.Fatalf("the host that lost the race: %+v, leases a %d b %d; want it to wait and read again", r, a.leases, b.leases)
+	}
+	if e := parseShared(mem.fields); e.FetchedBy != "b" {
+		t.Fatalf("entry fetched by %q, want b", e.FetchedBy)
+	}
+	// At its next read a finds b's token.
+	r = a.step(r.next, mine, false)
+	if r.fetched || r.tok == nil || r.tok.FetchedBy != "b" {
+		t.Fatalf("a after the race: %+v", r)
+	}
+}
