@@ -74,6 +74,7 @@ type fleetSim struct {
 	gaps      map[int]time.Time
 	gapLonger time.Duration
 	fallbacks int
+	failed    map[int]bool // hosts that had a token request fail
 }
 
 func (s *fleetSim) endpointDown() bool {
@@ -123,7 +124,7 @@ func (s *fleetSim) fetch(ctx context.Context, cached bool) (grant, time.Time, er
 func newFleetSim(sharedMode bool, ev fleetEvents) *fleetSim {
 	s := &fleetSim{shared: sharedMode, ev: ev, now: fleetStart, store: &memStore{},
 		policy:   sharePolicy{minRemaining: defaultMinRemaining, timeout: defaultTimeout, retryMax: defaultRetryMax},
-		requests: map[int64]int{}, issued: map[int64]int{}, vaultOps: map[int64]int{}, gaps: map[int]time.Time{}}
+		requests: map[int64]int{}, issued: map[int64]int{}, vaultOps: map[int64]int{}, gaps: map[int]time.Time{}, failed: map[int]bool{}}
 	for i := range fleetHosts {
 		h := &fleetHost{id: i, rnd: rand.New(rand.NewPCG(uint64(i), 42))}
 		if sharedMode {
@@ -182,6 +183,7 @@ func (s *fleetSim) take(h *fleetHost, t *shared) {
 // step is one keeper attempt of host h; it returns when the next is due.
 func (s *fleetSim) step(h *fleetHost) time.Time {
 	failed := func(err error) time.Time {
+		s.failed[h.id] = true
 		h.failures++
 		return s.now.Add(retryDelay(h.failures, s.policy.retryMax, 0, h.rnd.Float64()))
 	}
@@ -212,6 +214,7 @@ type fleetReport struct {
 	gapsOther                          int
 	longestGap                         time.Duration
 	vaultPeak                          int // Vault requests per second
+	failedHosts                        int // hosts that had a token request fail
 	fallbacks                          int
 }
 
@@ -260,6 +263,7 @@ func (s *fleetSim) report() fleetReport {
 	}
 	r.longestGap = s.gapLonger
 	r.fallbacks = s.fallbacks
+	r.failedHosts = len(s.failed)
 	return r
 }
 
@@ -294,6 +298,7 @@ func TestFleetSimulation(t *testing.T) {
 			fmt.Fprintf(&table, "| %s | %s | %.1f | %.3f / %.3f | %d / %d / %d | %d | %d / %d / %d | %s | %d | %d |\n", ev.name, name,
 				r.perHour, r.perLifetime, r.perLifetime/fleetHosts, r.peakStart, r.peakVault, r.peakRecovery, r.recovery, r.gapsEndpoint, r.gapsVault, r.gapsOther,
 				r.longestGap.Round(time.Second), r.fallbacks, r.vaultPeak)
+			t.Logf("%s, %s: %d hosts had a token request fail", ev.name, name, r.failedHosts)
 			if mode {
 				// The targets: about one token per lifetime, and sharing
 				// never the reason a host has no token.
