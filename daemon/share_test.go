@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/daemontest"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -305,5 +309,48 @@ func TestShareLostRace(t *testing.T) {
 	r = a.step(r.next, mine, false)
 	if r.fetched || r.tok == nil || r.tok.FetchedBy != "b" {
 		t.Fatalf("a after the race: %+v", r)
+	}
+}
+
+// The keeper serves a token read from the entry, and while the hosts
+// refreshing it fail at the endpoint, STATUS says why.
+func TestKeeperSharedEntry(t *testing.T) {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "pw")
+	clock := newFakeClock()
+	vault := &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "pw"}}
+	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), vault, http.DefaultClient, zerolog.Nop())
+	k.clock, k.rand = clock, func() float64 { return 0.5 }
+	store := &memStore{}
+	other := newTestSharer("other", store, clock.Now)
+	other.config = shareConfig(&k.cfg)
+	k.share = &sharer{mount: "secret", path: "tokend/shared/vibes", id: "me", config: other.config, scope: k.cfg.Scope,
+		policy: sharePolicy{minRemaining: k.cfg.MinRemaining, timeout: k.cfg.RequestTimeout, retryMax: k.cfg.RetryMax},
+		store:  store, rand: k.rand, jitter: 0.5, log: zerolog.Nop(),
+		read: func(string) {}, leased: func() {}, fellBack: func() {}}
+
+	first := other.step(clock.Now(), nil, false).tok
+	k.attempt(context.Background())
+	s := k.snapshot(clock.Now())
+	if s.Token == nil || s.Token.Value != first.Token || s.state() != proto.StateOK || ep.Calls.Load() != 0 {
+		t.Fatalf("after reading the entry: %+v, %d token requests; want the other host's token", s, ep.Calls.Load())
+	}
+	if vault.reads != 1 {
+		t.Errorf("%d credential reads: a host that only reads the entry keeps the credentials in memory for a fallback", vault.reads)
+	}
+
+	// The token falls due; the host refreshing it fails at the endpoint.
+	clock.Advance(k.share.policy.due(*first).Sub(clock.Now()) + time.Second)
+	other.fetchErr = &endpointError{Status: http.StatusServiceUnavailable}
+	if r := other.step(clock.Now(), first, false); r.err == nil {
+		t.Fatal("the other host's refresh did not fail")
+	}
+	k.attempt(context.Background())
+	s = k.snapshot(clock.Now())
+	if s.Token == nil || s.Token.Value != first.Token || s.state() != proto.StateDegraded ||
+		!strings.Contains(s.Err, "the token endpoint failed for the hosts refreshing the shared token (1 in a row; last from other): token endpoint answered 503") {
+		t.Fatalf("while the lease holders fail: state %s, error %q", s.state(), s.Err)
+	}
+	if ep.Calls.Load() != 0 {
+		t.Errorf("%d token requests: the host asked on its own while the fleet backs off", ep.Calls.Load())
 	}
 }
