@@ -52,7 +52,6 @@ type fleetHost struct {
 	sh       *sharer
 	mine     *shared
 	failures int
-	started  bool
 	gapFrom  time.Time // when the host last fell under min_remaining with nothing newer; zero: it did not
 }
 
