@@ -384,6 +384,10 @@ func (s *sharer) write(ctx context.Context, t shared, cas int) (int, error) {
 	return s.store.WriteEntry(ctx, s.mount, s.path, t.fields(), cas)
 }
 
-// vaultTimeout bounds each Vault request of a step: a request timeout,
-// so that a slow Vault cannot hold a host past its fallback point.
-func (s *sharer) vaultTimeout() time.Duration { return min(s.policy.timeout, vaultTimeout) }
+// vaultTimeout bounds each Vault request of a step: a request timeout, so
+// that a slow Vault cannot hold a host far past its fallback point, but at
+// least a second, so that a busy Vault is not taken for a dead one when
+// request timeouts are short.
+func (s *sharer) vaultTimeout() time.Duration {
+	return min(max(s.policy.timeout, time.Second), vaultTimeout)
+}
