@@ -536,7 +536,7 @@ func (d *daemon) sharer(k *keeper, tc *TokenConfig) *sharer {
 	d.metrics.tokenShared(name)
 	s := &sharer{
 		mount: tc.ShareMount, path: tc.SharePath, id: d.shareID, config: shareConfig(&tc.Fetch), scope: tc.Scope,
-		policy: sharePolicy{minRemaining: tc.MinRemaining, timeout: tc.RequestTimeout, retryMax: tc.RetryMax},
+		policy: newSharePolicy(tc.MinRemaining, tc.RequestTimeout, tc.RetryMax),
 		store:  d.creds, rand: k.rand, jitter: k.rand(),
 		log:      k.log.With().Str("share_path", tc.ShareMount+"/"+tc.SharePath).Logger(),
 		read:     func(result string) { d.metrics.shareReads.WithLabelValues(name, result).Inc() },

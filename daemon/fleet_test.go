@@ -122,7 +122,7 @@ func (s *fleetSim) fetch(ctx context.Context, cached bool) (grant, time.Time, er
 
 func newFleetSim(sharedMode bool, ev fleetEvents) *fleetSim {
 	s := &fleetSim{shared: sharedMode, ev: ev, now: fleetStart, store: &memStore{},
-		policy:   sharePolicy{minRemaining: defaultMinRemaining, timeout: defaultTimeout, retryMax: defaultRetryMax},
+		policy:   newSharePolicy(defaultMinRemaining, defaultTimeout, defaultRetryMax),
 		requests: map[int64]int{}, issued: map[int64]int{}, vaultOps: map[int64]int{}, gaps: map[int]time.Time{}, failed: map[int]bool{}}
 	for i := range fleetHosts {
 		h := &fleetHost{id: i, rnd: rand.New(rand.NewPCG(uint64(i), 42))}

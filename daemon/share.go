@@ -122,6 +122,23 @@ func shareID() string {
 // sharePolicy is the timing of sharing. Pure, like schedule.go.
 type sharePolicy struct {
 	minRemaining, timeout, retryMax time.Duration
+	// vault bounds each Vault request of a step: a request timeout, so
+	// that a slow Vault cannot hold a host far past its fallback point,
+	// but at least a second, so that a busy Vault is not taken for a dead
+	// one when request timeouts are short.
+	vault time.Duration
+}
+
+func newSharePolicy(minRemaining, timeout, retryMax time.Duration) sharePolicy {
+	return sharePolicy{minRemaining: minRemaining, timeout: timeout, retryMax: retryMax,
+		vault: min(max(timeout, time.Second), vaultTimeout)}
+}
+
+// last is the last point at which a host holding t may decide to fetch
+// for itself: the step that decides reads the entry first (which may take
+// a Vault timeout), then one request must fit before min_remaining.
+func (p sharePolicy) last(t shared) time.Time {
+	return t.ExpiresAt.Add(-p.minRemaining - p.timeout - p.vault)
 }
 
 // due is when a shared token is to be replaced: late, but never earlier
@@ -141,14 +158,13 @@ func (p sharePolicy) readAt(t shared, rnd float64) time.Time {
 	return p.due(t).Add(time.Duration(rnd * float64(shareSpread*p.timeout)))
 }
 
-// fallbackAt is the last point at which a host holding t waits for
-// sharing: after it, one request of its own must fit before t falls under
-// min_remaining. Jittered over half a request timeout, so that a fleet
-// left without Vault does not fall back at once; it begins after a lease
-// taken at the due point has expired and another host had time for a
-// re-read and a request.
+// fallbackAt is when a host holding t stops waiting for another's lease:
+// jittered over half a request timeout before the last point, so that a
+// fleet whose lease holder vanished does not fall back at once. It comes
+// after a lease taken at the due point has expired and another host had
+// time for a re-read and a request.
 func (p sharePolicy) fallbackAt(t shared, rnd float64) time.Time {
-	return t.ExpiresAt.Add(-p.minRemaining - time.Duration((1+0.5*rnd)*float64(p.timeout)))
+	return p.last(t).Add(-time.Duration(0.5 * rnd * float64(p.timeout)))
 }
 
 // troubleAt is the fallback point when Vault cannot be used: no other
@@ -156,8 +172,8 @@ func (p sharePolicy) fallbackAt(t shared, rnd float64) time.Time {
 // spread over everything from the due point to the last request that
 // fits, rather than all in the lease's short window.
 func (p sharePolicy) troubleAt(t shared, rnd float64) time.Time {
-	due, last := p.due(t), t.ExpiresAt.Add(-p.minRemaining-p.timeout)
-	return due.Add(time.Duration(rnd * float64(last.Sub(due))))
+	due, last := p.due(t), p.last(t)
+	return due.Add(time.Duration(rnd * float64(max(last.Sub(due), 0))))
 }
 
 // The results of reading the entry (tokend_share_reads_total).
@@ -384,10 +400,5 @@ func (s *sharer) write(ctx context.Context, t shared, cas int) (int, error) {
 	return s.store.WriteEntry(ctx, s.mount, s.path, t.fields(), cas)
 }
 
-// vaultTimeout bounds each Vault request of a step: a request timeout, so
-// that a slow Vault cannot hold a host far past its fallback point, but at
-// least a second, so that a busy Vault is not taken for a dead one when
-// request timeouts are short.
-func (s *sharer) vaultTimeout() time.Duration {
-	return min(max(s.policy.timeout, time.Second), vaultTimeout)
-}
+// vaultTimeout bounds each Vault request of a step.
+func (s *sharer) vaultTimeout() time.Duration { return s.policy.vault }

@@ -64,7 +64,7 @@ type testSharer struct {
 func newTestSharer(id string, store EntryStore, now func() time.Time) *testSharer {
 	ts := &testSharer{reads: map[string]int{}, lifetime: time.Hour, clockNow: now}
 	ts.sharer = &sharer{mount: "secret", path: "tokend/shared/vibes", id: id, config: "cfg", scope: "s",
-		policy: sharePolicy{minRemaining: time.Minute, timeout: 10 * time.Second, retryMax: 30 * time.Second},
+		policy: newSharePolicy(time.Minute, 10*time.Second, 30*time.Second),
 		store:  store, rand: func() float64 { return 0.5 }, jitter: 0.5, log: zerolog.Nop(),
 		read: func(r string) { ts.reads[r]++ }, leased: func() { ts.leases++ }, fellBack: func() { ts.fallbacks++ }}
 	return ts
@@ -83,7 +83,7 @@ func (ts *testSharer) step(now time.Time, mine *shared, forced bool) shareResult
 }
 
 func TestSharePolicy(t *testing.T) {
-	p := sharePolicy{minRemaining: time.Minute, timeout: 10 * time.Second, retryMax: 30 * time.Second}
+	p := newSharePolicy(time.Minute, 10*time.Second, 30*time.Second)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	tok := shared{FetchedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	// Late: 60 s min_remaining and 6 request timeouts before the end.
@@ -102,8 +102,14 @@ func TestSharePolicy(t *testing.T) {
 	takeover := due.Add(shareLease*p.timeout + 2*p.timeout) // the lease, a re-read, a request
 	for _, rnd := range []float64{0, 0.5, 0.999} {
 		fb := p.fallbackAt(tok, rnd)
-		if fb.Before(takeover) || fb.After(tok.ExpiresAt.Add(-p.minRemaining-p.timeout)) {
-			t.Errorf("fallbackAt(%v) = %s before the end; want between %s and %s", rnd, tok.ExpiresAt.Sub(fb), tok.ExpiresAt.Sub(takeover), p.minRemaining+p.timeout)
+		// The step at the fallback point reads the entry (up to a Vault
+		// timeout) before its own request (up to a request timeout).
+		last := tok.ExpiresAt.Add(-p.minRemaining - p.timeout - p.vault)
+		if fb.Before(takeover) || fb.After(last) {
+			t.Errorf("fallbackAt(%v) = %s before the end; want between %s and %s", rnd, tok.ExpiresAt.Sub(fb), tok.ExpiresAt.Sub(takeover), tok.ExpiresAt.Sub(last))
+		}
+		if ta := p.troubleAt(tok, rnd); ta.Before(due) || ta.After(last) {
+			t.Errorf("troubleAt(%v) = %s before the end; want between the due point and %s", rnd, tok.ExpiresAt.Sub(ta), tok.ExpiresAt.Sub(last))
 		}
 	}
 }
@@ -224,7 +230,7 @@ func TestShareVaultDownFallsBack(t *testing.T) {
 	if !r.fetched || r.err != nil || a.fallbacks != 1 {
 		t.Fatalf("with Vault down: %+v, %d fallbacks; want a token fetched for this host", r, a.fallbacks)
 	}
-	if now.Before(a.policy.troubleAt(*mine, a.jitter)) || mine.ExpiresAt.Sub(now) < a.policy.minRemaining+a.policy.timeout {
+	if now.Before(a.policy.troubleAt(*mine, a.jitter)) || mine.ExpiresAt.Sub(now) < a.policy.minRemaining+a.policy.timeout+a.policy.vault {
 		t.Errorf("fell back %s before the end: want at its point in the window from the due point to one request before min_remaining", mine.ExpiresAt.Sub(now))
 	}
 	// Vault is back: the host offers its fresher token to the others.
@@ -324,7 +330,7 @@ func TestKeeperSharedEntry(t *testing.T) {
 	other := newTestSharer("other", store, clock.Now)
 	other.config = shareConfig(&k.cfg)
 	k.share = &sharer{mount: "secret", path: "tokend/shared/vibes", id: "me", config: other.config, scope: k.cfg.Scope,
-		policy: sharePolicy{minRemaining: k.cfg.MinRemaining, timeout: k.cfg.RequestTimeout, retryMax: k.cfg.RetryMax},
+		policy: newSharePolicy(k.cfg.MinRemaining, k.cfg.RequestTimeout, k.cfg.RetryMax),
 		store:  store, rand: k.rand, jitter: 0.5, log: zerolog.Nop(),
 		read: func(string) {}, leased: func() {}, fellBack: func() {}}
 
