@@ -135,10 +135,10 @@ func newSharePolicy(minRemaining, timeout, retryMax time.Duration) sharePolicy {
 }
 
 // last is the last point at which a host holding t may decide to fetch
-// for itself: the step that decides reads the entry first (which may take
-// a Vault timeout), then one request must fit before min_remaining.
+// for itself: one request must fit before min_remaining. (A host whose
+// Vault failed decides without reading it again: see step.)
 func (p sharePolicy) last(t shared) time.Time {
-	return t.ExpiresAt.Add(-p.minRemaining - p.timeout - p.vault)
+	return t.ExpiresAt.Add(-p.minRemaining - p.timeout)
 }
 
 // due is when a shared token is to be replaced: late, but never earlier
@@ -205,8 +205,9 @@ type sharer struct {
 	leased   func()
 	fellBack func()
 
-	troubles int       // consecutive steps that could not share
-	since    time.Time // when the current troubles began
+	troubles   int       // consecutive steps that could not share
+	since      time.Time // when the current troubles began
+	failedLast bool      // the last step could not use Vault, and waits to try again
 }
 
 // fetchFunc asks the token endpoint for this host; cached says to use the
@@ -226,6 +227,12 @@ type shareResult struct {
 // host's, or take the lease and fetch. mine is the token this host
 // serves (nil before the first); forced is a refresh min= asked for.
 func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced bool, fetch fetchFunc) shareResult {
+	if s.failedLast && mine != nil && !now.Before(s.policy.troubleAt(*mine, s.jitter)) {
+		// Vault failed at the last step, and there is no time left to
+		// wait for it once more (a read of a Vault that hangs takes its
+		// timeout): fetch now.
+		return s.fallBack(ctx, errors.New("vault did not answer in time"), fetch)
+	}
 	rctx, cancel := context.WithTimeout(ctx, s.vaultTimeout())
 	fields, version, err := s.store.ReadEntry(rctx, s.mount, s.path)
 	cancel()
@@ -362,6 +369,7 @@ func (s *sharer) trouble(ctx context.Context, now time.Time, mine *shared, err e
 		s.log.Warn().Str("error", proto.Clean(err.Error())).Msg("cannot share the token; serving the current one and trying again")
 	}
 	s.troubles++
+	s.failedLast = true
 	if mine == nil || !now.Before(s.policy.troubleAt(*mine, s.jitter)) {
 		return s.fallBack(ctx, err, fetch)
 	}
@@ -376,6 +384,7 @@ func (s *sharer) trouble(ctx context.Context, now time.Time, mine *shared, err e
 
 // fallBack fetches for this host alone.
 func (s *sharer) fallBack(ctx context.Context, why error, fetch fetchFunc) shareResult {
+	s.failedLast = false
 	s.fellBack()
 	s.log.Warn().Str("error", proto.Clean(why.Error())).Msg("sharing failed; fetching a token for this host alone")
 	g, sent, err := fetch(ctx, s.troubles > 0)
@@ -388,6 +397,7 @@ func (s *sharer) fallBack(ctx context.Context, why error, fetch fetchFunc) share
 
 // recovered ends a run of troubles.
 func (s *sharer) recovered(now time.Time) {
+	s.failedLast = false
 	if s.troubles > 0 {
 		s.log.Info().Dur("after", now.Sub(s.since)).Msg("sharing the token again")
 	}
