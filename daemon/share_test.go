@@ -332,10 +332,10 @@ func TestKeeperSharedEntry(t *testing.T) {
 	store := &memStore{}
 	other := newTestSharer("other", store, clock.Now)
 	other.config = shareConfig(&k.cfg)
-	k.share = &sharer{mount: "secret", path: "tokend/shared/vibes", id: "me", config: other.config, scope: k.cfg.Scope,
-		policy: newSharePolicy(k.cfg.MinRemaining, k.cfg.RequestTimeout, k.cfg.RetryMax),
-		store:  store, rand: k.rand, jitter: 0.5, log: zerolog.Nop(),
-		read: func(string) {}, leased: func() {}, fellBack: func() {}}
+	me := newTestSharer("me", store, clock.Now)
+	me.config, me.scope = other.config, k.cfg.Scope
+	me.policy = newSharePolicy(k.cfg.MinRemaining, k.cfg.RequestTimeout, k.cfg.RetryMax)
+	k.share = me.sharer
 
 	first := other.step(clock.Now(), nil, false).tok
 	k.attempt(context.Background())
