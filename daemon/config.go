@@ -118,17 +118,8 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("config %q: %s", e.File, strings.Join(e.Problems, "; "))
 }
 
-// LoadConfig reads and validates a configuration file. Every problem is
-// reported, each naming its key and line.
-func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, &ConfigError{File: path, Problems: []string{err.Error()}}
-	}
-	return ParseConfig(path, data)
-}
-
-// ParseConfig is LoadConfig on bytes already read; path is for messages.
+// ParseConfig is the schema check of Check on bytes already read; path is
+// for messages.
 // Environment variables, users and groups are this machine's.
 func ParseConfig(path string, data []byte) (*Config, error) {
 	return parseConfig(path, data, thisHost())
@@ -137,18 +128,26 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 // parseConfig parses with the environment and the user and group lookups
 // of h, so that tests need not depend on the machine.
 func parseConfig(path string, data []byte, h host) (*Config, error) {
+	c, _, err := parse(path, data, h, credentialsDir{})
+	return c, err
+}
+
+// parse is the file's syntax and schema: every check that needs no more
+// than the text, the environment, and user and group names. It returns
+// the reader too, for the files the configuration names and its warnings.
+func parse(path string, data []byte, h host, creds credentialsDir) (*Config, *reader, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, &ConfigError{File: path, Problems: []string{fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)}}
+			return nil, nil, &ConfigError{File: path, Problems: []string{syntaxProblem(pe, keyLines(data))}}
 		}
-		return nil, &ConfigError{File: path, Problems: []string{err.Error()}}
+		return nil, nil, &ConfigError{File: path, Problems: []string{err.Error()}}
 	}
-	r := &reader{host: h, lines: keyLines(data)}
+	r := &reader{host: h, lines: keyLines(data), creds: creds}
 	c := r.config(raw)
 	if len(r.problems) > 0 {
-		return nil, &ConfigError{File: path, Problems: r.problems}
+		return nil, nil, &ConfigError{File: path, Problems: r.problems}
 	}
-	return c, nil
+	return c, r, nil
 }

@@ -129,11 +129,11 @@ kv_path = "e"
 		`line 15: token.a.min_remaining: want a duration string`,
 		`line 16: token.a.retry_max: bad duration "soon"`,
 		`line 17: token.a.allow_users: unknown user "no-such-user-here"`,
-		`line 18: token.a.allow_uids: want numeric ids`,
+		`line 18: token.a.allow_uids: "x" is a string: ids are numbers, written without quotes`,
 		`line 19: token.a.spare: unknown key`,
 		`token.a.kv_path: missing`,
 		`line 22: token.b.token_url: must not carry credentials`,
-		`line 24: token.b.max_connections_per_uid: unknown key`,
+		`line 24: token.b.max_connections_per_uid: unknown key in [token.b]: max_connections_per_uid is a top-level key; move it above the first [table]`,
 		`line 27: token.c.token_url: "http://user:xxxxx@api.example.com/oauth2/token" is plain http to a host that is not loopback`,
 		`line 29: token.c.allow_insecure_http: want true or false, got a string`,
 		`default_token: needed when more than one token is configured (have a, b, c, d, e)`,
@@ -277,7 +277,7 @@ func TestConfigFileSink(t *testing.T) {
 	}
 	for extra, want := range map[string]string{
 		"file = \"/tmp/a.token\"\n":                                `line 7: token.a.file: its directory "/tmp" is writable by others (mode 0777)`,
-		"file = \"a.token\"\n":                                     `line 7: token.a.file: "a.token" is not a clean absolute path`,
+		"file = \"a.token\"\n":                                     `line 7: token.a.file: "a.token" is a relative path`,
 		"file = \"/run/tokend-files/a\"\nfile_format = \"yaml\"\n": `line 8: token.a.file_format: unknown format "yaml"`,
 		"file = \"/run/tokend-files/a\"\nfile_mode = 640\n":        `line 8: token.a.file_mode: 640 is a decimal integer`,
 		"file = \"/run/tokend-files/a\"\nfile_mode = \"0646\"\n":   `line 8: token.a.file_mode: 0646 lets every local user read the token`,

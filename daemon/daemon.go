@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -30,13 +31,11 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/vaultsrc"
 )
-
-// Version is stamped at build time (-ldflags -X).
-var Version = "dev"
 
 // Options are what main hands to Run.
 type Options struct {
@@ -56,14 +55,11 @@ type Options struct {
 // Run loads the configuration, serves until ctx ends, and returns nil on a
 // clean stop. A bad configuration is returned as *ConfigError.
 func Run(ctx context.Context, opts Options) error {
-	cfg, err := LoadConfig(opts.ConfigPath)
+	cfg, rep, err := Check(opts.ConfigPath, CheckOptions{Activated: server.Activating()})
 	if err != nil {
 		return err
 	}
 	idProblem := idMapProblem(os.ReadFile)
-	if err := checkIDMaps(cfg, idProblem); err != nil {
-		return &ConfigError{File: opts.ConfigPath, Problems: []string{err.Error()}}
-	}
 	opts.Log.SetLevel(cfg.LogLevel)
 	log := opts.Log.Logger()
 	if idProblem != "" {
@@ -89,6 +85,7 @@ func Run(ctx context.Context, opts Options) error {
 		return 0
 	})
 	d.metrics.loaded(nil, false)
+	d.warn(rep)
 	return d.run(ctx)
 }
 
@@ -314,7 +311,7 @@ func (reg *registry) lookup(name string, p *server.Peer) (*entry, string, error)
 		return nil, name, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
 	}
 	if p != nil && !e.access.allows(*p) {
-		return nil, name, &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}
+		return nil, name, &server.NamedError{Name: name, Err: &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}}
 	}
 	return e, name, nil
 }
@@ -387,7 +384,7 @@ func (d *daemon) run(ctx context.Context) error {
 	go func() { defer close(superDone); d.supervise(superCtx, d.notify) }()
 	defer func() { stopSuper(); <-superDone }()
 
-	d.log.Info().Str("version", Version).Int("tokens", len(d.cfg.Tokens)).Msg("tokend started")
+	d.log.Info().Str("version", buildinfo.Version).Int("tokens", len(d.cfg.Tokens)).Msg("tokend started")
 	for {
 		select {
 		case <-ctx.Done():
@@ -408,12 +405,14 @@ func (d *daemon) listen() (net.Listener, error) {
 		return nil, err
 	}
 	d.activated = activated
-	d.warn(d.cfg)
 	if activated {
 		d.log.Info().Str("socket", ln.Addr().String()).Msg("serving on the socket passed by systemd")
 		return ln, nil
 	}
 	if ln, err = server.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
+		if dir := filepath.Dir(d.cfg.Socket); !exists(dir) {
+			return nil, &ConfigError{File: d.path, Problems: []string{fmt.Sprintf("socket: directory %q does not exist: start tokend through tokend.socket (systemctl start tokend.socket), or make it first (install -d -m 0755 %s)", dir, dir)}}
+		}
 		return nil, err
 	}
 	d.log.Info().Str("socket", d.cfg.Socket).Str("mode", fmt.Sprintf("%04o", d.cfg.SocketMode)).Msg("listening")
@@ -465,7 +464,7 @@ func (d *daemon) startVault(vc vaultsrc.Config) error {
 		d.vaultCancel()
 	}
 	d.vaultCancel = cancel
-	d.log.Info().Str("address", src.Address()).Str("auth", vc.Auth).Msg("vault source ready")
+	d.log.Info().Str("address", src.Address()).Str("auth", vc.Auth).Msg("vault source configured")
 	return nil
 }
 
@@ -567,16 +566,13 @@ func (d *daemon) install(reg *registry) {
 
 // reload applies a new configuration file, or keeps the old one serving.
 func (d *daemon) reload() {
-	cfg, err := LoadConfig(d.path)
-	if err == nil {
-		err = checkIDMaps(cfg, d.idProblem)
-	}
+	cfg, rep, err := Check(d.path, CheckOptions{Activated: d.activated})
 	if err != nil {
 		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
 		d.metrics.loaded(err, true)
 		return
 	}
-	d.warn(cfg)
+	d.warn(rep)
 	old := d.cfg
 	if cfg.Listen != old.Listen {
 		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
@@ -615,9 +611,9 @@ func (d *daemon) reload() {
 	d.log.Info().Strs("kept", kept).Strs("restarted_or_removed", stopped).Int("tokens", len(next.names)).Msg("configuration reloaded")
 }
 
-// warn logs the operator mistakes in cfg that tokend can still run with.
-func (d *daemon) warn(cfg *Config) {
-	for _, w := range Warnings(d.path, cfg, d.activated) {
+// warn logs the operator mistakes that tokend can still run with.
+func (d *daemon) warn(rep Report) {
+	for _, w := range rep.Warnings {
 		d.log.Warn().Str("problem", w).Msg("unsafe configuration")
 	}
 }

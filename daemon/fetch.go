@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -100,7 +101,7 @@ func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "tokend/"+Version)
+	req.Header.Set("User-Agent", "tokend/"+buildinfo.Version)
 	switch tc.ClientAuth {
 	case "basic+body":
 		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(basicLiteral(creds))))

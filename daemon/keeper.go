@@ -395,6 +395,11 @@ func (k *keeper) install(t shared, next time.Time, ev *zerolog.Event, msg string
 	ev.Dur("lifetime", t.lifetime()).Time("expires_at", t.ExpiresAt.UTC()).Time("next_refresh", next.UTC()).Msg(msg)
 }
 
+// noTokenEscalation is the failed attempt from which a keeper that has
+// never had a token logs its failures as errors rather than warnings:
+// the fourth, about 5 to 10 seconds in with the default backoff.
+const noTokenEscalation = 4
+
 // failed records a failed attempt and says how long to back off.
 func (k *keeper) failed(err error) time.Duration {
 	k.failures++
@@ -414,13 +419,19 @@ func (k *keeper) failed(err error) time.Duration {
 	msg := proto.Clean(err.Error())
 	k.state.Store(&keeperState{err: msg, next: k.clock.Now().Add(wait), failures: k.failures, lastSuccess: k.lastSuccess})
 	ev := k.log.Warn()
+	if k.lastSuccess.IsZero() && k.failures >= noTokenEscalation {
+		// Never a token yet: whatever waits for one (READY=1, units
+		// ordered after tokend) waits on this. Past a few tries it is not
+		// a blip but an outage or a mistake, and an error.
+		ev = k.log.Error().Str("hint", "no token obtained yet: check the token endpoint and the credentials (tokenctl status, journalctl -u tokend)")
+	}
 	if ee != nil && ee.rejected() {
 		ev = k.log.Error().Str("hint", "the token endpoint rejects the client credentials read from vault; check the secret at "+k.cfg.Secret.String())
 	}
 	if ee != nil && ee.Description != "" {
 		ev = ev.Str("error_description", ee.Description) // already redacted and cleaned
 	}
-	ev.Str("error", msg).Int("failures", k.failures).Dur("retry_in", wait).Msg("token refresh failed")
+	ev.Str("error", msg).Int("failures", k.failures).Dur("retry_in", wait.Round(time.Millisecond)).Msg("token refresh failed")
 	return wait
 }
 

@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 )
@@ -82,7 +83,7 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 		requestCounters: map[[2]string]prometheus.Counter{},
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1; the labels say which build runs.",
-		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()}})
+		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "goversion": runtime.Version()}})
 	buildInfo.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.fetches, m.fetchTime, m.vaultReads, m.vaultLogins, m.requests, m.reloads, m.lastReload,

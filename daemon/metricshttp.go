@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,7 +26,14 @@ func (d *daemon) serveMetrics(addr string) (stop func(), err error) {
 		ln, err = net.Listen("tcp", addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("metrics_listen %q: %w", addr, err)
+		// The configuration chose the address: restarting will not free
+		// it. A *ConfigError makes tokend exit 2, which systemd does not
+		// restart (RestartPreventExitStatus=2).
+		hint := "choose another address"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = "another process listens there (ss -ltnp shows which); choose another port"
+		}
+		return nil, &ConfigError{File: d.path, Problems: []string{fmt.Sprintf("metrics_listen: %q: %v: %s", addr, errors.Unwrap(err), hint)}}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
@@ -46,14 +55,14 @@ func (d *daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	var down []string
 	for _, t := range d.tokenStates(time.Now()) {
 		if !t.snap.Servable {
-			down = append(down, t.name)
+			down = append(down, fmt.Sprintf("%s (%s)", t.name, t.snap.why()))
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if len(down) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "unavailable: %s\n", strings.Join(down, " "))
+		fmt.Fprintf(w, "unavailable: %s\n", strings.Join(down, "; "))
 		return
 	}
 	fmt.Fprintln(w, "ok")

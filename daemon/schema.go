@@ -19,9 +19,12 @@ import (
 
 // The schema: tokend.toml's tables and keys, their defaults and checks.
 
+// topLevelKeys are the keys of the file's top level, before any table.
+var topLevelKeys = []string{"socket", "socket_mode", "socket_group", "log_level", "default_token",
+	"max_connections", "max_connections_per_uid", "idle_timeout", "metrics_listen", "metrics_listen_public", "first_token_wait"}
+
 func (r *reader) config(raw map[string]any) *Config {
-	top := r.table("", raw, "socket", "socket_mode", "socket_group", "log_level", "default_token",
-		"max_connections", "max_connections_per_uid", "idle_timeout", "metrics_listen", "metrics_listen_public", "first_token_wait", "vault", "token")
+	top := r.table("", raw, append(slices.Clone(topLevelKeys), "vault", "token")...)
 	c := &Config{
 		Listen: Listen{
 			Socket:      top.str("socket", proto.DefaultPath),
@@ -62,23 +65,33 @@ func (r *reader) config(raw map[string]any) *Config {
 	if c.MaxPerUID < 1 || c.MaxPerUID > 1<<20 {
 		r.fail("max_connections_per_uid", "%d is out of range 1..1048576", c.MaxPerUID)
 	}
-	if c.IdleTimeout <= 0 {
-		r.fail("idle_timeout", "must be more than 0")
+	if c.IdleTimeout < time.Second {
+		r.fail("idle_timeout", "%s is too short: a client gets that long to send its request line; use at least \"1s\" (default \"30s\")", c.IdleTimeout)
+	}
+	if _, set := raw["max_connections_per_uid"]; c.MaxPerUID > c.MaxConnections && c.MaxConnections >= 1 {
+		def := ""
+		if !set {
+			def = " (the default)"
+		}
+		r.fail("max_connections_per_uid", "%d%s is above max_connections (%d), so it never applies: set max_connections_per_uid to at most %d", c.MaxPerUID, def, c.MaxConnections, c.MaxConnections)
 	}
 	if c.FirstTokenWait <= 0 || c.FirstTokenWait > 10*time.Minute {
 		r.fail("first_token_wait", "%s is out of range: more than 0, at most 10m", c.FirstTokenWait)
 	}
 	r.checkMetricsListen(c.MetricsListen, top.bool("metrics_listen_public", false))
+	if p, ok := strings.CutPrefix(c.MetricsListen, "unix:"); ok && filepath.Clean(p) == filepath.Clean(c.Socket) {
+		r.fail("metrics_listen", "%q is the token socket's own path (socket): give the metrics a socket of their own, such as \"unix:/run/tokend/metrics.sock\"", c.MetricsListen)
+	}
 
 	vault, _ := raw["vault"].(map[string]any)
 	if v, ok := raw["vault"]; ok && vault == nil {
-		r.fail("vault", "want a table [vault], got %s", tomlType(v))
+		r.fail("vault", "want one table [vault], got %s", tomlType(v))
 	}
 	c.Vault = r.vault(vault)
 
 	tokens, _ := raw["token"].(map[string]any)
 	if v, ok := raw["token"]; ok && tokens == nil {
-		r.fail("token", "want tables [token.NAME], got %s", tomlType(v))
+		r.fail("token", "want one table [token.NAME] per token, such as [token.vibes], got %s", tomlType(v))
 	}
 	for _, name := range slices.Sorted(maps.Keys(tokens)) {
 		key := "token." + name
@@ -92,6 +105,7 @@ func (r *reader) config(raw map[string]any) *Config {
 		}
 		c.Tokens[name] = r.token(name, m)
 	}
+	r.checkSinks(c.Tokens)
 	switch {
 	case len(c.Tokens) == 0:
 		r.fail("token", "no token configured: add a [token.NAME] table")
@@ -114,17 +128,17 @@ func (r *reader) vault(m map[string]any) vaultsrc.Config {
 		Address:       t.str("address", ""),
 		Namespace:     t.str("namespace", ""),
 		Auth:          t.str("auth", vaultsrc.DefaultAuth),
-		TokenFile:     t.path("token_file"),
-		RoleIDFile:    t.path("role_id_file"),
-		SecretIDFile:  t.path("secret_id_file"),
+		TokenFile:     t.path("token_file", secretFile),
+		RoleIDFile:    t.path("role_id_file", readFile),
+		SecretIDFile:  t.path("secret_id_file", secretFile),
 		AppRoleMount:  t.str("approle_mount", vaultsrc.DefaultAppRoleMount),
-		CAFile:        t.path("ca_file"),
+		CAFile:        t.path("ca_file", readFile),
 		TLSServerName: t.str("tls_server_name", ""),
-		CertFile:      t.path("cert_file"),
-		KeyFile:       t.path("key_file"),
+		CertFile:      t.path("cert_file", readFile),
+		KeyFile:       t.path("key_file", secretFile),
 		CertRole:      t.str("cert_role", ""),
 		CertMount:     strings.Trim(t.str("cert_mount", "cert"), "/"),
-		JWTFile:       t.path("jwt_file"),
+		JWTFile:       t.path("jwt_file", secretFile),
 		Role:          t.str("role", ""),
 		JWTMount:      strings.Trim(t.str("jwt_mount", "jwt"), "/"),
 	}
@@ -201,7 +215,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 		r.fail(prefix+".max_fetches_per_hour", "%d is out of range 1..100000", tc.MaxPerHour)
 	}
 	tc.InsecureHTTP = t.bool("allow_insecure_http", false)
-	tc.CAFile, tc.CAOnly = t.path("ca_file"), t.bool("ca_only", false)
+	tc.CAFile, tc.CAOnly = t.path("ca_file", readFile), t.bool("ca_only", false)
 	if tc.CAFile != "" {
 		if _, err := caPool(tc.CAFile, true); err != nil {
 			r.fail(prefix+".ca_file", "%v", err)
@@ -280,13 +294,10 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	}
 	if v := tc.Secret.Version; v != 1 && v != 2 {
 		r.fail(prefix+".kv_version", "%d: want 1 or 2", v)
+	} else if tc.Secret.Path != "" && tc.Secret.Mount != "" {
+		r.checkKVPath(prefix, tc.Secret)
 	}
-	if tc.RetryMax <= 0 {
-		r.fail(prefix+".retry_max", "must be more than 0")
-	}
-	if tc.RequestTimeout <= 0 {
-		r.fail(prefix+".request_timeout", "must be more than 0")
-	}
+	r.checkDurations(prefix, tc.Fetch)
 	for _, f := range []struct{ key, val string }{{"client_id_field", tc.Secret.IDField}, {"client_secret_field", tc.Secret.SecretField}} {
 		if f.val == "" && !(f.key == "client_secret_field" && tc.TransitKey != "") {
 			r.fail(prefix+"."+f.key, "must not be empty")
@@ -308,6 +319,73 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	tc.Access = r.access(t)
 	tc.File = r.file(t, m)
 	return tc
+}
+
+// checkSinks refuses two tokens writing the same file: each would
+// overwrite the other's token.
+func (r *reader) checkSinks(tokens map[string]*TokenConfig) {
+	by := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(tokens)) {
+		f := tokens[name].File
+		if f == nil {
+			continue
+		}
+		if other, ok := by[f.Path]; ok {
+			r.fail("token."+name+".file", "%q is also token.%s.file: each token needs a file of its own", f.Path, other)
+			continue
+		}
+		by[f.Path] = name
+	}
+}
+
+// checkKVPath refuses a kv_path that repeats the mount or the KV v2 API's
+// data/ segment: tokend adds both itself, so the read would go to
+// secret/data/secret/data/x.
+func (r *reader) checkKVPath(prefix string, s vaultsrc.Secret) {
+	p := s.Path
+	rest, hasMount := strings.CutPrefix(p, s.Mount+"/")
+	if !hasMount {
+		rest = p
+	}
+	inner, hasData := strings.CutPrefix(rest, "data/")
+	switch {
+	case s.Version == 2 && hasData && inner != "":
+		r.fail(prefix+".kv_path", "%q repeats %sdata/, which tokend adds itself: write kv_path = %q (the path `vault kv get -mount=%s` takes)", p, mountPrefix(hasMount, s.Mount), inner, s.Mount)
+	case hasMount && rest != "":
+		r.warn(prefix+".kv_path", "%q starts with the mount %q, which tokend adds itself (kv_mount): write kv_path = %q", p, s.Mount, rest)
+	}
+}
+
+func mountPrefix(has bool, mount string) string {
+	if has {
+		return mount + "/"
+	}
+	return ""
+}
+
+// checkDurations refuses durations that cannot do what their keys are for.
+func (r *reader) checkDurations(prefix string, f Fetch) {
+	switch {
+	case f.RetryMax <= 0:
+		r.fail(prefix+".retry_max", "must be more than 0")
+	case f.RetryMax < time.Second:
+		r.fail(prefix+".retry_max", "%s would retry a failing token endpoint many times a second: use at least \"1s\" (default \"30s\")", f.RetryMax)
+	case f.RetryMax > time.Hour:
+		r.fail(prefix+".retry_max", "%s: a recovered endpoint could wait that long for tokend's next try; use at most \"1h\" (default \"30s\")", f.RetryMax)
+	}
+	switch {
+	case f.RequestTimeout <= 0:
+		r.fail(prefix+".request_timeout", "must be more than 0")
+	case f.RequestTimeout < time.Second:
+		r.fail(prefix+".request_timeout", "%s is too short for a TLS handshake and a token request: use at least \"1s\" (default \"10s\")", f.RequestTimeout)
+	case f.RequestTimeout > 5*time.Minute:
+		r.fail(prefix+".request_timeout", "%s: a hung token endpoint would hold the refresh that long; use at most \"5m\" (default \"10s\")", f.RequestTimeout)
+	case f.RetryMax >= time.Second && f.RequestTimeout > 2*f.RetryMax:
+		r.warn(prefix+".request_timeout", "%s is more than twice retry_max (%s): a hung token endpoint delays each retry by the timeout, not the backoff", f.RequestTimeout, f.RetryMax)
+	}
+	if f.MinRemaining >= 24*time.Hour {
+		r.fail(prefix+".min_remaining", "%s: no token is served with less than this left, and client-credentials tokens rarely live a day; use seconds or minutes, such as \"60s\" (the default)", f.MinRemaining)
+	}
 }
 
 // reservedParams are form fields extra_params may not set: tokend sends
@@ -379,7 +457,7 @@ func (r *reader) mode(key string, v any, def os.FileMode) os.FileMode {
 
 // file reads a token's file sink; nil when it has none.
 func (r *reader) file(t table, m map[string]any) *FileSink {
-	path := t.path("file")
+	path := t.path("file", writtenFile)
 	if path == "" {
 		for _, k := range []string{"file_format", "file_mode", "file_owner", "file_group"} {
 			if _, ok := m[k]; ok {
@@ -395,8 +473,11 @@ func (r *reader) file(t table, m map[string]any) *FileSink {
 	default:
 		r.fail(t.prefix+".file_format", "unknown format %q: want \"token\", \"header\" or \"json\"", f.Format)
 	}
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		r.fail(t.prefix+".file", "%q is not a clean absolute path", path)
+	if !filepath.IsAbs(path) {
+		return f // path() said so
+	}
+	if filepath.Clean(path) != path {
+		r.fail(t.prefix+".file", "%q is not a clean absolute path: write %q", path, filepath.Clean(path))
 		return f
 	}
 	// Anyone who can write the directory could swap the file for their own
@@ -439,6 +520,12 @@ func (r *reader) checkURL(key, from, raw string, allowHTTP bool) *url.URL {
 		r.fail(key, "%s%q is not an http(s) URL", from, shown)
 		return nil
 	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			r.fail(key, "%s%q: port %s is out of range 1-65535", from, shown, p)
+			return nil
+		}
+	}
 	if u.Scheme == "http" && !allowHTTP && !isLoopback(u.Hostname()) {
 		r.fail(key, "%s%q is plain http to a host that is not loopback, so secrets would cross the network in clear: use https, or set allow_insecure_http = true beside it", from, shown)
 	}
@@ -459,8 +546,13 @@ func (r *reader) checkMetricsListen(addr string, public bool) {
 		return
 	}
 	host, port, err := net.SplitHostPort(addr)
-	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil {
 		r.fail("metrics_listen", "%q is not an address with a port; %s", addr, want)
+		return
+	}
+	if n < 1 || n > 65535 {
+		r.fail("metrics_listen", "%q: port %d is out of range 1-65535", addr, n)
 		return
 	}
 	if host != "localhost" && net.ParseIP(host) == nil && host != "" {
@@ -511,6 +603,10 @@ func (r *reader) access(t table) Access {
 	for _, k := range []string{"allow_uids", "allow_gids"} {
 		for _, v := range t.list(k) {
 			n, ok := v.(int64)
+			if s, quoted := v.(string); quoted {
+				r.fail(t.prefix+"."+k, "%q is a string: ids are numbers, written without quotes (%s = [%s]); for names use %s", s, k, s, strings.Replace(k, "_uids", "_users", 1))
+				continue
+			}
 			if !ok || n < 0 || n > 1<<32-1 {
 				r.fail(t.prefix+"."+k, "want numeric ids, got %v", v)
 				continue

@@ -23,8 +23,11 @@ export VERSION=$version ARCH=$(go env GOARCH)
 export STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 
+# The commit for `tokend --version`: -buildvcs=false keeps the binaries
+# reproducible from a source tarball, so it is stamped by hand.
+commit=$(git rev-parse --short=7 HEAD 2>/dev/null || echo unknown)
 CGO_ENABLED=0 go build -trimpath -buildmode=pie -buildvcs=false \
-  -ldflags "-s -w -buildid= -X github.com/tokend/tokend/daemon.Version=$version" \
+  -ldflags "-s -w -buildid= -X github.com/tokend/tokend/internal/buildinfo.Version=$version -X github.com/tokend/tokend/internal/buildinfo.Commit=$commit" \
   -o "$STAGE/" ./cmd/tokend ./cmd/tokenctl
 
 for m in tokend.8 tokenctl.1; do

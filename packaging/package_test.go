@@ -3,6 +3,7 @@
 package packaging
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"os/user"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tokend/tokend/daemon/daemontest"
 )
@@ -174,6 +176,31 @@ func TestPackage(t *testing.T) {
 		s.CheckClients(t, "installed, after systemctl start tokend.service", "/usr/bin/tokenctl", issued)
 		s.Must("restart", "tokend.service")
 		s.CheckClients(t, "installed, after restart", "/usr/bin/tokenctl", issued)
+
+		// An upgrade while the token endpoint is down: the new tokend cannot
+		// be ready (no token), and the maintainer script must not wait for
+		// it. dpkg runs "postinst configure OLDVERSION" on an upgrade.
+		ep.FailAll(daemontest.Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`})
+		before := ep.IssuedCount()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		began := time.Now()
+		out, err = exec.CommandContext(ctx, "nsenter", "-t", s.PID, "-m", "-p", "--",
+			"/var/lib/dpkg/info/tokend.postinst", "configure", "0.0.9").CombinedOutput()
+		took := time.Since(began)
+		t.Logf("postinst configure 0.0.9 with the token endpoint down took %v", took.Round(time.Millisecond))
+		if err != nil || took > 20*time.Second {
+			t.Fatalf("postinst configure (an upgrade) with the token endpoint down: %v after %v, want done at once\n%s", err, took, out)
+		}
+		daemontest.WaitFor(t, "the upgrade's restart to begin (a new tokend, no token yet)", 20*time.Second, func() bool {
+			return s.Must("show", "tokend.service", "-p", "ActiveState", "--value") == "activating"
+		})
+		ep.ClearFaults()
+		daemontest.WaitFor(t, "the new tokend to be ready once the endpoint is back", 90*time.Second, func() bool {
+			return s.Must("show", "tokend.service", "-p", "ActiveState", "--value") == "active"
+		})
+		newer := func(tok string) bool { return ep.IssuedSince(before, tok) }
+		s.CheckClients(t, "installed, after an upgrade during an outage", "/usr/bin/tokenctl", newer)
 	})
 
 	// Remove and purge.

@@ -97,6 +97,7 @@ type Source struct {
 	mu      sync.Mutex       // serialises logins
 	current *api.Secret      // the login in use; nil when a new one is needed
 	relogin chan *api.Secret // tells Run about a login done by Read
+	ready   sync.Once        // logs "vault source ready" once Vault has answered
 }
 
 // New builds a Source. It does not contact Vault: a Vault that is down at

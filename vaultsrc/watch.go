@@ -18,7 +18,7 @@ func (s *Source) Run(ctx context.Context) {
 		if sec == nil {
 			var err error
 			if sec, _, err = s.loginOnce(ctx, force); err != nil {
-				s.log.Warn().Err(err).Dur("retry_in", delay).Msg("vault login failed")
+				s.log.Warn().Err(err).Dur("retry_in", delay.Round(time.Millisecond)).Msg("vault login failed")
 				sec = s.await(ctx, time.After(delay)) // a read may log in meanwhile
 				delay = min(2*delay, 30*time.Second)
 				continue
@@ -56,6 +56,7 @@ func (s *Source) watch(ctx context.Context, sec *api.Secret) *api.Secret {
 		renewable, _ := self.TokenIsRenewable()
 		sec = &api.Secret{Auth: &api.SecretAuth{ClientToken: sec.Auth.ClientToken, Renewable: renewable, LeaseDuration: int(ttl / time.Second)}}
 	}
+	s.ready.Do(func() { s.log.Info().Str("address", s.Address()).Msg("vault source ready: Vault answered") })
 	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
 	switch {
 	case !sec.Auth.Renewable && ttl == 0:

@@ -18,78 +18,144 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 )
 
-const usage = `usage: tokenctl [--socket PATH] COMMAND [OPTIONS] [NAME]
+// command is one tokenctl command: its verb, its arguments and what it does.
+type command struct {
+	name, args, help string
+	verb             proto.Verb
+}
 
-commands:
-  get [--min N] [NAME]     print the access token
-  header [--min N] [NAME]  print "Authorization: <type> <token>", for curl -H @-
-  json [--min N] [NAME]    print the token as the token endpoint's JSON answer
-  info [NAME]              print the token's metadata (never the token)
-  watch [--exec CMD] [NAME]
-                           print the token now and at every change; with
-                           --exec, run CMD (sh -c) after each change, with
-                           the token in $TOKEND_TOKEN
-  list                     print the token names you may read
-  status [NAME]            print a table of the token's (or every token you
-                           may read) state; exit 1 unless every one is ok
-  metrics                  print the Prometheus metrics you may read
-  ping                     check that tokend answers
+// commands are tokenctl's commands, in the order the usage lists them.
+var commands = []command{
+	{"get", "[--min N] [NAME]", "print the access token", proto.VerbToken},
+	{"header", "[--min N] [NAME]", `print "Authorization: <type> <token>", for curl -H @-`, proto.VerbHeader},
+	{"json", "[--min N] [NAME]", "print the token as the token endpoint's JSON answer", proto.VerbJSON},
+	{"info", "[NAME]", "print the token's metadata (never the token)", proto.VerbInfo},
+	{"watch", "[--exec CMD] [NAME]", "print the token now and at every change; with --exec, run CMD (sh -c) after each change, with the token in $TOKEND_TOKEN", proto.VerbWatch},
+	{"list", "", "print the names of the tokens you may read", proto.VerbList},
+	{"status", "[NAME]", "print a table of the token's state (every token you may read without NAME); exit 1 unless every one is ok", proto.VerbStatus},
+	{"metrics", "", "print the Prometheus metrics you may read", proto.VerbMetrics},
+	{"ping", "", "check that tokend answers", proto.VerbPing},
+	{"version", "", "print tokenctl's version", ""},
+	{"help", "[COMMAND]", "print this help, or a command's", ""},
+}
 
---min N asks for a token with at least N seconds left: tokend refreshes
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+const footer = `--min N asks for a token with at least N seconds left: tokend refreshes
 early if it must (at most once per 30s per token), or answers unavailable.
-PATH is --socket, else $TOKEND_SOCKET, else ` + proto.DefaultPath + `.
-NAME defaults to the daemon's default token. Exit status: 0 ok, 1 the
-daemon answered an error (its code is printed), 2 usage, 3 unreachable.
+PATH is --socket, else $TOKEND_SOCKET, else ` + proto.DefaultPath + `; --socket
+may come before or after the command.
+NAME defaults to the daemon's default token.
+Exit status: 0 ok, 1 tokend answered an error (its code is printed), 2 usage,
+3 tokend could not be asked. See tokenctl(1).
 `
+
+// usage is the whole usage text.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: tokenctl [--socket PATH] COMMAND [OPTIONS] [NAME]\n\ncommands:\n")
+	col := 0
+	for _, c := range commands {
+		col = max(col, len(c.name)+1+len(c.args))
+	}
+	for _, c := range commands {
+		// The help wrapped at 76 columns, under its own column.
+		lead := fmt.Sprintf("  %-*s  ", col, strings.TrimSpace(c.name+" "+c.args))
+		line := lead
+		for _, w := range strings.Fields(c.help) {
+			if len(line)+1+len(w) > 76 && len(line) > len(lead) {
+				b.WriteString(strings.TrimRight(line, " ") + "\n")
+				line = strings.Repeat(" ", len(lead))
+			}
+			if len(line) > len(lead) {
+				line += " "
+			}
+			line += w
+		}
+		b.WriteString(line + "\n")
+	}
+	b.WriteString("\n" + footer)
+	return b.String()
+}
+
+// commandUsage is one command's usage.
+func commandUsage(c *command) string {
+	s := fmt.Sprintf("usage: tokenctl [--socket PATH] %s %s\n\n%s.\n", c.name, c.args, strings.ToUpper(c.help[:1])+c.help[1:])
+	if c.verb.TakesMin() {
+		s += "\n  --min N      the token must have at least N seconds left (0 to " + fmt.Sprint(proto.MaxMin) + ")"
+	}
+	if c.verb == proto.VerbWatch {
+		s += "\n  --exec CMD   run CMD with /bin/sh -c after each change, the token in $TOKEND_TOKEN"
+	}
+	if c.verb != "" {
+		s += "\n  --socket PATH  tokend's socket (default $TOKEND_SOCKET, else " + proto.DefaultPath + ")\n"
+	}
+	return s
+}
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-var verbs = map[string]proto.Verb{"get": proto.VerbToken, "header": proto.VerbHeader, "json": proto.VerbJSON,
-	"info": proto.VerbInfo, "list": proto.VerbList, "ping": proto.VerbPing, "status": proto.VerbStatus,
-	"metrics": proto.VerbMetrics, "watch": proto.VerbWatch}
-
 func run(args []string, stdout, stderr io.Writer) int {
+	// The options before the command.
 	fs := flag.NewFlagSet("tokenctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() {}
 	path := fs.String("socket", "", "tokend socket path")
+	version := fs.Bool("version", false, "print the version")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage())
 			return 0
 		}
+		fmt.Fprintf(stderr, "\n%s", usage())
 		return 2
 	}
-	if *path == "" {
-		*path = os.Getenv("TOKEND_SOCKET")
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.String("tokenctl"))
+		return 0
 	}
-	if *path == "" {
-		*path = proto.DefaultPath
-	}
-	if fs.NArg() == 0 || verbs[fs.Arg(0)] == "" {
-		fmt.Fprint(stderr, usage)
+	if fs.NArg() == 0 {
+		fmt.Fprintf(stderr, "tokenctl: no command given\n\n%s", usage())
 		return 2
 	}
-	cmd := fs.Arg(0)
-	req := proto.Request{Verb: verbs[cmd]}
+	c := lookup(fs.Arg(0))
+	if c == nil {
+		fmt.Fprintf(stderr, "tokenctl: unknown command %q\n\n%s", fs.Arg(0), usage())
+		return 2
+	}
 
 	// The command's own options, before or after NAME.
-	opts := flag.NewFlagSet("tokenctl "+cmd, flag.ContinueOnError)
+	opts := flag.NewFlagSet("tokenctl "+c.name, flag.ContinueOnError)
 	opts.SetOutput(stderr)
-	opts.Usage = func() { fmt.Fprint(stderr, usage) }
+	opts.Usage = func() {}
+	opts.StringVar(path, "socket", *path, "tokend socket path")
 	var min int
 	var execCmd string
-	if req.Verb.TakesMin() {
+	if c.verb.TakesMin() {
 		opts.IntVar(&min, "min", 0, "seconds the token must have left")
 	}
-	if req.Verb == proto.VerbWatch {
+	if c.verb == proto.VerbWatch {
 		opts.StringVar(&execCmd, "exec", "", "command to run after each change")
 	}
 	var rest []string
 	for args := fs.Args()[1:]; ; {
 		if err := opts.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, commandUsage(c))
+				return 0
+			}
+			fmt.Fprintf(stderr, "\n%s", commandUsage(c))
 			return 2
 		}
 		if opts.NArg() == 0 {
@@ -98,8 +164,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rest = append(rest, opts.Arg(0))
 		args = opts.Args()[1:]
 	}
+	switch c.name {
+	case "version":
+		fmt.Fprintln(stdout, buildinfo.String("tokenctl"))
+		return 0
+	case "help":
+		switch {
+		case len(rest) == 0:
+			fmt.Fprint(stdout, usage())
+		case len(rest) == 1 && lookup(rest[0]) != nil:
+			fmt.Fprint(stdout, commandUsage(lookup(rest[0])))
+		default:
+			fmt.Fprintf(stderr, "tokenctl: unknown command %q\n\n%s", strings.Join(rest, " "), usage())
+			return 2
+		}
+		return 0
+	}
+	req := proto.Request{Verb: c.verb}
 	if len(rest) > 1 || (len(rest) == 1 && !req.Verb.TakesName()) {
-		fmt.Fprintf(stderr, "tokenctl: too many arguments for %s\n", cmd)
+		fmt.Fprintf(stderr, "tokenctl: too many arguments for %s\n\n%s", c.name, commandUsage(c))
 		return 2
 	}
 	if min < 0 || min > proto.MaxMin {
@@ -109,12 +192,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	req.Min = min
 	if len(rest) == 1 {
 		if !proto.ValidName(rest[0]) {
-			fmt.Fprintf(stderr, "tokenctl: malformed token name %q\n", rest[0])
+			fmt.Fprintf(stderr, "tokenctl: malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ - (tokenctl list shows yours)\n", rest[0])
 			return 2
 		}
 		req.Name = rest[0]
 	}
-	client := proto.Client{Path: *path}
+	if *path == "" {
+		*path = os.Getenv("TOKEND_SOCKET")
+	}
+	if *path == "" {
+		*path = proto.DefaultPath
+	}
+	client := proto.Client{Path: *path, Timeout: 15 * time.Second}
 	if min > 0 {
 		client.Timeout = 30 * time.Second // an early refresh may take up to 10s more
 	}
@@ -126,14 +215,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case proto.VerbMetrics:
 		text, err := client.Metrics(context.Background())
 		if err != nil {
-			return failed(stderr, err)
+			return failed(stderr, client, err)
 		}
 		stdout.Write(text)
 		return 0
 	}
 	out, err := client.Do(context.Background(), req.String())
 	if err != nil {
-		return failed(stderr, err)
+		return failed(stderr, client, err)
 	}
 	switch req.Verb {
 	case proto.VerbHeader:
@@ -146,14 +235,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // failed prints err and returns the exit status: 1 for an answer from
-// tokend, 3 when it could not be asked.
-func failed(stderr io.Writer, err error) int {
+// tokend, 3 when it could not be asked (with what to do about it).
+func failed(stderr io.Writer, client proto.Client, err error) int {
 	var perr *proto.Error
 	if errors.As(err, &perr) {
 		fmt.Fprintf(stderr, "tokenctl: %s: %s\n", perr.Code, perr.Msg)
 		return 1
 	}
-	fmt.Fprintf(stderr, "tokenctl: %v\n", err)
+	fmt.Fprintf(stderr, "tokenctl: %s\n", unreachable(client, err))
 	return 3
 }
 
@@ -183,7 +272,7 @@ func watch(client proto.Client, name, execCmd string, stdout, stderr io.Writer) 
 		return nil
 	})
 	if err != nil {
-		return failed(stderr, err)
+		return failed(stderr, client, err)
 	}
 	return 0
 }
@@ -197,7 +286,7 @@ func status(client proto.Client, name string, stdout, stderr io.Writer) int {
 	if name == "" {
 		list, err := client.Do(ctx, string(proto.VerbList))
 		if err != nil {
-			return failed(stderr, err)
+			return failed(stderr, client, err)
 		}
 		names = strings.Fields(list)
 		if len(names) == 0 {
@@ -212,7 +301,7 @@ func status(client proto.Client, name string, stdout, stderr io.Writer) int {
 		out, err := client.Do(ctx, proto.Request{Verb: proto.VerbStatus, Name: n}.String())
 		if err != nil {
 			tw.Flush()
-			return failed(stderr, err)
+			return failed(stderr, client, err)
 		}
 		st, err := proto.ParseStatus(out)
 		if err != nil {

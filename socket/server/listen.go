@@ -102,16 +102,23 @@ func (l *ownedListener) Close() error {
 	return err
 }
 
+// Activating reports whether systemd passed this process sockets: Activated
+// will take one.
+func Activating() bool {
+	if os.Getenv("LISTEN_FDS") == "" {
+		return false
+	}
+	pid := os.Getenv("LISTEN_PID")
+	return pid == "" || pid == strconv.Itoa(os.Getpid()) // else meant for another process (inherited environment)
+}
+
 // Activated returns the listening socket passed by systemd (LISTEN_FDS), or
 // ok=false when the process was not socket-activated. Exactly one Unix
 // stream listener is expected; anything else is an error that says what
 // arrived, instead of go-systemd's silent skipping.
 func Activated() (ln net.Listener, ok bool, err error) {
-	if os.Getenv("LISTEN_FDS") == "" {
+	if !Activating() {
 		return nil, false, nil
-	}
-	if pid := os.Getenv("LISTEN_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
-		return nil, false, nil // meant for another process (inherited environment)
 	}
 	files := activation.Files(true)
 	if len(files) != 1 {

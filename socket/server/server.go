@@ -119,7 +119,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			// Out of descriptors and the like: back off and keep serving.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.Log.Warn().Err(err).Dur("retry_in", delay).Msg("accept failed")
+			s.Log.Warn().Err(err).Dur("retry_in", delay.Round(time.Millisecond)).Msg("accept failed")
 			select {
 			case <-time.After(delay):
 			case <-ctx.Done():
@@ -479,6 +479,10 @@ func (cn *conn) failed(name string, err error) *proto.Error {
 	var perr *proto.Error
 	if !errors.As(err, &perr) {
 		perr = &proto.Error{Code: proto.CodeUnavailable, Msg: err.Error()}
+	}
+	var named *NamedError
+	if errors.As(err, &named) {
+		name = named.Name
 	}
 	peer := cn.peer
 	if perr.Code == proto.CodeDenied {

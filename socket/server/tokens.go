@@ -24,6 +24,16 @@ type Query struct {
 	Wait time.Duration // how long to wait for a first token that is on its way
 }
 
+// NamedError is a *proto.Error about the token called Name: what a query
+// for the default token ("") resolved to, for the logs.
+type NamedError struct {
+	Name string
+	Err  *proto.Error
+}
+
+func (e *NamedError) Error() string { return e.Err.Error() }
+func (e *NamedError) Unwrap() error { return e.Err }
+
 // Tokens is what the server needs from whoever keeps the tokens.
 type Tokens interface {
 	// Token returns the token q names if peer may read it. Errors should
