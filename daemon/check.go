@@ -116,7 +116,7 @@ func serviceUser(name string) (*account, error) {
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("user %q does not exist, so its access to the files was not checked (the package creates it)", name)
+		return nil, fmt.Errorf("user %q does not exist (the package creates it): the files were tried as this user instead", name)
 	}
 	a := &account{name: name}
 	n, _ := strconv.ParseUint(u.Uid, 10, 32)

@@ -140,7 +140,7 @@ func parse(path string, data []byte, h host, creds credentialsDir) (*Config, *re
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, nil, &ConfigError{File: path, Problems: []string{syntaxProblem(pe, keyLines(data))}}
+			return nil, nil, &ConfigError{File: path, Problems: []string{syntaxProblem(pe, data, keyLines(data))}}
 		}
 		return nil, nil, &ConfigError{File: path, Problems: []string{err.Error()}}
 	}

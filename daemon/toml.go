@@ -255,15 +255,27 @@ func editDistance(a, b string) int {
 
 // syntaxProblem turns the TOML library's parse error into a line that
 // names the key and the fix.
-func syntaxProblem(pe toml.ParseError, lines map[string][]int) string {
-	key, msg := pe.LastKey, pe.Message
+func syntaxProblem(pe toml.ParseError, data []byte, lines map[string][]int) string {
+	msg := pe.Message
+	// The line itself says best what was written: the library's key and
+	// value are the parser's view (`log_level = info` is the float "inf"
+	// followed by an "o").
+	text := ""
+	if all := strings.Split(string(data), "\n"); pe.Position.Line >= 1 && pe.Position.Line <= len(all) {
+		text = strings.TrimSpace(all[pe.Position.Line-1])
+	}
+	name, value, isKV := strings.Cut(text, "=")
+	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+	if i := strings.Index(value, " #"); i >= 0 {
+		value = strings.TrimSpace(value[:i])
+	}
+	key := pe.LastKey
+	if key == "" && isKV && !strings.HasPrefix(text, "[") {
+		key = name
+	}
 	at := fmt.Sprintf("line %d: ", pe.Position.Line)
 	if key != "" {
 		at += key + ": "
-	}
-	value := ""
-	if _, rest, ok := strings.Cut(msg, `"`); ok {
-		value, _, _ = strings.Cut(rest, `"`)
 	}
 	switch {
 	case strings.Contains(msg, "cannot have leading zeroes") && strings.HasSuffix(key, "mode"):
@@ -279,10 +291,10 @@ func syntaxProblem(pe toml.ParseError, lines map[string][]int) string {
 			return fmt.Sprintf("line %d: %s is set twice (lines %d and %d): keep one", l[1], name, l[0], l[1])
 		}
 		return fmt.Sprintf("line %d: %s is defined twice: keep one", pe.Position.Line, name)
-	case strings.HasPrefix(msg, "expected value but found"):
-		return fmt.Sprintf("%s%s is not a TOML value: text goes in quotes, write %s = \"%s…\"", at, value, lastPart(key), value)
-	case strings.HasPrefix(msg, "Invalid float value") || strings.HasPrefix(msg, "invalid datetime"):
-		return fmt.Sprintf("%s%s is not a TOML value: text goes in quotes, write %s = \"%s\"", at, value, lastPart(key), value)
+	case isKV && value != "" && !strings.ContainsAny(value[:1], "\"'[{") && (strings.HasPrefix(msg, "expected value but found") ||
+		strings.HasPrefix(msg, "Invalid float value") || strings.HasPrefix(msg, "invalid datetime") ||
+		strings.HasPrefix(msg, "expected a top-level item to end") || strings.HasPrefix(msg, "expected a newline")):
+		return fmt.Sprintf("%s%s is not a TOML value: text goes in quotes, write %s = \"%s\"", at, value, name, value)
 	}
 	if msg != "" {
 		msg = strings.ToLower(msg[:1]) + strings.TrimSuffix(msg[1:], ".")
