@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -443,5 +445,35 @@ func TestKeeperFreshJoins(t *testing.T) {
 	// More than the lifetime can never be had.
 	if _, err := r.k.getFresh(context.Background(), time.Second, 2*time.Hour); err == nil || !strings.Contains(err.Error(), "issues tokens for 1h0m0s") {
 		t.Errorf("min= over the lifetime: %v", err)
+	}
+}
+
+// A keeper that has never had a token logs its failures as warnings at
+// first, then as errors: READY=1 and the units after tokend wait on it.
+// Once it has had a token, failures are warnings (it serves the old one).
+func TestKeeperNoTokenEscalates(t *testing.T) {
+	logs := &daemontest.SyncBuf{}
+	k := newKeeper(*tokenConfig("https://127.0.0.1:1/oauth2/token", "basic"), &fakeVault{}, http.DefaultClient, zerolog.New(logs))
+	k.clock = newFakeClock()
+	k.rand = func() float64 { return 0.5 }
+	var levels []string
+	for i := 0; i < noTokenEscalation+1; i++ {
+		logs.Reset()
+		k.failed(errors.New("connection refused"))
+		var line struct{ Level, Hint string }
+		json.Unmarshal([]byte(logs.String()), &line)
+		levels = append(levels, line.Level)
+		if i == noTokenEscalation-1 && !strings.Contains(line.Hint, "no token obtained yet") {
+			t.Errorf("the escalated line has no hint: %s", logs)
+		}
+	}
+	if want := []string{"warn", "warn", "warn", "error", "error"}; !slices.Equal(levels, want) {
+		t.Errorf("levels %v, want %v", levels, want)
+	}
+	k.lastSuccess = k.clock.Now()
+	logs.Reset()
+	k.failed(errors.New("connection refused"))
+	if !strings.Contains(logs.String(), `"level":"warn"`) {
+		t.Errorf("a keeper with a token logs failures as warnings: %s", logs)
 	}
 }

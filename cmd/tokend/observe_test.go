@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,6 +118,10 @@ func TestE2EObservability(t *testing.T) {
 	if value(scrape(), "tokend_requests_total", "verb", "TOKEN", "code", "denied") < 1 {
 		t.Errorf("the denied TOKEN was not counted")
 	}
+	// It asked for the default token: the log names it.
+	if !regexp.MustCompile(`"token":"vibes"[^\n]*"message":"peer denied"`).MatchString(d.Out.String()) {
+		t.Errorf("the denial of the default token does not name it:\n%s", d.Out)
+	}
 
 	// The endpoint fails: degraded while the token lasts, then unavailable.
 	ep.FailAll(daemontest.Fault{Status: 503, Body: `{"error":"temporarily_unavailable"}`})
@@ -133,11 +138,15 @@ func TestE2EObservability(t *testing.T) {
 		value(m, "tokend_token_consecutive_failures", "token", "vibes") < 2 {
 		t.Errorf("when unavailable: valid %v, fetches %v, failures %v", m["tokend_token_valid"], m["tokend_token_fetches_total"], m["tokend_token_consecutive_failures"])
 	}
-	if code, body := get(t, base+"/healthz", ""); code != 503 || body != "unavailable: vibes\n" {
+	if code, body := get(t, base+"/healthz", ""); code != 503 || !strings.HasPrefix(body, "unavailable: vibes (") || !strings.Contains(body, "503") {
 		t.Errorf("/healthz when unavailable: %d %q", code, body)
 	}
 	if out, _, code := d.Ctl("status"); code != 1 || !strings.Contains(out, "unavailable") {
 		t.Errorf("tokenctl status when unavailable: exit %d\n%s", code, out)
+	}
+	// The wait before the next try is a duration a person reads.
+	if !regexp.MustCompile(`"retry_in":"[0-9.]+m?s"[^\n]*"message":"token refresh failed"`).MatchString(d.Out.String()) {
+		t.Errorf("retry_in is not a duration such as \"1.5s\":\n%s", d.Out)
 	}
 
 	// It rejects the client.

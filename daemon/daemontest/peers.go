@@ -109,6 +109,13 @@ func (s *SyncBuf) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+// Reset empties the buffer.
+func (s *SyncBuf) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
+}
+
 func (s *SyncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
