@@ -23,6 +23,18 @@ import (
 var topLevelKeys = []string{"socket", "socket_mode", "socket_group", "log_level", "default_token",
 	"max_connections", "max_connections_per_uid", "idle_timeout", "metrics_listen", "metrics_listen_public", "first_token_wait"}
 
+// vaultKeys are the keys of [vault].
+var vaultKeys = []string{"address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount", "allow_insecure_http",
+	"ca_file", "tls_server_name", "cert_file", "key_file", "cert_role", "cert_mount", "jwt_file", "role", "jwt_mount"}
+
+// tokenKeys are the keys of a [token.NAME] table.
+var tokenKeys = []string{"token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
+	"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
+	"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
+	"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
+	"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
+	"tls_cert_field", "tls_key_field", "max_fetches_per_hour", "share_path", "share_mount"}
+
 func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, append(slices.Clone(topLevelKeys), "vault", "token")...)
 	c := &Config{
@@ -122,8 +134,7 @@ func (r *reader) config(raw map[string]any) *Config {
 }
 
 func (r *reader) vault(m map[string]any) vaultsrc.Config {
-	t := r.table("vault", m, "address", "namespace", "auth", "token_file", "role_id_file", "secret_id_file", "approle_mount", "allow_insecure_http",
-		"ca_file", "tls_server_name", "cert_file", "key_file", "cert_role", "cert_mount", "jwt_file", "role", "jwt_mount")
+	t := r.table("vault", m, vaultKeys...)
 	v := vaultsrc.Config{
 		Address:       t.str("address", ""),
 		Namespace:     t.str("namespace", ""),
@@ -187,12 +198,7 @@ func (r *reader) vault(m map[string]any) vaultsrc.Config {
 
 func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	prefix := "token." + name
-	t := r.table(prefix, m, "token_url", "scope", "client_auth", "kv_mount", "kv_path", "kv_version",
-		"client_id_field", "client_secret_field", "min_remaining", "retry_max", "request_timeout",
-		"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
-		"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
-		"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
-		"tls_cert_field", "tls_key_field", "max_fetches_per_hour", "share_path", "share_mount")
+	t := r.table(prefix, m, tokenKeys...)
 	tc := &TokenConfig{Fetch: Fetch{
 		Name:       name,
 		TokenURL:   t.str("token_url", ""),

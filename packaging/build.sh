@@ -30,8 +30,8 @@ CGO_ENABLED=0 go build -trimpath -buildmode=pie -buildvcs=false \
   -ldflags "-s -w -buildid= -X github.com/tokend/tokend/internal/buildinfo.Version=$version -X github.com/tokend/tokend/internal/buildinfo.Commit=$commit" \
   -o "$STAGE/" ./cmd/tokend ./cmd/tokenctl
 
-for m in tokend.8 tokenctl.1; do
-  sed "s/^\.TH \([A-Z]*\) \([0-9]\) \"\"/.TH \1 \2 \"$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)\"/" "packaging/man/$m" |
+for m in tokend.8 tokenctl.1 tokend.toml.5; do
+  sed "s/^\.TH \([A-Z.]*\) \([0-9]\) \"\"/.TH \1 \2 \"$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)\"/" "packaging/man/$m" |
     gzip -9n > "$STAGE/$m.gz"
 done
 cat > "$STAGE/changelog" <<CHANGES
