@@ -24,7 +24,7 @@ import (
 //
 //	go test -run TestFleetSimulation -v ./daemon/
 //
-// prints the table the README shows.
+// prints the table docs/sharing.md shows.
 
 const (
 	fleetHosts    = 10000

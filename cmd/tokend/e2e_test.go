@@ -450,7 +450,7 @@ func TestE2EVaultSealed(t *testing.T) {
 	d.NoLeaks("csecret", "rotated", m[1])
 }
 
-// The README's examples, run for real: tokenctl header | curl -H @-, the
+// The consumer examples (README, docs/consumers.md), run for real: tokenctl header | curl -H @-, the
 // socat one-liners, and tokenctl's exit codes.
 func TestE2EDocumentedUsage(t *testing.T) {
 	for _, tool := range []string{"curl", "socat", "sh", "python3"} {
@@ -507,7 +507,7 @@ func TestE2EDocumentedUsage(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "/nonexistent/tokend.sock") {
 		t.Errorf("unreachable: %v %s", err, out)
 	}
-	// The README's Python snippet.
+	// docs/consumers.md's Python snippet.
 	script := `
 import socket, sys
 def tokend(request="HEADER", path="/run/tokend/tokend.sock"):

@@ -17,12 +17,12 @@ import (
 
 // The shared token (share_path), on the real binary and a real Vault dev
 // server: eight tokend processes, as eight hosts would run them, with the
-// Vault policy the README gives them.
+// Vault policy docs/sharing.md gives them.
 
 const sharePath = "tokend/shared/vibes"
 
 // shareVault starts Vault with the client's secret and a token for the
-// hosts, limited to the README's policy; it returns the token's file.
+// hosts, limited to docs/sharing.md's policy; it returns the token's file.
 func shareVault(t *testing.T) (*daemontest.Vault, string) {
 	v := daemontest.StartVault(t)
 	v.PutSecret("tokend/vibes", "cid", "csecret")
