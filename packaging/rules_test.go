@@ -21,7 +21,7 @@ func TestAlertRules(t *testing.T) {
 		if p, err := exec.LookPath("promtool"); err == nil {
 			promtool = p
 		} else {
-			daemontest.Need(t, "promtool", "set TOKEND_PROMTOOL or put promtool on PATH; .ci/build-promtool.sh builds one")
+			daemontest.Need(t, "promtool", "apt-get install prometheus (for its promtool), or set TOKEND_PROMTOOL")
 		}
 	}
 	for _, args := range [][]string{{"check", "rules", "tokend.rules.yml"}, {"test", "rules", "tokend.rules.test.yml"}} {
