@@ -382,8 +382,8 @@ func (r *reader) checkDurations(prefix string, f Fetch) {
 	switch {
 	case f.RequestTimeout <= 0:
 		r.fail(prefix+".request_timeout", "must be more than 0")
-	case f.RequestTimeout < time.Second:
-		r.fail(prefix+".request_timeout", "%s is too short for a TLS handshake and a token request: use at least \"1s\" (default \"10s\")", f.RequestTimeout)
+	case f.RequestTimeout < 100*time.Millisecond:
+		r.fail(prefix+".request_timeout", "%s is too short for a token request (a TLS handshake alone takes longer): use at least \"100ms\", usually seconds (default \"10s\")", f.RequestTimeout)
 	case f.RequestTimeout > 5*time.Minute:
 		r.fail(prefix+".request_timeout", "%s: a hung token endpoint would hold the refresh that long; use at most \"5m\" (default \"10s\")", f.RequestTimeout)
 	case f.RetryMax >= time.Second && f.RequestTimeout > 2*f.RetryMax:
