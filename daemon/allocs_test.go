@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
@@ -18,11 +19,11 @@ func TestTokenAllocs(t *testing.T) {
 	if daemontest.Race {
 		t.Skip("the race detector allocates on its own; .ci/test runs this test without it too")
 	}
-	k := newKeeper(Fetch{Name: "vibes", MinRemaining: time.Minute}, nil, nil, zerolog.Nop())
+	k := newKeeper(config.Fetch{Name: "vibes", MinRemaining: time.Minute}, nil, nil, zerolog.Nop())
 	k.tok.Store(&server.Token{Name: "vibes", Type: "Bearer", Value: "v", ExpiresAt: time.Now().Add(time.Hour)})
 	d := &daemon{}
 	d.reg.Store(&registry{def: "vibes", names: []string{"vibes"},
-		entries: map[string]*entry{"vibes": {k: k, access: Access{GIDs: []uint32{2000}}}}})
+		entries: map[string]*entry{"vibes": {k: k, access: config.Access{GIDs: []uint32{2000}}}}})
 	ctx := context.Background()
 	peer := server.Peer{UID: 1000, GID: 1000, Groups: []uint32{3000, 2000}}
 	for _, name := range []string{"", "vibes"} {

@@ -19,6 +19,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/tokend/tokend/daemon/config"
 )
 
 // assertionType is RFC 7523 §2.2's client_assertion_type.
@@ -31,7 +33,7 @@ const assertionLife = 2 * time.Minute
 // clientAssertion builds a private_key_jwt client assertion (RFC 7523
 // §3, OIDC Core §9) signed with keyPEM: iss = sub = the client id, aud =
 // the token endpoint (or assertion_audience), a fresh jti, iat and exp.
-func clientAssertion(tc *Fetch, endpoint, clientID, keyPEM, kid string, now time.Time) (string, error) {
+func clientAssertion(tc *config.Fetch, endpoint, clientID, keyPEM, kid string, now time.Time) (string, error) {
 	key, err := parsePrivateKey(keyPEM)
 	if err != nil {
 		return "", err
@@ -46,7 +48,7 @@ func clientAssertion(tc *Fetch, endpoint, clientID, keyPEM, kid string, now time
 }
 
 // signedAssertion builds the assertion and has sign sign it (in JWS form).
-func signedAssertion(tc *Fetch, endpoint, clientID, kid, alg string, now time.Time, sign func([]byte) ([]byte, error)) (string, error) {
+func signedAssertion(tc *config.Fetch, endpoint, clientID, kid, alg string, now time.Time, sign func([]byte) ([]byte, error)) (string, error) {
 	aud := tc.AssertionAudience
 	if aud == "" {
 		aud = endpoint

@@ -1,6 +1,6 @@
-// Package daemon is tokend's core: configuration, the keepers that hold one
-// fresh OAuth2 token each, and the lifecycle that ties them to Vault, the
-// Unix socket and systemd.
+// Package daemon is tokend's core: the keepers that hold one fresh OAuth2
+// token each, and the lifecycle that ties them to Vault, the Unix socket
+// and systemd. Its configuration comes from package config.
 //
 // Each configured token has a keeper whose single loop reads the client
 // credentials from Vault, performs the client-credentials grant, and
@@ -31,6 +31,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
@@ -55,11 +56,11 @@ type Options struct {
 // Run loads the configuration, serves until ctx ends, and returns nil on a
 // clean stop. A bad configuration is returned as *ConfigError.
 func Run(ctx context.Context, opts Options) error {
-	cfg, rep, err := Check(opts.ConfigPath, CheckOptions{Activated: server.Activating()})
+	cfg, rep, err := config.Check(opts.ConfigPath, config.CheckOptions{Activated: server.Activating()})
 	if err != nil {
 		return err
 	}
-	idProblem := idMapProblem(os.ReadFile)
+	idProblem := config.IDMapProblem(os.ReadFile)
 	opts.Log.SetLevel(cfg.LogLevel)
 	log := opts.Log.Logger()
 	if idProblem != "" {
@@ -104,25 +105,6 @@ func tokenClient(roots *x509.CertPool, cert func(*tls.CertificateRequestInfo) (*
 	}
 }
 
-// caPool is the roots for a token's ca_file: the system's plus the file's,
-// or the file's alone with ca_only.
-func caPool(file string, only bool) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !only {
-		if sys, err := x509.SystemCertPool(); err == nil {
-			pool = sys
-		}
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%q holds no PEM certificate", file)
-	}
-	return pool, nil
-}
-
 type daemon struct {
 	reloads   <-chan struct{}
 	notify    *notifier
@@ -132,7 +114,7 @@ type daemon struct {
 	path      string
 	logw      *LogWriter
 	log       zerolog.Logger
-	cfg       *Config // run goroutine only
+	cfg       *config.Config // run goroutine only
 	hc        *http.Client
 	creds     *credsRef
 	shareID   string // this process in shared entries: lease_holder, fetched_by
@@ -182,14 +164,14 @@ type registry struct {
 
 type entry struct {
 	k      *keeper
-	access Access
+	access config.Access
 	cancel context.CancelFunc
 	sink   *sink // nil: no file
 }
 
 // sink is a running file sink.
 type sink struct {
-	cfg    FileSink
+	cfg    config.FileSink
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -291,7 +273,7 @@ func (d *daemon) Metrics(p server.Peer) ([]byte, error) {
 	reg := d.reg.Load()
 	return d.metrics.exposition(func(token string) bool {
 		e := reg.entries[token]
-		return e != nil && e.access.allows(p)
+		return e != nil && allows(e.access, p)
 	})
 }
 
@@ -310,7 +292,7 @@ func (reg *registry) lookup(name string, p *server.Peer) (*entry, string, error)
 	if e == nil {
 		return nil, name, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
 	}
-	if p != nil && !e.access.allows(*p) {
+	if p != nil && !allows(e.access, *p) {
 		return nil, name, &server.NamedError{Name: name, Err: &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}}
 	}
 	return e, name, nil
@@ -335,7 +317,7 @@ func (d *daemon) Names(p server.Peer) []string {
 	reg := d.reg.Load()
 	var out []string
 	for _, n := range reg.names {
-		if reg.entries[n].access.allows(p) {
+		if allows(reg.entries[n].access, p) {
 			out = append(out, n)
 		}
 	}
@@ -410,8 +392,8 @@ func (d *daemon) listen() (net.Listener, error) {
 		return ln, nil
 	}
 	if ln, err = server.Listen(d.cfg.Socket, d.cfg.SocketMode, d.cfg.SocketGID); err != nil {
-		if dir := filepath.Dir(d.cfg.Socket); !exists(dir) {
-			return nil, &ConfigError{File: d.path, Problems: []string{fmt.Sprintf("socket: directory %q does not exist: start tokend through tokend.socket (systemctl start tokend.socket), or make it first (install -d -m 0755 %s)", dir, dir)}}
+		if dir := filepath.Dir(d.cfg.Socket); !dirExists(dir) {
+			return nil, &config.ConfigError{File: d.path, Problems: []string{fmt.Sprintf("socket: directory %q does not exist: start tokend through tokend.socket (systemctl start tokend.socket), or make it first (install -d -m 0755 %s)", dir, dir)}}
 		}
 		return nil, err
 	}
@@ -470,7 +452,7 @@ func (d *daemon) startVault(vc vaultsrc.Config) error {
 
 // newRegistry builds the registry for cfg, reusing keepers from old whose
 // fetch settings are unchanged, and starting the others.
-func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
+func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
 	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}, replaced: make(chan struct{})}
 	var oldEntries map[string]*entry
 	if old != nil {
@@ -496,7 +478,7 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 				var pool *x509.CertPool
 				if tc.CAFile != "" {
 					var err error
-					if pool, err = caPool(tc.CAFile, tc.CAOnly); err != nil {
+					if pool, err = config.CAPool(tc.CAFile, tc.CAOnly); err != nil {
 						// Checked when the config was read; if the file
 						// went since, the requests fail and say so.
 						d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
@@ -530,7 +512,7 @@ func (d *daemon) newRegistry(cfg *Config, old *registry) *registry {
 }
 
 // sharer is k's side of the shared entry.
-func (d *daemon) sharer(k *keeper, tc *TokenConfig) *sharer {
+func (d *daemon) sharer(k *keeper, tc *config.TokenConfig) *sharer {
 	name := tc.Name
 	d.metrics.tokenShared(name)
 	s := &sharer{
@@ -566,7 +548,7 @@ func (d *daemon) install(reg *registry) {
 
 // reload applies a new configuration file, or keeps the old one serving.
 func (d *daemon) reload() {
-	cfg, rep, err := Check(d.path, CheckOptions{Activated: d.activated})
+	cfg, rep, err := config.Check(d.path, config.CheckOptions{Activated: d.activated})
 	if err != nil {
 		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
 		d.metrics.loaded(err, true)
@@ -612,7 +594,7 @@ func (d *daemon) reload() {
 }
 
 // warn logs the operator mistakes that tokend can still run with.
-func (d *daemon) warn(rep Report) {
+func (d *daemon) warn(rep config.Report) {
 	for _, w := range rep.Warnings {
 		d.log.Warn().Str("problem", w).Msg("unsafe configuration")
 	}
@@ -666,4 +648,9 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/socket/proto"
 )
 
@@ -18,7 +19,7 @@ import (
 // same issuer (OIDC Discovery §4.3, RFC 8414 §3.3: else anyone who can
 // answer there could send the client secret elsewhere), and its token
 // endpoint must be https unless loopback or allowed.
-func discover(ctx context.Context, hc *http.Client, tc *Fetch) (string, error) {
+func discover(ctx context.Context, hc *http.Client, tc *config.Fetch) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, tc.RequestTimeout)
 	defer cancel()
 	iss, err := url.Parse(tc.Issuer)
@@ -48,7 +49,7 @@ func discover(ctx context.Context, hc *http.Client, tc *Fetch) (string, error) {
 			return "", fmt.Errorf("discovery at %s has no token_endpoint", where)
 		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil:
 			return "", fmt.Errorf("discovery at %s: token_endpoint %q is not an http(s) URL", where, proto.Clean(meta.TokenEndpoint))
-		case u.Scheme == "http" && !tc.InsecureHTTP && !isLoopback(u.Hostname()):
+		case u.Scheme == "http" && !tc.InsecureHTTP && !config.IsLoopback(u.Hostname()):
 			return "", fmt.Errorf("discovery at %s: token_endpoint %q is plain http to a host that is not loopback; set allow_insecure_http = true to allow it", where, u.Redacted())
 		}
 		return meta.TokenEndpoint, nil

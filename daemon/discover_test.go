@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -34,7 +35,7 @@ func TestDiscover(t *testing.T) {
 		fmt.Fprint(w, strings.ReplaceAll(doc, "ISSUER", srv.URL))
 	}))
 	defer srv.Close()
-	tc := func(issuer string) *Fetch {
+	tc := func(issuer string) *config.Fetch {
 		f := tokenConfig("", "basic+body")
 		f.Issuer = issuer
 		return f

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
@@ -71,7 +72,7 @@ func (e *endpointError) rejected() bool {
 // header and both again in the form, fields in the documented order.
 // "basic" form-encodes id and secret before base64, as RFC 6749 §2.3.1
 // says and strict servers require; "body" is client_secret_post.
-func tokenRequest(ctx context.Context, tc *Fetch, creds vaultsrc.Credentials) (*http.Request, error) {
+func tokenRequest(ctx context.Context, tc *config.Fetch, creds vaultsrc.Credentials) (*http.Request, error) {
 	var body strings.Builder
 	body.WriteString("grant_type=client_credentials")
 	switch tc.ClientAuth {
@@ -122,7 +123,7 @@ func basicEncoded(c vaultsrc.Credentials) string {
 }
 
 // fetch performs one token request.
-func fetch(ctx context.Context, hc *http.Client, tc *Fetch, creds vaultsrc.Credentials) (grant, error) {
+func fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsrc.Credentials) (grant, error) {
 	ctx, cancel := context.WithTimeout(ctx, tc.RequestTimeout)
 	defer cancel()
 	req, err := tokenRequest(ctx, tc, creds)

@@ -16,13 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
-func tokenConfig(url, mode string) *Fetch {
-	return &Fetch{Name: "vibes", TokenURL: url, Scope: daemontest.RBMScope, ClientAuth: mode,
+func tokenConfig(url, mode string) *config.Fetch {
+	return &config.Fetch{Name: "vibes", TokenURL: url, Scope: daemontest.RBMScope, ClientAuth: mode,
 		MinRemaining: time.Minute, RetryMax: 30 * time.Second, RequestTimeout: 2 * time.Second}
 }
 
@@ -207,7 +208,7 @@ func TestFetchParams(t *testing.T) {
 	v.Audience = "https://api.example.com/"
 	v.Resource = []string{"https://a.example.com/v1", "urn:example:b"}
 	v.ExtraParams = map[string]string{"tenant": "t 1&2", "a_first": "x"}
-	c, err := parseConfig("p.toml", []byte(cfg.TOML()), thisHost())
+	c, err := config.ParseConfig("p.toml", []byte(cfg.TOML()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestFetchParams(t *testing.T) {
 		"resource = \"https://x/\"\n":                        `line 10: token.vibes.resource: want an array, got a string`,
 	} {
 		base := daemontest.OneToken("http://127.0.0.1:8200", "/t", e.TokenURL()).TOML()
-		_, err := parseConfig("p.toml", []byte(base+extra), thisHost())
+		_, err := config.ParseConfig("p.toml", []byte(base+extra))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v\nwant %s", extra, err, want)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/socket/server"
 )
 
@@ -16,7 +17,7 @@ import (
 // written atomically with every new token, removed while there is none
 // that may be served (a reader must fail, not send an expired token), and
 // removed at the end.
-func (d *daemon) sinkFile(ctx context.Context, name string, f FileSink) {
+func (d *daemon) sinkFile(ctx context.Context, name string, f config.FileSink) {
 	log := d.log.With().Str("token", name).Str("file", f.Path).Logger()
 	defer removeSink(f, log, "stopped")
 	d.follow(ctx, name, nil, func(t server.Token, unavailable error) error {
@@ -46,7 +47,7 @@ func sinkContent(format string, t server.Token, now time.Time) []byte {
 // writeSink replaces f.Path with data: a temporary file in the same
 // directory gets its final mode and owner, is synced, then renamed over
 // the old one, so a reader sees the old file or the new one, whole.
-func writeSink(f FileSink, data []byte) (err error) {
+func writeSink(f config.FileSink, data []byte) (err error) {
 	dir := filepath.Dir(f.Path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+".*")
 	if err != nil {
@@ -85,7 +86,7 @@ func writeSink(f FileSink, data []byte) (err error) {
 	return nil
 }
 
-func removeSink(f FileSink, log zerolog.Logger, why string) {
+func removeSink(f config.FileSink, log zerolog.Logger, why string) {
 	err := os.Remove(f.Path)
 	switch {
 	case err == nil:

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/daemon/config"
 )
 
 // The fleet simulation: 10,000 hosts with 1-hour tokens over 48 hours, in
@@ -122,7 +124,7 @@ func (s *fleetSim) fetch(ctx context.Context, cached bool) (grant, time.Time, er
 
 func newFleetSim(sharedMode bool, ev fleetEvents) *fleetSim {
 	s := &fleetSim{shared: sharedMode, ev: ev, now: fleetStart, store: &memStore{},
-		policy:   newSharePolicy(defaultMinRemaining, defaultTimeout, defaultRetryMax),
+		policy:   newSharePolicy(config.DefaultMinRemaining, config.DefaultRequestTimeout, config.DefaultRetryMax),
 		requests: map[int64]int{}, issued: map[int64]int{}, vaultOps: map[int64]int{}, gaps: map[int]time.Time{}, failed: map[int]bool{}}
 	for i := range fleetHosts {
 		h := &fleetHost{id: i, rnd: rand.New(rand.NewPCG(uint64(i), 42))}
@@ -311,7 +313,7 @@ func TestFleetSimulation(t *testing.T) {
 				// Per-host mode's recovery peak is bounded by the backoff's
 				// jitter: a host waits uniformly up to retry_max, so at
 				// most about 1/30 of the waiting hosts ask in any second.
-				bound := fleetHosts/int(defaultRetryMax/time.Second)*3/2 + 10
+				bound := fleetHosts/int(config.DefaultRetryMax/time.Second)*3/2 + 10
 				if r.peakRecovery > bound {
 					t.Errorf("%s, per-host: recovery peak %d req/s, want <= %d", ev.name, r.peakRecovery, bound)
 				}
@@ -322,7 +324,7 @@ func TestFleetSimulation(t *testing.T) {
 		}
 	}
 	t.Logf("fleet of %d hosts, %s tokens, %s, defaults (min_remaining %s, request_timeout %s, retry_max %s):\n%s",
-		fleetHosts, fleetLifetime, fleetRun, defaultMinRemaining, defaultTimeout, defaultRetryMax, table.String())
+		fleetHosts, fleetLifetime, fleetRun, config.DefaultMinRemaining, config.DefaultRequestTimeout, config.DefaultRetryMax, table.String())
 }
 
 type fleetEvent struct {

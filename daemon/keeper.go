@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/vaultsrc"
@@ -57,7 +58,7 @@ const (
 // request in flight whatever the client load; readers only load an
 // atomic pointer.
 type keeper struct {
-	cfg   Fetch
+	cfg   config.Fetch
 	creds CredentialSource
 	hc    *http.Client
 	clock clock
@@ -161,7 +162,7 @@ func (s snapshot) why() string {
 	return "first request in progress"
 }
 
-func newKeeper(cfg Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
+func newKeeper(cfg config.Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
 	ch := make(chan struct{})
 	k := &keeper{
 		cfg:     cfg,
@@ -544,7 +545,7 @@ func (k *keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificat
 }
 
 // transitAssertion has Vault Transit sign a fresh client assertion.
-func (k *keeper) transitAssertion(ctx context.Context, tc *Fetch, clientID string) (string, error) {
+func (k *keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientID string) (string, error) {
 	signer, ok := k.creds.(TransitSigner)
 	if !ok {
 		return "", fmt.Errorf("transit_key: the credential source cannot sign")

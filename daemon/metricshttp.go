@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/socket/server"
 )
 
@@ -33,7 +34,7 @@ func (d *daemon) serveMetrics(addr string) (stop func(), err error) {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			hint = "another process listens there (ss -ltnp shows which); choose another port"
 		}
-		return nil, &ConfigError{File: d.path, Problems: []string{fmt.Sprintf("metrics_listen: %q: %v: %s", addr, errors.Unwrap(err), hint)}}
+		return nil, &config.ConfigError{File: d.path, Problems: []string{fmt.Sprintf("metrics_listen: %q: %v: %s", addr, errors.Unwrap(err), hint)}}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))

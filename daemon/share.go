@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -103,7 +104,7 @@ func (s shared) lifetime() time.Duration { return s.ExpiresAt.Sub(s.FetchedAt) }
 
 // shareConfig is the fingerprint of what a token is for: hosts whose
 // configurations differ must not serve each other's tokens.
-func shareConfig(f *Fetch) string {
+func shareConfig(f *config.Fetch) string {
 	h := sha256.New()
 	for _, s := range []string{f.TokenURL, f.Issuer, f.Scope, f.Params, f.Secret.String()} {
 		fmt.Fprintf(h, "%d:%s;", len(s), s)

@@ -143,7 +143,19 @@ func TestPackage(t *testing.T) {
 	if got := run("/usr/bin/tokend", "version"); !strings.HasPrefix(got, "tokend "+version+" (commit ") || strings.Contains(got, "commit unknown") {
 		t.Errorf("tokend version: %q", got)
 	}
-	run("/usr/bin/tokend", "check", "--config", "/etc/tokend/tokend.toml")
+	// The shipped example, as a newcomer checks it before editing: it
+	// names the one file the operator must provide, then passes, noting
+	// the credential systemd hands over at start.
+	out, err := exec.Command("/usr/bin/tokend", "check").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), `vault.role_id_file: "/etc/tokend/vault-role-id" does not exist`) {
+		t.Errorf("tokend check of the example before the Vault files exist: %v\n%s", err, out)
+	}
+	os.WriteFile("/etc/tokend/vault-role-id", []byte("role"), 0o640)
+	os.Chown("/etc/tokend/vault-role-id", 0, gid)
+	out, err = exec.Command("/usr/bin/tokend", "check").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "/etc/tokend/tokend.toml: ok") || !strings.Contains(string(out), `note: vault.secret_id_file: "${CREDENTIALS_DIRECTORY}/vault-secret-id" not checked`) {
+		t.Errorf("tokend check of the example with its role-id: %v\n%s", err, out)
+	}
 	if _, err := os.Lstat("/etc/systemd/system/sockets.target.wants/tokend.socket"); err != nil {
 		t.Errorf("tokend.socket not enabled: %v", err)
 	}

@@ -303,6 +303,10 @@ func TestE2ECheck(t *testing.T) {
 	tok := filepath.Join(dir, "vault-token")
 	os.WriteFile(tok, []byte("t"), 0o644)
 	os.Chown(tok, 4242, 4242)
+	// The service user (tokend, where it exists) must reach the file, or
+	// check refuses it before warning about it.
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
 	loose := filepath.Join(dir, "loose.toml")
 	os.WriteFile(loose, []byte(fmt.Sprintf("socket = %q\nsocket_mode = \"0666\"\n[vault]\naddress = \"http://127.0.0.1:1\"\ntoken_file = %q\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\n",
 		filepath.Join(open, "t.sock"), tok)), 0o666)

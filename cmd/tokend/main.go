@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon"
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 )
@@ -28,7 +29,7 @@ commands:
   version                  print the version
   help [COMMAND]           print this help, or a command's
 
-FILE defaults to ` + daemon.DefaultConfigPath + `.
+FILE defaults to ` + config.DefaultPath + `.
 Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT stops.
 Exit status: 0 stopped cleanly (or: the check passed), 1 runtime error,
 2 configuration or usage error.
@@ -45,7 +46,7 @@ Run the daemon: read the configuration, take the socket from systemd
 SIGTERM or SIGINT. SIGHUP rereads the configuration; a broken one is
 logged and the previous one keeps serving.
 
-  --config FILE   the configuration (default ` + daemon.DefaultConfigPath + `)
+  --config FILE   the configuration (default ` + config.DefaultPath + `)
 
 Exit status: 0 stopped cleanly, 1 runtime error, 2 configuration error
 (systemd does not restart it: fix the file, then systemctl restart tokend).
@@ -56,7 +57,7 @@ Validate the configuration with serve's own checks, plus the files it
 names as the service user (tokend) would read them, and print what a
 start would refuse or warn about. Nothing is contacted.
 
-  --config FILE           the configuration (default ` + daemon.DefaultConfigPath + `)
+  --config FILE           the configuration (default ` + config.DefaultPath + `)
   --credentials-dir DIR   where the files under ${CREDENTIALS_DIRECTORY} are
                           found before the service starts: the directory
                           LoadCredential= copies them from; without it
@@ -105,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tokend "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {}
-	config := fs.String("config", daemon.DefaultConfigPath, "configuration file")
+	configPath := fs.String("config", config.DefaultPath, "configuration file")
 	credsDir := fs.String("credentials-dir", "", "where ${CREDENTIALS_DIRECTORY}'s files are, before the service starts")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -140,15 +141,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.String("tokend"))
 		return 0
 	case "check":
-		return check(*config, *credsDir, stdout, stderr)
+		return check(*configPath, *credsDir, stdout, stderr)
 	}
-	return serve(*config, stderr)
+	return serve(*configPath, stderr)
 }
 
 // check runs serve's validation of the configuration and prints its
 // findings: problems and warnings on stderr, the summary on stdout.
-func check(config, credsDir string, stdout, stderr io.Writer) int {
-	cfg, rep, err := daemon.Check(config, daemon.CheckOptions{
+func check(path, credsDir string, stdout, stderr io.Writer) int {
+	cfg, rep, err := config.Check(path, config.CheckOptions{
 		BeforeStart: true, CredentialsDir: credsDir, ServiceUser: "tokend", Unit: "tokend.service"})
 	for _, n := range rep.Notes {
 		fmt.Fprintf(stderr, "tokend: note: %s\n", n)
@@ -159,7 +160,7 @@ func check(config, credsDir string, stdout, stderr io.Writer) int {
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(stderr, "tokend: warning: %s\n", w)
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d token(s), default %q, socket %s", config, len(cfg.Tokens), cfg.DefaultToken, cfg.Socket)
+	fmt.Fprintf(stdout, "%s: ok (%d token(s), default %q, socket %s", path, len(cfg.Tokens), cfg.DefaultToken, cfg.Socket)
 	if n := len(rep.Warnings); n > 0 {
 		fmt.Fprintf(stdout, "; %d warning(s)", n)
 	}
@@ -167,7 +168,7 @@ func check(config, credsDir string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func serve(config string, stderr io.Writer) int {
+func serve(path string, stderr io.Writer) int {
 	// The process holds client secrets and tokens: no core dumps of it, and
 	// no ptrace by other processes of the same user.
 	if err := undumpable(); err != nil {
@@ -187,9 +188,9 @@ func serve(config string, stderr io.Writer) int {
 	}()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{ConfigPath: config, Log: daemon.NewLogWriter(os.Stderr), Reload: reload})
+	err := daemon.Run(ctx, daemon.Options{ConfigPath: path, Log: daemon.NewLogWriter(os.Stderr), Reload: reload})
 	if err != nil {
-		var ce *daemon.ConfigError
+		var ce *config.ConfigError
 		if errors.As(err, &ce) {
 			return configFailed(stderr, err)
 		}
@@ -202,7 +203,7 @@ func serve(config string, stderr io.Writer) int {
 // configFailed prints a configuration's problems, one a line, and returns
 // exit status 2.
 func configFailed(stderr io.Writer, err error) int {
-	var ce *daemon.ConfigError
+	var ce *config.ConfigError
 	if errors.As(err, &ce) {
 		fmt.Fprintf(stderr, "tokend: %d problem(s) in %s:\n", len(ce.Problems), ce.File)
 		for _, p := range ce.Problems {

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"fmt"
@@ -14,12 +14,12 @@ func identityMapped(idMap string) bool {
 	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
 }
 
-// idMapProblem says why peer ids may not be the host's: tokend runs in a
+// IDMapProblem says why peer ids may not be the host's: tokend runs in a
 // user namespace (systemd's PrivateUsers=, a rootless container) that does
 // not map ids one to one. The kernel then reports every peer it cannot map
 // as the overflow id 65534. "" means the ids are the host's. read is
 // os.ReadFile; tests pass their own maps.
-func idMapProblem(read func(string) ([]byte, error)) string {
+func IDMapProblem(read func(string) ([]byte, error)) string {
 	for _, f := range []string{"/proc/self/uid_map", "/proc/self/gid_map"} {
 		b, err := read(f)
 		if os.IsNotExist(err) {

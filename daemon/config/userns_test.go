@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"os"
@@ -31,13 +31,13 @@ func TestIDMaps(t *testing.T) {
 		{"no allow lists", private, private, open, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkIDMaps(tc.cfg, idMapProblem(maps(tc.uid, tc.gid)))
+			err := checkIDMaps(tc.cfg, IDMapProblem(maps(tc.uid, tc.gid)))
 			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 				t.Errorf("got %v, want %q", err, tc.want)
 			}
 		})
 	}
-	if p := idMapProblem(func(string) ([]byte, error) { return nil, os.ErrNotExist }); p != "" {
+	if p := IDMapProblem(func(string) ([]byte, error) { return nil, os.ErrNotExist }); p != "" {
 		t.Errorf("a kernel without user namespaces: %q", p)
 	}
 }

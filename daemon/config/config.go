@@ -1,4 +1,14 @@
-package daemon
+// Package config turns tokend.toml into a validated Config. It has one
+// entry point for every caller: Check reads the file, parses it (TOML
+// syntax, then the schema, table by table, every problem naming its key
+// and line), and checks what the file alone cannot show: the files it
+// names, read as the service user would; the id maps the allow lists
+// need; the permissions sshd's StrictModes would catch. `tokend serve`
+// calls it at start and at every reload, `tokend check` before a start.
+//
+// It knows nothing of the socket server, of OAuth2 or of the process: a
+// Config is plain data for the packages that run it.
+package config
 
 import (
 	"errors"
@@ -13,8 +23,8 @@ import (
 	"github.com/tokend/tokend/vaultsrc"
 )
 
-// DefaultConfigPath is read when no --config is given.
-const DefaultConfigPath = "/etc/tokend/tokend.toml"
+// DefaultPath is read when no --config is given.
+const DefaultPath = "/etc/tokend/tokend.toml"
 
 // Config is a validated configuration, ready to run.
 type Config struct {
@@ -96,16 +106,16 @@ type Fetch struct {
 
 // The documented defaults.
 const (
-	defaultScope        = ""
-	defaultClientAuth   = "basic+body"
-	defaultMinRemaining = 60 * time.Second
-	defaultRetryMax     = 30 * time.Second
-	defaultTimeout      = 10 * time.Second
-	defaultIdleTimeout  = 30 * time.Second
-	defaultMaxConns     = 1024
-	defaultMaxPerUID    = 64
-	defaultFirstWait    = 30 * time.Second
-	defaultMaxPerHour   = 120
+	defaultScope          = ""
+	defaultClientAuth     = "basic+body"
+	DefaultMinRemaining   = 60 * time.Second
+	DefaultRetryMax       = 30 * time.Second
+	DefaultRequestTimeout = 10 * time.Second
+	defaultIdleTimeout    = 30 * time.Second
+	defaultMaxConns       = 1024
+	defaultMaxPerUID      = 64
+	defaultFirstWait      = 30 * time.Second
+	defaultMaxPerHour     = 120
 )
 
 // ConfigError lists every problem found in a configuration file.

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"context"
@@ -70,7 +70,7 @@ func Check(path string, opts CheckOptions) (*Config, Report, error) {
 			problems = append(problems, p)
 		}
 	}
-	if err := checkIDMaps(cfg, idMapProblem(os.ReadFile)); err != nil {
+	if err := checkIDMaps(cfg, IDMapProblem(os.ReadFile)); err != nil {
 		problems = append(problems, err.Error())
 	} else if opts.Unit != "" && privateUsers(opts.Unit) {
 		if err := checkIDMaps(cfg, opts.Unit+" has PrivateUsers=yes"); err != nil {

@@ -1,14 +1,15 @@
-package daemon
+package config
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokend/tokend/daemon/daemontest"
 )
 
 const goodConfig = `
@@ -175,7 +176,7 @@ func TestConfigMinimal(t *testing.T) {
 
 // The example shipped with the package must stay valid.
 func TestConfigExample(t *testing.T) {
-	path := filepath.Join("..", "packaging", "tokend.toml")
+	path := daemontest.Root("packaging", "tokend.toml")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
