@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 )
 
@@ -107,111 +105,28 @@ func commandUsage(c *command) string {
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	// The options before the command.
-	fs := flag.NewFlagSet("tokenctl", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {}
-	path := fs.String("socket", "", "tokend socket path")
-	version := fs.Bool("version", false, "print the version")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage())
-			return 0
+	inv, err := parse(args, os.Getenv)
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue):
+		if ue.msg != "" {
+			fmt.Fprintf(stderr, "tokenctl: %s\n", ue.msg)
 		}
-		fmt.Fprintf(stderr, "\n%s", usage())
+		fmt.Fprintf(stderr, "\n%s", ue.usage)
 		return 2
-	}
-	if *version {
-		fmt.Fprintln(stdout, buildinfo.String("tokenctl"))
+	case inv.print != "":
+		fmt.Fprint(stdout, inv.print)
 		return 0
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintf(stderr, "tokenctl: no command given\n\n%s", usage())
-		return 2
-	}
-	c := lookup(fs.Arg(0))
-	if c == nil {
-		fmt.Fprintf(stderr, "tokenctl: unknown command %q\n\n%s", fs.Arg(0), usage())
-		return 2
-	}
-
-	// The command's own options, before or after NAME.
-	opts := flag.NewFlagSet("tokenctl "+c.name, flag.ContinueOnError)
-	opts.SetOutput(stderr)
-	opts.Usage = func() {}
-	opts.StringVar(path, "socket", *path, "tokend socket path")
-	var min int
-	var execCmd string
-	if c.verb.TakesMin() {
-		opts.IntVar(&min, "min", 0, "seconds the token must have left")
-	}
-	if c.verb == proto.VerbWatch {
-		opts.StringVar(&execCmd, "exec", "", "command to run after each change")
-	}
-	var rest []string
-	for args := fs.Args()[1:]; ; {
-		if err := opts.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stdout, commandUsage(c))
-				return 0
-			}
-			fmt.Fprintf(stderr, "\n%s", commandUsage(c))
-			return 2
-		}
-		if opts.NArg() == 0 {
-			break
-		}
-		rest = append(rest, opts.Arg(0))
-		args = opts.Args()[1:]
-	}
-	switch c.name {
-	case "version":
-		fmt.Fprintln(stdout, buildinfo.String("tokenctl"))
-		return 0
-	case "help":
-		switch {
-		case len(rest) == 0:
-			fmt.Fprint(stdout, usage())
-		case len(rest) == 1 && lookup(rest[0]) != nil:
-			fmt.Fprint(stdout, commandUsage(lookup(rest[0])))
-		default:
-			fmt.Fprintf(stderr, "tokenctl: unknown command %q\n\n%s", strings.Join(rest, " "), usage())
-			return 2
-		}
-		return 0
-	}
-	req := proto.Request{Verb: c.verb}
-	if len(rest) > 1 || (len(rest) == 1 && !req.Verb.TakesName()) {
-		fmt.Fprintf(stderr, "tokenctl: too many arguments for %s\n\n%s", c.name, commandUsage(c))
-		return 2
-	}
-	if min < 0 || min > proto.MaxMin {
-		fmt.Fprintf(stderr, "tokenctl: --min %d: want 0 to %d seconds\n", min, proto.MaxMin)
-		return 2
-	}
-	req.Min = min
-	if len(rest) == 1 {
-		if !proto.ValidName(rest[0]) {
-			fmt.Fprintf(stderr, "tokenctl: malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ - (tokenctl list shows yours)\n", rest[0])
-			return 2
-		}
-		req.Name = rest[0]
-	}
-	if *path == "" {
-		*path = os.Getenv("TOKEND_SOCKET")
-	}
-	if *path == "" {
-		*path = proto.DefaultPath
-	}
-	client := proto.Client{Path: *path, Timeout: 15 * time.Second}
-	if min > 0 {
+	client := proto.Client{Path: inv.socket, Timeout: 15 * time.Second}
+	if inv.req.Min > 0 {
 		client.Timeout = 30 * time.Second // an early refresh may take up to 10s more
 	}
-	switch req.Verb {
+	switch inv.req.Verb {
 	case proto.VerbStatus:
-		return status(client, req.Name, stdout, stderr)
+		return status(client, inv.req.Name, stdout, stderr)
 	case proto.VerbWatch:
-		return watch(client, req.Name, execCmd, stdout, stderr)
+		return watch(client, inv.req.Name, inv.exec, stdout, stderr)
 	case proto.VerbMetrics:
 		text, err := client.Metrics(context.Background())
 		if err != nil {
@@ -220,11 +135,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		stdout.Write(text)
 		return 0
 	}
-	out, err := client.Do(context.Background(), req.String())
+	out, err := client.Do(context.Background(), inv.req.String())
 	if err != nil {
 		return failed(stderr, client, err)
 	}
-	switch req.Verb {
+	switch inv.req.Verb {
 	case proto.VerbHeader:
 		out = "Authorization: " + out
 	case proto.VerbInfo:
