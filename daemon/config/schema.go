@@ -51,45 +51,9 @@ func (r *reader) config(raw map[string]any) *Config {
 		FirstTokenWait: top.dur("first_token_wait", defaultFirstWait),
 		Tokens:         map[string]*TokenConfig{},
 	}
-	if !filepath.IsAbs(c.Socket) {
-		r.fail("socket", "%q is not an absolute path", c.Socket)
-	} else if len(c.Socket) > 107 {
-		r.fail("socket", "path is %d bytes; a Unix socket path must be at most 107", len(c.Socket))
-	}
-	c.SocketMode = r.mode("socket_mode", raw["socket_mode"], c.SocketMode)
-	if g := top.str("socket_group", ""); g != "" {
-		gid, err := r.host.group(g)
-		if err != nil {
-			r.fail("socket_group", "%v", err)
-		}
-		c.SocketGID = gid
-	}
-	lvl := top.str("log_level", "info")
-	l, err := zerolog.ParseLevel(lvl)
-	if err != nil || lvl == "" || l == zerolog.NoLevel || l == zerolog.Disabled {
-		r.fail("log_level", "unknown level %q: want trace, debug, info, warn or error", lvl)
-		l = zerolog.InfoLevel
-	}
-	c.LogLevel = l
-	if c.MaxConnections < 1 || c.MaxConnections > 1<<20 {
-		r.fail("max_connections", "%d is out of range 1..1048576", c.MaxConnections)
-	}
-	if c.MaxPerUID < 1 || c.MaxPerUID > 1<<20 {
-		r.fail("max_connections_per_uid", "%d is out of range 1..1048576", c.MaxPerUID)
-	}
-	if c.IdleTimeout < time.Second {
-		r.fail("idle_timeout", "%s is too short: a client gets that long to send its request line; use at least \"1s\" (default \"30s\")", c.IdleTimeout)
-	}
-	if _, set := raw["max_connections_per_uid"]; c.MaxPerUID > c.MaxConnections && c.MaxConnections >= 1 {
-		def := ""
-		if !set {
-			def = " (the default)"
-		}
-		r.fail("max_connections_per_uid", "%d%s is above max_connections (%d), so it never applies: set max_connections_per_uid to at most %d", c.MaxPerUID, def, c.MaxConnections, c.MaxConnections)
-	}
-	if c.FirstTokenWait <= 0 || c.FirstTokenWait > 10*time.Minute {
-		r.fail("first_token_wait", "%s is out of range: more than 0, at most 10m", c.FirstTokenWait)
-	}
+	r.socket(top, c)
+	c.LogLevel = r.logLevel(top.str("log_level", "info"))
+	r.limits(top, c)
 	r.checkMetricsListen(c.MetricsListen, top.bool("metrics_listen_public", false))
 	if p, ok := strings.CutPrefix(c.MetricsListen, "unix:"); ok && filepath.Clean(p) == filepath.Clean(c.Socket) {
 		r.fail("metrics_listen", "%q is the token socket's own path (socket): give the metrics a socket of their own, such as \"unix:/run/tokend/metrics.sock\"", c.MetricsListen)
@@ -100,9 +64,63 @@ func (r *reader) config(raw map[string]any) *Config {
 		r.fail("vault", "want one table [vault], got %s", tomlType(v))
 	}
 	c.Vault = r.vault(vault)
+	r.tokens(raw["token"], c)
+	return c
+}
 
-	tokens, _ := raw["token"].(map[string]any)
-	if v, ok := raw["token"]; ok && tokens == nil {
+// socket reads where the socket is made, and with what mode and group.
+func (r *reader) socket(top table, c *Config) {
+	if !filepath.IsAbs(c.Socket) {
+		r.fail("socket", "%q is not an absolute path", c.Socket)
+	} else if len(c.Socket) > 107 {
+		r.fail("socket", "path is %d bytes; a Unix socket path must be at most 107", len(c.Socket))
+	}
+	c.SocketMode = r.mode("socket_mode", top.m["socket_mode"], c.SocketMode)
+	if g := top.str("socket_group", ""); g != "" {
+		gid, err := r.host.group(g)
+		if err != nil {
+			r.fail("socket_group", "%v", err)
+		}
+		c.SocketGID = gid
+	}
+}
+
+func (r *reader) logLevel(lvl string) zerolog.Level {
+	l, err := zerolog.ParseLevel(lvl)
+	if err != nil || lvl == "" || l == zerolog.NoLevel || l == zerolog.Disabled {
+		r.fail("log_level", "unknown level %q: want trace, debug, info, warn or error", lvl)
+		return zerolog.InfoLevel
+	}
+	return l
+}
+
+// limits checks the connection caps and the socket's timeouts.
+func (r *reader) limits(top table, c *Config) {
+	if c.MaxConnections < 1 || c.MaxConnections > 1<<20 {
+		r.fail("max_connections", "%d is out of range 1..1048576", c.MaxConnections)
+	}
+	if c.MaxPerUID < 1 || c.MaxPerUID > 1<<20 {
+		r.fail("max_connections_per_uid", "%d is out of range 1..1048576", c.MaxPerUID)
+	}
+	if c.IdleTimeout < time.Second {
+		r.fail("idle_timeout", "%s is too short: a client gets that long to send its request line; use at least \"1s\" (default \"30s\")", c.IdleTimeout)
+	}
+	if _, set := top.m["max_connections_per_uid"]; c.MaxPerUID > c.MaxConnections && c.MaxConnections >= 1 {
+		def := ""
+		if !set {
+			def = " (the default)"
+		}
+		r.fail("max_connections_per_uid", "%d%s is above max_connections (%d), so it never applies: set max_connections_per_uid to at most %d", c.MaxPerUID, def, c.MaxConnections, c.MaxConnections)
+	}
+	if c.FirstTokenWait <= 0 || c.FirstTokenWait > 10*time.Minute {
+		r.fail("first_token_wait", "%s is out of range: more than 0, at most 10m", c.FirstTokenWait)
+	}
+}
+
+// tokens reads the [token.NAME] tables and the default token.
+func (r *reader) tokens(v any, c *Config) {
+	tokens, _ := v.(map[string]any)
+	if v != nil && tokens == nil {
 		r.fail("token", "want one table [token.NAME] per token, such as [token.vibes], got %s", tomlType(v))
 	}
 	for _, name := range slices.Sorted(maps.Keys(tokens)) {
@@ -130,7 +148,6 @@ func (r *reader) config(raw map[string]any) *Config {
 	case c.Tokens[c.DefaultToken] == nil:
 		r.fail("default_token", "%q names no [token.%s] table", c.DefaultToken, c.DefaultToken)
 	}
-	return c
 }
 
 func (r *reader) vault(m map[string]any) vaultsrc.Config {
