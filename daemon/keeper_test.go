@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -270,7 +271,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	awaitBlocked(t, "daemon.(*keeper).get(", 200)
 	ep.Release()
 	wg.Wait()
 	close(errs)
@@ -413,7 +414,7 @@ func TestKeeperFreshJoins(t *testing.T) {
 			got <- tok.Value
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	awaitBlocked(t, "daemon.(*keeper).getFresh(", 100)
 	r.ep.Release()
 	wg.Wait()
 	close(got)
@@ -475,5 +476,31 @@ func TestKeeperNoTokenEscalates(t *testing.T) {
 	k.failed(errors.New("connection refused"))
 	if !strings.Contains(logs.String(), `"level":"warn"`) {
 		t.Errorf("a keeper with a token logs failures as warnings: %s", logs)
+	}
+}
+
+// awaitBlocked waits until n goroutines are blocked in a select inside
+// fn (a name as goroutine dumps print it), so that a test's claim about
+// waiting clients is tested on a slow runner too, not assumed after a
+// sleep. It fails the test after 10 s, saying how many it saw.
+func awaitBlocked(t *testing.T, fn string, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<22)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dump := string(buf[:runtime.Stack(buf, true)])
+		blocked := 0
+		for _, g := range strings.Split(dump, "\n\n") {
+			if strings.Contains(g, "[select") && strings.Contains(g, fn) {
+				blocked++
+			}
+		}
+		if blocked >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines blocked in %s after 10s, want %d", blocked, fn, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
