@@ -39,7 +39,7 @@ func sinkContent(format string, t server.Token, now time.Time) []byte {
 	case "header":
 		return []byte("Authorization: " + t.Type + " " + t.Value + "\n")
 	case "json":
-		return append(server.TokenJSON(t, now), '\n')
+		return append(t.JSON(now), '\n')
 	}
 	return []byte(t.Value) // as LoadCredential= gets it: no newline
 }

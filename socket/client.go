@@ -71,12 +71,7 @@ func (c Client) Token(ctx context.Context, name string, min time.Duration) (Toke
 	if err != nil {
 		return Token{}, err
 	}
-	var j struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-		ExpiresAt   string `json:"expires_at"`
-		Scope       string `json:"scope"`
-	}
+	var j proto.JSON
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		return Token{}, fmt.Errorf("tokend's JSON answer: %w", err)
 	}

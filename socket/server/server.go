@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -450,15 +449,13 @@ func (cn *conn) answerTo(ctx context.Context, w *bufio.Writer, req proto.Request
 	w.WriteString("OK ")
 	switch req.Verb {
 	case proto.VerbJSON:
-		w.Write(TokenJSON(t, time.Now()))
+		w.Write(t.JSON(time.Now()))
 	case proto.VerbHeader:
 		w.WriteString(t.Type)
 		w.WriteByte(' ')
 		w.WriteString(t.Value)
 	case proto.VerbInfo:
-		fmt.Fprintf(w, "name=%s token_type=%s expires_in=%d expires_at=%s fetched_at=%s scope=%s",
-			t.Name, t.Type, int64(time.Until(t.ExpiresAt)/time.Second),
-			t.ExpiresAt.UTC().Format(time.RFC3339), t.FetchedAt.UTC().Format(time.RFC3339), t.Scope)
+		w.WriteString(t.Info(time.Now()))
 	default:
 		w.WriteString(t.Value)
 	}
@@ -493,20 +490,6 @@ func (cn *conn) failed(name string, err error) *proto.Error {
 		cn.log().Debug().Str("token", name).Str("code", perr.Code).Msg("request failed")
 	}
 	return perr
-}
-
-// TokenJSON is the JSON answer: the token endpoint's own shape, so code
-// that reads OAuth2 token responses reads it unchanged; expires_in counts
-// from now.
-func TokenJSON(t Token, now time.Time) []byte {
-	b, _ := json.Marshal(struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-		ExpiresIn   int64  `json:"expires_in"`
-		ExpiresAt   string `json:"expires_at"`
-		Scope       string `json:"scope,omitempty"`
-	}{t.Value, t.Type, int64(t.ExpiresAt.Sub(now) / time.Second), t.ExpiresAt.UTC().Format(time.RFC3339), t.Scope})
-	return b
 }
 
 // watch serves WATCH: the token now and at every change, ERR unavailable

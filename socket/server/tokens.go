@@ -7,15 +7,8 @@ import (
 	"github.com/tokend/tokend/socket/proto"
 )
 
-// Token is what the server hands out. The server never logs Value.
-type Token struct {
-	Name      string
-	Type      string // e.g. "Bearer"
-	Value     string
-	Scope     string
-	ExpiresAt time.Time // carries a monotonic reading when set from time.Now
-	FetchedAt time.Time
-}
+// Token is what the server hands out: the protocol's token.
+type Token = proto.Token
 
 // Query says which token a request wants.
 type Query struct {
