@@ -130,53 +130,6 @@ type sharePolicy struct {
 	vault time.Duration
 }
 
-func newSharePolicy(minRemaining, timeout, retryMax time.Duration) sharePolicy {
-	return sharePolicy{minRemaining: minRemaining, timeout: timeout, retryMax: retryMax,
-		vault: min(max(timeout, time.Second), vaultTimeout)}
-}
-
-// last is the last point at which a host holding t may decide to fetch
-// for itself: one request must fit before min_remaining. (A host whose
-// Vault failed decides without reading it again: see step.)
-func (p sharePolicy) last(t shared) time.Time {
-	return t.ExpiresAt.Add(-p.minRemaining - p.timeout)
-}
-
-// due is when a shared token is to be replaced: late, but never earlier
-// than one host would refresh its own.
-func (p sharePolicy) due(t shared) time.Time {
-	early := t.FetchedAt.Add(refreshAfter(t.lifetime(), p.minRemaining, p.timeout, 0))
-	late := t.ExpiresAt.Add(-p.minRemaining - shareSlack*p.timeout)
-	if late.After(early) {
-		return late
-	}
-	return early
-}
-
-// readAt is when a host reads the entry again, holding t: at the token's
-// due point, plus this host's jitter.
-func (p sharePolicy) readAt(t shared, rnd float64) time.Time {
-	return p.due(t).Add(time.Duration(rnd * float64(shareSpread*p.timeout)))
-}
-
-// fallbackAt is when a host holding t stops waiting for another's lease:
-// jittered over half a request timeout before the last point, so that a
-// fleet whose lease holder vanished does not fall back at once. It comes
-// after a lease taken at the due point has expired and another host had
-// time for a re-read and a request.
-func (p sharePolicy) fallbackAt(t shared, rnd float64) time.Time {
-	return p.last(t).Add(-time.Duration(0.5 * rnd * float64(p.timeout)))
-}
-
-// troubleAt is the fallback point when Vault cannot be used: no other
-// host can refresh the token then either, so the fleet's hosts fall back
-// spread over everything from the due point to the last request that
-// fits, rather than all in the lease's short window.
-func (p sharePolicy) troubleAt(t shared, rnd float64) time.Time {
-	due, last := p.due(t), p.last(t)
-	return due.Add(time.Duration(rnd * float64(max(last.Sub(due), 0))))
-}
-
 // The results of reading the entry (tokend_share_reads_total).
 const (
 	shareFresh    = "fresh"    // the entry's token is served

@@ -1,0 +1,171 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/vaultsrc"
+)
+
+// One attempt at a token
+
+// fetch makes one token request and reports it.
+func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, error) {
+	tc := k.cfg
+	if tc.Issuer != "" {
+		if k.endpoint == "" {
+			endpoint, err := discover(ctx, k.hc, &tc)
+			if err != nil {
+				return grant{}, fmt.Errorf("finding the token endpoint of issuer %s: %w", tc.Issuer, err)
+			}
+			k.log.Info().Str("issuer", tc.Issuer).Str("token_endpoint", endpoint).Msg("token endpoint discovered")
+			k.endpoint = endpoint
+		}
+		tc.TokenURL = k.endpoint
+	}
+	if tc.ClientAuth == "tls_client_auth" {
+		if err := k.useCertificate(creds); err != nil {
+			return grant{}, err
+		}
+	}
+	if tc.ClientAuth == "private_key_jwt" {
+		// A fresh assertion per request: its jti is never sent twice.
+		var err error
+		if tc.TransitKey != "" {
+			creds.Assertion, err = k.transitAssertion(ctx, &tc, creds.ID)
+		} else {
+			creds.Assertion, err = clientAssertion(&tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now())
+		}
+		if err != nil {
+			return grant{}, err
+		}
+	}
+	if ok, until := k.budget.take(k.clock.Now()); !ok {
+		k.fetched(fetchBudget, 0)
+		err := &budgetError{max: k.budget.max, until: until}
+		if now := k.clock.Now(); now.Sub(k.budget.warned) >= budgetWindow {
+			k.budget.warned = now
+			k.log.Error().Int("max_fetches_per_hour", k.budget.max).Time("until", until.UTC()).
+				Msg("issuance budget spent: no token requests until the window allows; the current token is served while it lasts")
+		}
+		return grant{}, err
+	}
+	start := time.Now()
+	g, err := fetch(ctx, k.hc, &tc, creds)
+	k.fetched(fetchResult(err), time.Since(start))
+	if err != nil {
+		k.endpoint = "" // the issuer may have moved it: read the metadata again
+	}
+	return g, err
+}
+
+// useCertificate makes the client certificate in creds the one the token
+// requests present (tls_client_auth), when it changed.
+func (k *keeper) useCertificate(creds vaultsrc.Credentials) error {
+	if creds.Cert+creds.Secret == k.certOf {
+		return nil
+	}
+	cert, err := tls.X509KeyPair([]byte(creds.Cert), []byte(creds.Secret))
+	if err != nil {
+		return fmt.Errorf("the client certificate and key in %s: %w", k.cfg.Secret, err)
+	}
+	k.cert.Store(&cert)
+	k.certOf = creds.Cert + creds.Secret
+	// Connections made with the old certificate would keep presenting it.
+	if t, ok := k.hc.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	k.log.Info().Str("subject", cert.Leaf.Subject.String()).Time("not_after", cert.Leaf.NotAfter).Msg("client certificate loaded")
+	return nil
+}
+
+// clientCertificate is the TLS client's GetClientCertificate.
+func (k *keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := k.cert.Load(); c != nil {
+		return c, nil
+	}
+	return &tls.Certificate{}, nil // none yet: the handshake goes on without one
+}
+
+// transitAssertion has Vault Transit sign a fresh client assertion.
+func (k *keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientID string) (string, error) {
+	signer, ok := k.creds.(TransitSigner)
+	if !ok {
+		return "", fmt.Errorf("transit_key: the credential source cannot sign")
+	}
+	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
+	defer cancel()
+	if k.transitType == "" {
+		keyType, err := signer.TransitKeyType(ctx, tc.TransitMount, tc.TransitKey)
+		if err != nil {
+			return "", err
+		}
+		k.transitType = keyType
+	}
+	alg, err := transitAlg(k.transitType, tc.AssertionAlg)
+	if err != nil {
+		return "", err
+	}
+	a, err := signedAssertion(tc, tc.TokenURL, clientID, tc.AssertionKID, alg, time.Now(), func(input []byte) ([]byte, error) {
+		return signer.TransitSign(ctx, tc.TransitMount, tc.TransitKey, alg, input)
+	})
+	if err != nil {
+		k.transitType = "" // the key may have been replaced: read its type again
+	}
+	return a, err
+}
+
+// fetchResult is the result label of a token request's outcome.
+func fetchResult(err error) string {
+	var ee *endpointError
+	switch {
+	case err == nil:
+		return fetchSuccess
+	case !errors.As(err, &ee):
+		return fetchError
+	case ee.rejected():
+		return fetchRejected
+	case ee.Status == http.StatusTooManyRequests:
+		return fetchRateLimited
+	}
+	return fetchError
+}
+
+// credentials reads the secret from Vault, falling back to the last good
+// credentials when Vault cannot answer quickly.
+func (k *keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) {
+	c, err := k.readVault(ctx)
+	if err == nil {
+		return c, nil
+	}
+	if k.cached.ID == "" {
+		return c, fmt.Errorf("no client credentials yet: %w", err)
+	}
+	k.log.Warn().Err(err).Msg("vault read failed; using the credentials in memory")
+	return k.cached, nil
+}
+
+func (k *keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
+	timeout := vaultTimeout
+	if k.share != nil {
+		// A shared token's refresh also waits on Vault for the entry: every
+		// step must fit the slack the lease leaves (shareSlack).
+		timeout = k.share.vaultTimeout()
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := k.creds.Read(ctx, k.cfg.Secret)
+	if err != nil {
+		return c, err
+	}
+	if k.cached.ID != "" && c != k.cached {
+		k.log.Info().Str("client_id", c.ID).Msg("client credentials changed in vault")
+	}
+	k.cached = c
+	return c, nil
+}

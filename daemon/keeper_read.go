@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/socket/server"
+)
+
+// What clients ask a keeper
+
+// snapshot reads the keeper's state at now.
+func (k *keeper) snapshot(now time.Time) snapshot {
+	t := k.tok.Load()
+	s := snapshot{Token: t, Servable: k.servable(t, now)}
+	if st := k.state.Load(); st != nil {
+		s.Err, s.Next, s.Failures, s.LastSuccess = st.err, st.next, st.failures, st.lastSuccess
+	}
+	return s
+}
+
+// state is the token's state as STATUS and /healthz report it.
+func (s snapshot) state() string {
+	switch {
+	case !s.Servable:
+		return proto.StateUnavailable
+	case s.Err != "":
+		return proto.StateDegraded
+	}
+	return proto.StateOK
+}
+
+// status is the snapshot as the STATUS verb answers it.
+func (s snapshot) status(name string, now time.Time) proto.Status {
+	st := proto.Status{Name: name, State: s.state(), ExpiresIn: proto.Unknown, RefreshIn: proto.Unknown,
+		Failures: s.Failures, LastSuccess: s.LastSuccess, LastError: s.Err}
+	if s.Token != nil {
+		st.ExpiresIn = int64(max(s.Token.ExpiresAt.Sub(now), 0) / time.Second)
+	}
+	if !s.Next.IsZero() {
+		st.RefreshIn = int64(max(s.Next.Sub(now), 0) / time.Second)
+	}
+	return st
+}
+
+// why says what the keeper is waiting for.
+func (s snapshot) why() string {
+	if s.Err != "" {
+		return s.Err
+	}
+	if s.Token != nil {
+		return "refresh in progress"
+	}
+	return "first request in progress"
+}
+
+// get returns the current token if it has at least min_remaining left. A
+// request that comes before the first token waits up to wait for it.
+func (k *keeper) get(ctx context.Context, wait time.Duration) (server.Token, error) {
+	t := k.tok.Load()
+	if t == nil {
+		timer := time.NewTimer(wait)
+		select {
+		case <-k.ready:
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		timer.Stop()
+		t = k.tok.Load()
+	}
+	now := k.clock.Now()
+	if perr := k.unservable(t, now); perr != nil {
+		return server.Token{}, perr
+	}
+	return *t, nil
+}
+
+// unservable says why t cannot be served at now; nil when it can.
+func (k *keeper) unservable(t *server.Token, now time.Time) *proto.Error {
+	switch {
+	case t == nil:
+		return &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.snapshot(now).why()}
+	case !k.servable(t, now):
+		return &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(
+			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.snapshot(now).why())}
+	}
+	return nil
+}
+
+// getFresh is get for a token with at least min left (min=). When the
+// current one has less, the keeper refreshes now, or the request joins
+// the attempt in flight, and waits up to freshWait. Early refreshes are
+// forced at most once per forceEvery per token.
+func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (server.Token, error) {
+	t, err := k.get(ctx, wait)
+	now := k.clock.Now()
+	if err != nil || t.ExpiresAt.Sub(now) >= min {
+		return t, err
+	}
+	unavailable := func(format string, args ...any) (server.Token, error) {
+		return server.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
+	}
+	if lt := time.Duration(k.lifetime.Load()); lt <= min {
+		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
+	}
+	wake := k.next()
+	// Join a refresh in flight, or one another client asked for already;
+	// forcing is the gate, so that of clients arriving together one forces
+	// and the others join.
+	if k.busySince.Load() == 0 && k.forcing.CompareAndSwap(false, true) {
+		if !k.mayForce(now) {
+			k.forcing.Store(false)
+			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
+				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
+		}
+		k.log.Info().Dur("min", min).Msg("refreshing early: a client asked for a token with more time left (min=)")
+		select {
+		case k.kick <- struct{}{}:
+		default:
+		}
+	}
+	timer := time.NewTimer(freshWait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return unavailable("gave up waiting for token %s with %ds left: %v", k.cfg.Name, int(min/time.Second), ctx.Err())
+		case <-timer.C:
+			return unavailable("no token %s with %ds left within %s", k.cfg.Name, int(min/time.Second), freshWait)
+		}
+		wake = k.next()
+		now = k.clock.Now()
+		if t := k.tok.Load(); k.servable(t, now) && t.ExpiresAt.Sub(now) >= min {
+			return *t, nil
+		}
+		if s := k.snapshot(now); s.Err != "" {
+			return unavailable("no token %s with %ds left: %s", k.cfg.Name, int(min/time.Second), s.Err)
+		}
+	}
+}
+
+// mayForce takes the right to force a refresh, once per forceEvery.
+func (k *keeper) mayForce(now time.Time) bool {
+	last := k.lastForced.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < forceEvery {
+		return false
+	}
+	return k.lastForced.CompareAndSwap(last, now.UnixNano())
+}
+
+// servable reports whether t exists and has at least min_remaining left.
+func (k *keeper) servable(t *server.Token, now time.Time) bool {
+	return t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining
+}

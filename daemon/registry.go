@@ -1,0 +1,274 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/socket/server"
+)
+
+// The registry
+
+type entry struct {
+	k      *keeper
+	access config.Access
+	cancel context.CancelFunc
+	sink   *sink // nil: no file
+}
+
+// sink is a running file sink.
+type sink struct {
+	cfg    config.FileSink
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *sink) stop() {
+	if s != nil && s.done != nil {
+		s.cancel()
+		<-s.done
+	}
+}
+
+var _ server.Tokens = (*daemon)(nil)
+
+// Token implements server.Tokens. It never touches the network; min=
+// may make the keeper refresh early, and wait for it.
+func (d *daemon) Token(ctx context.Context, q server.Query, p server.Peer) (server.Token, error) {
+	e, _, err := d.lookup(q.Name, p)
+	if err != nil {
+		return server.Token{}, err
+	}
+	if q.Min > 0 {
+		return e.k.getFresh(ctx, q.Wait, q.Min)
+	}
+	return e.k.get(ctx, q.Wait)
+}
+
+// Watch implements server.Tokens.
+func (d *daemon) Watch(ctx context.Context, q server.Query, p server.Peer, send func(server.Token, error) error) error {
+	return d.follow(ctx, q.Name, &p, send)
+}
+
+// follow calls send with the token called name ("" for the default) when
+// it changes, and with why when it becomes unservable (under
+// min_remaining, by time alone, or no token yet), until ctx ends or send
+// fails. The token and p's access to it are looked up again after every
+// reload; losing either ends the follow with that error. p nil is the
+// daemon itself (the file sink): no allow list applies.
+func (d *daemon) follow(ctx context.Context, name string, p *server.Peer, send func(server.Token, error) error) error {
+	var last *server.Token
+	unservable := false
+	for {
+		reg := d.reg.Load()
+		e, _, err := reg.lookup(name, p)
+		if err != nil {
+			return err
+		}
+		wake := e.k.next()
+		now := time.Now()
+		t := e.k.tok.Load()
+		var until *time.Timer
+		if why := e.k.unservable(t, now); why != nil {
+			if !unservable {
+				if err := send(server.Token{}, why); err != nil {
+					return err
+				}
+				unservable, last = true, nil
+			}
+		} else {
+			if t != last {
+				if err := send(*t, nil); err != nil {
+					return err
+				}
+				last, unservable = t, false
+			}
+			// It becomes unservable by time alone.
+			until = time.NewTimer(t.ExpiresAt.Sub(now) - e.k.cfg.MinRemaining + time.Millisecond)
+		}
+		var timeUp <-chan time.Time
+		if until != nil {
+			timeUp = until.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-reg.replaced:
+		case <-timeUp:
+		}
+		if until != nil {
+			until.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// Status implements server.Tokens.
+func (d *daemon) Status(name string, p server.Peer) (proto.Status, error) {
+	e, name, err := d.lookup(name, p)
+	if err != nil {
+		return proto.Status{}, err
+	}
+	now := time.Now()
+	return e.k.snapshot(now).status(name, now), nil
+}
+
+// Metrics implements server.Tokens: the series of the tokens p may read.
+func (d *daemon) Metrics(p server.Peer) ([]byte, error) {
+	reg := d.reg.Load()
+	return d.metrics.exposition(func(token string) bool {
+		e := reg.entries[token]
+		return e != nil && allows(e.access, p)
+	})
+}
+
+// lookup finds the token called name ("" for the default) if p may read it.
+func (d *daemon) lookup(name string, p server.Peer) (*entry, string, error) {
+	return d.reg.Load().lookup(name, &p)
+}
+
+// lookup finds the token called name ("" for the default) and, unless p
+// is nil (the daemon itself), checks that p may read it.
+func (reg *registry) lookup(name string, p *server.Peer) (*entry, string, error) {
+	if name == "" {
+		name = reg.def
+	}
+	e := reg.entries[name]
+	if e == nil {
+		return nil, name, &proto.Error{Code: proto.CodeUnknown, Msg: fmt.Sprintf("no token named %q; LIST shows the ones you may read", name)}
+	}
+	if p != nil && !allows(e.access, *p) {
+		return nil, name, &server.NamedError{Name: name, Err: &proto.Error{Code: proto.CodeDenied, Msg: fmt.Sprintf("uid %d may not read token %q", p.UID, name)}}
+	}
+	return e, name, nil
+}
+
+// tokenStates are the snapshots of every token, for the gauges.
+func (d *daemon) tokenStates(now time.Time) []tokenState {
+	reg := d.reg.Load()
+	if reg == nil {
+		return nil
+	}
+	out := make([]tokenState, 0, len(reg.names))
+	for _, n := range reg.names {
+		k := reg.entries[n].k
+		out = append(out, tokenState{name: n, snap: k.snapshot(now), minRemaining: k.cfg.MinRemaining})
+	}
+	return out
+}
+
+// Names implements server.Tokens.
+func (d *daemon) Names(p server.Peer) []string {
+	reg := d.reg.Load()
+	var out []string
+	for _, n := range reg.names {
+		if allows(reg.entries[n].access, p) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// newRegistry builds the registry for cfg, reusing keepers from old whose
+// fetch settings are unchanged, and starting the others.
+func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
+	reg := &registry{def: cfg.DefaultToken, entries: map[string]*entry{}, replaced: make(chan struct{})}
+	var oldEntries map[string]*entry
+	if old != nil {
+		oldEntries = old.entries
+	}
+	// File sinks that change or go stop first, removing their file, so
+	// that none removes a file its successor just wrote.
+	for name, e := range oldEntries {
+		if tc := cfg.Tokens[name]; e.sink != nil && (tc == nil || tc.File == nil || *tc.File != e.sink.cfg) {
+			e.sink.stop()
+			e.sink = nil
+		}
+	}
+	for name, tc := range cfg.Tokens {
+		reg.names = append(reg.names, name)
+		d.metrics.tokenAdded(name)
+		var e *entry
+		if prev := oldEntries[name]; prev != nil && prev.k.cfg == tc.Fetch {
+			e = &entry{k: prev.k, access: tc.Access, cancel: prev.cancel}
+		} else {
+			k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
+			if tc.CAFile != "" || tc.ClientAuth == "tls_client_auth" {
+				var pool *x509.CertPool
+				if tc.CAFile != "" {
+					var err error
+					if pool, err = config.CAPool(tc.CAFile, tc.CAOnly); err != nil {
+						// Checked when the config was read; if the file
+						// went since, the requests fail and say so.
+						d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
+					}
+				}
+				var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+				if tc.ClientAuth == "tls_client_auth" {
+					cert = k.clientCertificate
+				}
+				k.hc = tokenClient(pool, cert)
+			}
+			if tc.SharePath != "" {
+				k.share = d.sharer(k, tc)
+			}
+			k.changed = d.pokeSupervisor
+			k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
+			ctx, cancel := context.WithCancel(d.ctx)
+			d.wg.Add(1)
+			go func() { defer d.wg.Done(); k.run(ctx) }()
+			e = &entry{k: k, access: tc.Access, cancel: cancel}
+		}
+		if prev := oldEntries[name]; prev != nil && prev.sink != nil {
+			e.sink = prev.sink // same file settings: it follows the name
+		} else if tc.File != nil {
+			e.sink = &sink{cfg: *tc.File} // started by install, once reg is in use
+		}
+		reg.entries[name] = e
+	}
+	sort.Strings(reg.names)
+	return reg
+}
+
+// sharer is k's side of the shared entry.
+func (d *daemon) sharer(k *keeper, tc *config.TokenConfig) *sharer {
+	name := tc.Name
+	d.metrics.tokenShared(name)
+	s := &sharer{
+		mount: tc.ShareMount, path: tc.SharePath, id: d.shareID, config: shareConfig(&tc.Fetch), scope: tc.Scope,
+		policy: newSharePolicy(tc.MinRemaining, tc.RequestTimeout, tc.RetryMax),
+		store:  d.creds, rand: k.rand, jitter: k.rand(),
+		log:      k.log.With().Str("share_path", tc.ShareMount+"/"+tc.SharePath).Logger(),
+		read:     func(result string) { d.metrics.shareReads.WithLabelValues(name, result).Inc() },
+		leased:   func() { d.metrics.shareLeases.WithLabelValues(name).Inc() },
+		fellBack: func() { d.metrics.shareFallbacks.WithLabelValues(name).Inc() },
+	}
+	s.log.Info().Str("instance", s.id).Msg("sharing this token through vault")
+	return s
+}
+
+// install puts reg in use, then starts its new file sinks (which look
+// their token up in it).
+func (d *daemon) install(reg *registry) {
+	d.reg.Store(reg)
+	for name, e := range reg.entries {
+		if s := e.sink; s != nil && s.done == nil {
+			ctx, cancel := context.WithCancel(d.ctx)
+			s.cancel, s.done = cancel, make(chan struct{})
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer close(s.done)
+				d.sinkFile(ctx, name, s.cfg)
+			}()
+		}
+	}
+}

@@ -1,0 +1,59 @@
+package daemon
+
+import "github.com/tokend/tokend/daemon/config"
+
+// Reloading
+
+// reload applies a new configuration file, or keeps the old one serving.
+func (d *daemon) reload() {
+	cfg, rep, err := config.Check(d.path, config.CheckOptions{Activated: d.activated})
+	if err != nil {
+		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+		d.metrics.loaded(err, true)
+		return
+	}
+	d.warn(rep)
+	old := d.cfg
+	if cfg.Listen != old.Listen {
+		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
+	}
+	if cfg.MetricsListen != old.MetricsListen {
+		d.log.Warn().Str("metrics_listen", cfg.MetricsListen).Str("serving", old.MetricsListen).Msg("metrics_listen changes take effect at the next restart")
+	}
+	if cfg.Vault != old.Vault {
+		if err := d.startVault(cfg.Vault); err != nil {
+			d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+			d.metrics.loaded(err, true)
+			return
+		}
+	}
+	d.logw.SetLevel(cfg.LogLevel)
+	d.srv.SetMaxConns(cfg.MaxConnections)
+	d.srv.SetMaxPerUID(cfg.MaxPerUID)
+	prev := d.reg.Load()
+	next := d.newRegistry(cfg, prev)
+	d.install(next)
+	close(prev.replaced)
+	var kept, stopped []string
+	for name, e := range prev.entries {
+		if n := next.entries[name]; n != nil && n.k == e.k {
+			kept = append(kept, name)
+		} else {
+			e.cancel()
+			stopped = append(stopped, name)
+		}
+		if next.entries[name] == nil {
+			d.metrics.tokenRemoved(name)
+		}
+	}
+	d.cfg = cfg
+	d.metrics.loaded(nil, true)
+	d.log.Info().Strs("kept", kept).Strs("restarted_or_removed", stopped).Int("tokens", len(next.names)).Msg("configuration reloaded")
+}
+
+// warn logs the operator mistakes that tokend can still run with.
+func (d *daemon) warn(rep config.Report) {
+	for _, w := range rep.Warnings {
+		d.log.Warn().Str("problem", w).Msg("unsafe configuration")
+	}
+}
