@@ -12,7 +12,8 @@ import (
 	"github.com/tokend/tokend/vaultsrc"
 )
 
-// One attempt at a token
+// One attempt at a token: the credentials from Vault (or memory), the
+// client certificate or assertion they make, and the request.
 
 // fetch makes one token request and reports it.
 func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, error) {

@@ -9,7 +9,9 @@ import (
 	"github.com/tokend/tokend/socket/server"
 )
 
-// What clients ask a keeper
+// What clients ask a keeper: the token now, one with min= left, and the
+// state STATUS and the metrics show. None of it waits on the network while
+// a token is servable.
 
 // snapshot reads the keeper's state at now.
 func (k *keeper) snapshot(now time.Time) snapshot {

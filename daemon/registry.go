@@ -13,7 +13,8 @@ import (
 	"github.com/tokend/tokend/socket/server"
 )
 
-// The registry
+// The registry: the tokens by name with their keepers and allow lists,
+// the server.Tokens API that reads it, and its rebuilding at each reload.
 
 type entry struct {
 	k      *keeper

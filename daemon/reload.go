@@ -2,7 +2,8 @@ package daemon
 
 import "github.com/tokend/tokend/daemon/config"
 
-// Reloading
+// Reloading: a new configuration replaces the old one, or the old one
+// keeps serving.
 
 // reload applies a new configuration file, or keeps the old one serving.
 func (d *daemon) reload() {

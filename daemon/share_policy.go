@@ -2,7 +2,9 @@ package daemon
 
 import "time"
 
-// The shared token's schedule, as pure functions of the entry and the host's settings
+// The shared token's schedule, as pure functions of the entry and the
+// host's settings: when it is due, when to read it again, when to fall
+// back to fetching alone.
 
 func newSharePolicy(minRemaining, timeout, retryMax time.Duration) sharePolicy {
 	return sharePolicy{minRemaining: minRemaining, timeout: timeout, retryMax: retryMax,

@@ -7,7 +7,8 @@ import (
 	"github.com/tokend/tokend/vaultsrc"
 )
 
-// The Vault source the keepers read through, and its replacement at a reload.
+// The Vault source the keepers read through, and its replacement at a
+// reload.
 
 // credsRef lets a reload swap the Vault source under running keepers.
 type credsRef struct {
