@@ -126,14 +126,6 @@ type daemon struct {
 	vaultCancel context.CancelFunc
 }
 
-type registry struct {
-	def     string
-	names   []string // sorted
-	entries map[string]*entry
-	// replaced is closed when a reload replaces this registry.
-	replaced chan struct{}
-}
-
 // run serves until ctx ends: the listener, Vault, the keepers, the socket
 // server and the supervisor, and a reload at each receive on d.reloads.
 func (d *daemon) run(ctx context.Context) error {
@@ -225,20 +217,6 @@ func (d *daemon) shutdown(stopServer func(), served <-chan error, stopKeepers fu
 	stopKeepers()
 	d.wg.Wait()
 	d.log.Info().Msg("stopped")
-}
-
-// reloadNotified reloads, telling systemd once it is ready: before the
-// first READY=1 a reload is not systemd's business, and READY=1 after it
-// would announce tokens that do not exist yet.
-func (d *daemon) reloadNotified() {
-	ready := d.ready.Load()
-	if ready {
-		d.notify.send(sddaemon.SdNotifyReloading + "\n" + monotonicUsec())
-	}
-	d.reload()
-	if ready {
-		d.notify.send(sddaemon.SdNotifyReady + "\n" + statusLine(d.status()))
-	}
 }
 
 func (d *daemon) pokeSupervisor() {

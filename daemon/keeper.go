@@ -108,16 +108,6 @@ type keeperState struct {
 	lastSuccess time.Time // zero before the first success
 }
 
-// snapshot is a keeper as STATUS=, error answers and metrics report it.
-type snapshot struct {
-	Token       *server.Token // nil before the first token
-	Servable    bool          // Token has at least min_remaining left
-	Err         string        // the last attempt's error; "" after a success
-	Next        time.Time     // when the next attempt is due; zero before the first ends
-	Failures    int           // consecutive failed attempts
-	LastSuccess time.Time
-}
-
 func newKeeper(cfg config.Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
 	ch := make(chan struct{})
 	k := &keeper{
@@ -290,36 +280,6 @@ func (k *keeper) failed(err error) time.Duration {
 	}
 	ev.Str("error", msg).Int("failures", k.failures).Dur("retry_in", wait.Round(time.Millisecond)).Msg("token refresh failed")
 	return wait
-}
-
-// obtain reads the credentials and asks for a token. When the endpoint
-// rejects the client, the secret is read again at once (it may have just
-// been rotated) and the request retried if it changed.
-func (k *keeper) obtain(ctx context.Context, cached bool) (grant, error) {
-	creds := k.cached
-	if !cached || creds.ID == "" {
-		var err error
-		if creds, err = k.credentials(ctx); err != nil {
-			return grant{}, err
-		}
-	}
-	g, err := k.fetch(ctx, creds)
-	var ee *endpointError
-	if errors.As(err, &ee) && ee.rejected() {
-		k.log.Warn().Str("error", proto.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
-		fresh, verr := k.readVault(ctx)
-		switch {
-		case verr != nil:
-			k.log.Warn().Err(verr).Msg("vault read failed; cannot check for rotated credentials")
-		case fresh == creds:
-			k.log.Error().Str("secret", k.cfg.Secret.String()).Msg("vault holds the same credentials the token endpoint rejects")
-		default:
-			k.log.Info().Msg("credentials changed in vault; retrying with them")
-			creds = fresh
-			g, err = k.fetch(ctx, creds)
-		}
-	}
-	return g, err
 }
 
 // wedged reports whether an attempt has run far longer than its deadlines

@@ -9,11 +9,42 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
 // One attempt at a token: the credentials from Vault (or memory), the
 // client certificate or assertion they make, and the request.
+
+// obtain reads the credentials and asks for a token. When the endpoint
+// rejects the client, the secret is read again at once (it may have just
+// been rotated) and the request retried if it changed.
+func (k *keeper) obtain(ctx context.Context, cached bool) (grant, error) {
+	creds := k.cached
+	if !cached || creds.ID == "" {
+		var err error
+		if creds, err = k.credentials(ctx); err != nil {
+			return grant{}, err
+		}
+	}
+	g, err := k.fetch(ctx, creds)
+	var ee *endpointError
+	if errors.As(err, &ee) && ee.rejected() {
+		k.log.Warn().Str("error", proto.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
+		fresh, verr := k.readVault(ctx)
+		switch {
+		case verr != nil:
+			k.log.Warn().Err(verr).Msg("vault read failed; cannot check for rotated credentials")
+		case fresh == creds:
+			k.log.Error().Str("secret", k.cfg.Secret.String()).Msg("vault holds the same credentials the token endpoint rejects")
+		default:
+			k.log.Info().Msg("credentials changed in vault; retrying with them")
+			creds = fresh
+			g, err = k.fetch(ctx, creds)
+		}
+	}
+	return g, err
+}
 
 // fetch makes one token request and reports it.
 func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, error) {

@@ -13,6 +13,16 @@ import (
 // state STATUS and the metrics show. None of it waits on the network while
 // a token is servable.
 
+// snapshot is a keeper as STATUS=, error answers and metrics report it.
+type snapshot struct {
+	Token       *server.Token // nil before the first token
+	Servable    bool          // Token has at least min_remaining left
+	Err         string        // the last attempt's error; "" after a success
+	Next        time.Time     // when the next attempt is due; zero before the first ends
+	Failures    int           // consecutive failed attempts
+	LastSuccess time.Time
+}
+
 // snapshot reads the keeper's state at now.
 func (k *keeper) snapshot(now time.Time) snapshot {
 	t := k.tok.Load()

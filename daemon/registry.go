@@ -16,6 +16,14 @@ import (
 // The registry: the tokens by name with their keepers and allow lists,
 // the server.Tokens API that reads it, and its rebuilding at each reload.
 
+type registry struct {
+	def     string
+	names   []string // sorted
+	entries map[string]*entry
+	// replaced is closed when a reload replaces this registry.
+	replaced chan struct{}
+}
+
 type entry struct {
 	k      *keeper
 	access config.Access

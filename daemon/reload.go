@@ -1,9 +1,27 @@
 package daemon
 
-import "github.com/tokend/tokend/daemon/config"
+import (
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/tokend/tokend/daemon/config"
+)
 
 // Reloading: a new configuration replaces the old one, or the old one
 // keeps serving.
+
+// reloadNotified reloads, telling systemd once it is ready: before the
+// first READY=1 a reload is not systemd's business, and READY=1 after it
+// would announce tokens that do not exist yet.
+func (d *daemon) reloadNotified() {
+	ready := d.ready.Load()
+	if ready {
+		d.notify.send(sddaemon.SdNotifyReloading + "\n" + monotonicUsec())
+	}
+	d.reload()
+	if ready {
+		d.notify.send(sddaemon.SdNotifyReady + "\n" + statusLine(d.status()))
+	}
+}
 
 // reload applies a new configuration file, or keeps the old one serving.
 func (d *daemon) reload() {

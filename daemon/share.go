@@ -120,16 +120,6 @@ func shareID() string {
 	return host + "/" + hex.EncodeToString(b[:])
 }
 
-// sharePolicy is the timing of sharing. Pure, like schedule.go.
-type sharePolicy struct {
-	minRemaining, timeout, retryMax time.Duration
-	// vault bounds each Vault request of a step: a request timeout, so
-	// that a slow Vault cannot hold a host far past its fallback point,
-	// but at least a second, so that a busy Vault is not taken for a dead
-	// one when request timeouts are short.
-	vault time.Duration
-}
-
 // The results of reading the entry (tokend_share_reads_total).
 const (
 	shareFresh    = "fresh"    // the entry's token is served

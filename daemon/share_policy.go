@@ -2,6 +2,16 @@ package daemon
 
 import "time"
 
+// sharePolicy is the timing of sharing. Pure, like schedule.go.
+type sharePolicy struct {
+	minRemaining, timeout, retryMax time.Duration
+	// vault bounds each Vault request of a step: a request timeout, so
+	// that a slow Vault cannot hold a host far past its fallback point,
+	// but at least a second, so that a busy Vault is not taken for a dead
+	// one when request timeouts are short.
+	vault time.Duration
+}
+
 // The shared token's schedule, as pure functions of the entry and the
 // host's settings: when it is due, when to read it again, when to fall
 // back to fetching alone.
