@@ -15,8 +15,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -31,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/server"
 )
@@ -71,7 +70,7 @@ func Run(ctx context.Context, opts Options) error {
 		logw:      opts.Log,
 		log:       log,
 		cfg:       cfg,
-		hc:        tokenClient(nil, nil),
+		hc:        oauth.NewClient(nil, nil),
 		poke:      make(chan struct{}, 1),
 		creds:     &credsRef{},
 		shareID:   shareID(),
@@ -85,21 +84,6 @@ func Run(ctx context.Context, opts Options) error {
 	d.metrics.loaded(nil, false)
 	d.warn(rep)
 	return d.run(ctx)
-}
-
-// tokenClient is the HTTP client for token requests. It follows no
-// redirect: the request carries the client secret (see fetch). roots nil
-// means the system's; cert, when set, gives the client certificate
-// (tls_client_auth).
-func tokenClient(roots *x509.CertPool, cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *http.Client {
-	t := &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
-	if roots != nil || cert != nil {
-		t.TLSClientConfig = &tls.Config{RootCAs: roots, GetClientCertificate: cert, MinVersion: tls.VersionTLS12}
-	}
-	return &http.Client{
-		Transport:     t,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 }
 
 type daemon struct {

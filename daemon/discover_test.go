@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/daemontest"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -53,7 +54,7 @@ func TestDiscover(t *testing.T) {
 		{"none", "/elsewhere", good, `no discovery document: tried ` + "ISSUER" + `/tenant/.well-known/openid-configuration (404)`},
 	} {
 		docs = map[string]string{c.path: c.doc}
-		got, err := discover(context.Background(), http.DefaultClient, tc(srv.URL+"/tenant"))
+		got, err := oauth.Discover(context.Background(), http.DefaultClient, tc(srv.URL+"/tenant"))
 		want := strings.ReplaceAll(c.want, "ISSUER", srv.URL)
 		if err != nil {
 			got = err.Error()

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/oauth"
 )
 
 // The fleet simulation: 10,000 hosts with 1-hour tokens over 48 hours, in
@@ -112,14 +113,14 @@ func (f fleetStore) WriteEntry(ctx context.Context, mount, path string, fields m
 	return f.s.store.WriteEntry(ctx, mount, path, fields, cas)
 }
 
-func (s *fleetSim) fetch(ctx context.Context, cached bool) (grant, time.Time, error) {
+func (s *fleetSim) fetch(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
 	s.requests[s.now.Unix()]++
 	if s.endpointDown() {
-		return grant{}, s.now, &endpointError{Status: http.StatusServiceUnavailable}
+		return oauth.Grant{}, s.now, &oauth.EndpointError{Status: http.StatusServiceUnavailable}
 	}
 	s.issued[int64(s.now.Sub(fleetStart)/time.Hour)]++
 	s.tokens++
-	return grant{AccessToken: fmt.Sprintf("t%d", s.tokens), TokenType: "Bearer", Lifetime: fleetLifetime}, s.now, nil
+	return oauth.Grant{AccessToken: fmt.Sprintf("t%d", s.tokens), TokenType: "Bearer", Lifetime: fleetLifetime}, s.now, nil
 }
 
 func newFleetSim(sharedMode bool, ev fleetEvents) *fleetSim {

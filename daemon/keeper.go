@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/vaultsrc"
@@ -215,7 +216,7 @@ func (k *keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 
 // fetchFor asks the token endpoint for a token for this host; cached
 // says to use the credentials in memory without asking Vault first.
-func (k *keeper) fetchFor(ctx context.Context, cached bool) (grant, time.Time, error) {
+func (k *keeper) fetchFor(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
 	sent := k.clock.Now()
 	g, err := k.obtain(ctx, cached)
 	if err == nil && g.Lifetime <= k.cfg.MinRemaining {
@@ -251,7 +252,7 @@ const noTokenEscalation = 4
 func (k *keeper) failed(err error) time.Duration {
 	k.failures++
 	var retryAfter time.Duration
-	var ee *endpointError
+	var ee *oauth.EndpointError
 	var be *budgetError
 	switch {
 	case errors.As(err, &ee):
@@ -272,7 +273,7 @@ func (k *keeper) failed(err error) time.Duration {
 		// a blip but an outage or a mistake, and an error.
 		ev = k.log.Error().Str("hint", "no token obtained yet: check the token endpoint and the credentials (tokenctl status, journalctl -u tokend)")
 	}
-	if ee != nil && ee.rejected() {
+	if ee != nil && ee.Rejected() {
 		ev = k.log.Error().Str("hint", "the token endpoint rejects the client credentials read from vault; check the secret at "+k.cfg.Secret.String())
 	}
 	if ee != nil && ee.Description != "" {

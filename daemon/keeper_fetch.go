@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -19,17 +20,17 @@ import (
 // obtain reads the credentials and asks for a token. When the endpoint
 // rejects the client, the secret is read again at once (it may have just
 // been rotated) and the request retried if it changed.
-func (k *keeper) obtain(ctx context.Context, cached bool) (grant, error) {
+func (k *keeper) obtain(ctx context.Context, cached bool) (oauth.Grant, error) {
 	creds := k.cached
 	if !cached || creds.ID == "" {
 		var err error
 		if creds, err = k.credentials(ctx); err != nil {
-			return grant{}, err
+			return oauth.Grant{}, err
 		}
 	}
 	g, err := k.fetch(ctx, creds)
-	var ee *endpointError
-	if errors.As(err, &ee) && ee.rejected() {
+	var ee *oauth.EndpointError
+	if errors.As(err, &ee) && ee.Rejected() {
 		k.log.Warn().Str("error", proto.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
 		fresh, verr := k.readVault(ctx)
 		switch {
@@ -47,13 +48,13 @@ func (k *keeper) obtain(ctx context.Context, cached bool) (grant, error) {
 }
 
 // fetch makes one token request and reports it.
-func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, error) {
+func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.Grant, error) {
 	tc := k.cfg
 	if tc.Issuer != "" {
 		if k.endpoint == "" {
-			endpoint, err := discover(ctx, k.hc, &tc)
+			endpoint, err := oauth.Discover(ctx, k.hc, &tc)
 			if err != nil {
-				return grant{}, fmt.Errorf("finding the token endpoint of issuer %s: %w", tc.Issuer, err)
+				return oauth.Grant{}, fmt.Errorf("finding the token endpoint of issuer %s: %w", tc.Issuer, err)
 			}
 			k.log.Info().Str("issuer", tc.Issuer).Str("token_endpoint", endpoint).Msg("token endpoint discovered")
 			k.endpoint = endpoint
@@ -62,7 +63,7 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 	}
 	if tc.ClientAuth == "tls_client_auth" {
 		if err := k.useCertificate(creds); err != nil {
-			return grant{}, err
+			return oauth.Grant{}, err
 		}
 	}
 	if tc.ClientAuth == "private_key_jwt" {
@@ -71,10 +72,10 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 		if tc.TransitKey != "" {
 			creds.Assertion, err = k.transitAssertion(ctx, &tc, creds.ID)
 		} else {
-			creds.Assertion, err = clientAssertion(&tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now())
+			creds.Assertion, err = oauth.ClientAssertion(&tc, tc.TokenURL, creds.ID, creds.Secret, creds.KeyID, time.Now())
 		}
 		if err != nil {
-			return grant{}, err
+			return oauth.Grant{}, err
 		}
 	}
 	if ok, until := k.budget.take(k.clock.Now()); !ok {
@@ -85,10 +86,10 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (grant, 
 			k.log.Error().Int("max_fetches_per_hour", k.budget.max).Time("until", until.UTC()).
 				Msg("issuance budget spent: no token requests until the window allows; the current token is served while it lasts")
 		}
-		return grant{}, err
+		return oauth.Grant{}, err
 	}
 	start := time.Now()
-	g, err := fetch(ctx, k.hc, &tc, creds)
+	g, err := oauth.Fetch(ctx, k.hc, &tc, creds)
 	k.fetched(fetchResult(err), time.Since(start))
 	if err != nil {
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
@@ -139,11 +140,11 @@ func (k *keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientI
 		}
 		k.transitType = keyType
 	}
-	alg, err := transitAlg(k.transitType, tc.AssertionAlg)
+	alg, err := oauth.TransitAlg(k.transitType, tc.AssertionAlg)
 	if err != nil {
 		return "", err
 	}
-	a, err := signedAssertion(tc, tc.TokenURL, clientID, tc.AssertionKID, alg, time.Now(), func(input []byte) ([]byte, error) {
+	a, err := oauth.SignedAssertion(tc, tc.TokenURL, clientID, tc.AssertionKID, alg, time.Now(), func(input []byte) ([]byte, error) {
 		return signer.TransitSign(ctx, tc.TransitMount, tc.TransitKey, alg, input)
 	})
 	if err != nil {
@@ -154,13 +155,13 @@ func (k *keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientI
 
 // fetchResult is the result label of a token request's outcome.
 func fetchResult(err error) string {
-	var ee *endpointError
+	var ee *oauth.EndpointError
 	switch {
 	case err == nil:
 		return fetchSuccess
 	case !errors.As(err, &ee):
 		return fetchError
-	case ee.rejected():
+	case ee.Rejected():
 		return fetchRejected
 	case ee.Status == http.StatusTooManyRequests:
 		return fetchRateLimited

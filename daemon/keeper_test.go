@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
@@ -503,4 +504,10 @@ func awaitBlocked(t *testing.T, fn string, n int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// tokenConfig is a token's fetch settings for tests of the keeper.
+func tokenConfig(url, mode string) *config.Fetch {
+	return &config.Fetch{Name: "vibes", TokenURL: url, Scope: daemontest.RBMScope, ClientAuth: mode,
+		MinRemaining: time.Minute, RetryMax: 30 * time.Second, RequestTimeout: 2 * time.Second}
 }

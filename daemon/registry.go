@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 )
@@ -224,7 +225,7 @@ func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
 				if tc.ClientAuth == "tls_client_auth" {
 					cert = k.clientCertificate
 				}
-				k.hc = tokenClient(pool, cert)
+				k.hc = oauth.NewClient(pool, cert)
 			}
 			if tc.SharePath != "" {
 				k.share = d.sharer(k, tc)

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -156,7 +157,7 @@ type sharer struct {
 
 // fetchFunc asks the token endpoint for this host; cached says to use the
 // credentials in memory rather than wait for Vault first.
-type fetchFunc func(ctx context.Context, cached bool) (g grant, sent time.Time, err error)
+type fetchFunc func(ctx context.Context, cached bool) (g oauth.Grant, sent time.Time, err error)
 
 // shareResult is what a step decided.
 type shareResult struct {
@@ -270,7 +271,7 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 		// The lease becomes the fleet's backoff: no host asks before it
 		// expires, so that while the endpoint fails the fleet asks like
 		// one host.
-		var ee *endpointError
+		var ee *oauth.EndpointError
 		var retryAfter time.Duration
 		if errors.As(err, &ee) {
 			retryAfter = ee.RetryAfter

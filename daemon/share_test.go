@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/daemontest"
+	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/vaultsrc"
 )
@@ -70,12 +71,12 @@ func newTestSharer(id string, store EntryStore, now func() time.Time) *testShare
 	return ts
 }
 
-func (ts *testSharer) fetch(ctx context.Context, cached bool) (grant, time.Time, error) {
+func (ts *testSharer) fetch(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
 	ts.fetches++
 	if ts.fetchErr != nil {
-		return grant{}, ts.clockNow(), ts.fetchErr
+		return oauth.Grant{}, ts.clockNow(), ts.fetchErr
 	}
-	return grant{AccessToken: fmt.Sprintf("%s-tok%d", ts.id, ts.fetches), TokenType: "Bearer", Lifetime: ts.lifetime}, ts.clockNow(), nil
+	return oauth.Grant{AccessToken: fmt.Sprintf("%s-tok%d", ts.id, ts.fetches), TokenType: "Bearer", Lifetime: ts.lifetime}, ts.clockNow(), nil
 }
 
 func (ts *testSharer) step(now time.Time, mine *shared, forced bool) shareResult {
@@ -349,7 +350,7 @@ func TestKeeperSharedEntry(t *testing.T) {
 
 	// The token falls due; the host refreshing it fails at the endpoint.
 	clock.Advance(k.share.policy.due(*first).Sub(clock.Now()) + time.Second)
-	other.fetchErr = &endpointError{Status: http.StatusServiceUnavailable}
+	other.fetchErr = &oauth.EndpointError{Status: http.StatusServiceUnavailable}
 	if r := other.step(clock.Now(), first, false); r.err == nil {
 		t.Fatal("the other host's refresh did not fail")
 	}

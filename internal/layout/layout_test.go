@@ -23,7 +23,8 @@ var rules = []struct {
 	{"socket/...", []string{"daemon/...", "vaultsrc/...", "cmd/..."}},
 	{"vaultsrc/...", []string{"daemon/...", "socket/...", "cmd/..."}},
 	{"internal/buildinfo", []string{"std"}},
-	{"daemon/config", []string{"socket/server", "daemon", "cmd/..."}},
+	{"daemon/config", []string{"socket/server", "daemon", "daemon/oauth", "cmd/..."}},
+	{"daemon/oauth", []string{"socket/server", "daemon", "cmd/..."}},
 	{"daemon/...", []string{"cmd/..."}},
 }
 

@@ -1,4 +1,4 @@
-package daemon
+package oauth
 
 import (
 	"crypto"
@@ -57,7 +57,7 @@ func TestClientAssertion(t *testing.T) {
 	for name, k := range keyPEMs(t) {
 		for _, alg := range []string{"", "PS256"} {
 			tc := &config.Fetch{AssertionAlg: alg}
-			jwt, err := clientAssertion(tc, "https://idp.example/token", "client-1", k.pem, "kid-1", now)
+			jwt, err := ClientAssertion(tc, "https://idp.example/token", "client-1", k.pem, "kid-1", now)
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
@@ -109,10 +109,10 @@ func TestClientAssertion(t *testing.T) {
 			seen[jti] = true
 		}
 	}
-	if _, err := clientAssertion(&config.Fetch{}, "https://x/t", "c", "not a key", "", now); err == nil || strings.Contains(err.Error(), "not a key") {
+	if _, err := ClientAssertion(&config.Fetch{}, "https://x/t", "c", "not a key", "", now); err == nil || strings.Contains(err.Error(), "not a key") {
 		t.Errorf("a bad key: %v (and the error must not quote it)", err)
 	}
-	if _, err := clientAssertion(&config.Fetch{AssertionAudience: "https://aud"}, "https://x/t", "c", keyPEMs(t)["ed25519"].pem, "", now); err != nil {
+	if _, err := ClientAssertion(&config.Fetch{AssertionAudience: "https://aud"}, "https://x/t", "c", keyPEMs(t)["ed25519"].pem, "", now); err != nil {
 		t.Error(err)
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package oauth
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 // same issuer (OIDC Discovery §4.3, RFC 8414 §3.3: else anyone who can
 // answer there could send the client secret elsewhere), and its token
 // endpoint must be https unless loopback or allowed.
-func discover(ctx context.Context, hc *http.Client, tc *config.Fetch) (string, error) {
+func Discover(ctx context.Context, hc *http.Client, tc *config.Fetch) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, tc.RequestTimeout)
 	defer cancel()
 	iss, err := url.Parse(tc.Issuer)

@@ -1,4 +1,13 @@
-package daemon
+// Package oauth is tokend's OAuth2 client: one client-credentials token
+// request (the API's documented recipe, RFC 6749's header and body forms,
+// private_key_jwt and tls_client_auth), the assertions private_key_jwt
+// signs, the discovery of a token endpoint from its issuer, and the HTTP
+// client that never follows a redirect with a secret.
+//
+// Nothing it returns holds a secret: the server's texts are redacted in
+// every encoding of the secret and cleaned to one printable line before
+// they reach an error.
+package oauth
 
 import (
 	"context"
@@ -22,24 +31,24 @@ import (
 // maxBody caps what is read of a token endpoint's answer.
 const maxBody = 1 << 20
 
-// defaultLifetime is assumed when an answer has no expires_in: short, so
+// DefaultLifetime is assumed when an answer has no expires_in: short, so
 // a token of unknown life is replaced soon.
-const defaultLifetime = 5 * time.Minute
+const DefaultLifetime = 5 * time.Minute
 
-// grant is a token endpoint's successful answer.
-type grant struct {
+// Grant is a token endpoint's successful answer.
+type Grant struct {
 	AccessToken string
 	TokenType   string
 	Lifetime    time.Duration
 	NoExpiry    bool // expires_in was missing; Lifetime is the default
 }
 
-// endpointError is a failed token request. Its text never holds a secret.
+// EndpointError is a failed token request. Its text never holds a secret.
 // It goes to clients (ERR unavailable) and to systemd's STATUS=, which any
 // local user can read, so it leaves out the server's free-text
 // error_description: that is for the log only (Description), redacted and
 // cleaned like every server text.
-type endpointError struct {
+type EndpointError struct {
 	Status      int    // HTTP status, 0 when no answer arrived
 	Code        string // RFC 6749 §5.2 "error", if any
 	Description string // error_description; logs only
@@ -47,7 +56,7 @@ type endpointError struct {
 	Err         error // transport or decoding failure
 }
 
-func (e *endpointError) Error() string {
+func (e *EndpointError) Error() string {
 	switch {
 	case e.Status == 0:
 		return fmt.Sprintf("token endpoint unreachable: %v", e.Err)
@@ -59,11 +68,11 @@ func (e *endpointError) Error() string {
 	return fmt.Sprintf("token endpoint answered %d %s", e.Status, http.StatusText(e.Status))
 }
 
-func (e *endpointError) Unwrap() error { return e.Err }
+func (e *EndpointError) Unwrap() error { return e.Err }
 
-// rejected reports whether the endpoint refused the client's credentials,
+// Rejected reports whether the endpoint refused the client's credentials,
 // which calls for a fresh read of the secret (it may have been rotated).
-func (e *endpointError) rejected() bool {
+func (e *EndpointError) Rejected() bool {
 	return e.Status == http.StatusUnauthorized || e.Code == "invalid_client"
 }
 
@@ -122,17 +131,17 @@ func basicEncoded(c vaultsrc.Credentials) string {
 	return url.QueryEscape(c.ID) + ":" + url.QueryEscape(c.Secret)
 }
 
-// fetch performs one token request.
-func fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsrc.Credentials) (grant, error) {
+// Fetch performs one token request.
+func Fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsrc.Credentials) (Grant, error) {
 	ctx, cancel := context.WithTimeout(ctx, tc.RequestTimeout)
 	defer cancel()
 	req, err := tokenRequest(ctx, tc, creds)
 	if err != nil {
-		return grant{}, err
+		return Grant{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return grant{}, &endpointError{Err: scrubURLError(err)}
+		return Grant{}, &EndpointError{Err: scrubURLError(err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
@@ -142,17 +151,17 @@ func fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsr
 		if loc, err := resp.Location(); err == nil {
 			where = "a redirect to " + loc.Scheme + "://" + loc.Host
 		}
-		return grant{}, &endpointError{Status: resp.StatusCode, Err: fmt.Errorf("%s; tokend does not follow redirects with the client secret: set token_url to the final URL", where)}
+		return Grant{}, &EndpointError{Status: resp.StatusCode, Err: fmt.Errorf("%s; tokend does not follow redirects with the client secret: set token_url to the final URL", where)}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return grant{}, &endpointError{Status: resp.StatusCode, Err: fmt.Errorf("reading the answer: %w", err)}
+		return Grant{}, &EndpointError{Status: resp.StatusCode, Err: fmt.Errorf("reading the answer: %w", err)}
 	}
 	if len(body) > maxBody {
-		return grant{}, &endpointError{Status: resp.StatusCode, Err: fmt.Errorf("answer larger than %d bytes", maxBody)}
+		return Grant{}, &EndpointError{Status: resp.StatusCode, Err: fmt.Errorf("answer larger than %d bytes", maxBody)}
 	}
 	if resp.StatusCode != http.StatusOK {
-		e := &endpointError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+		e := &EndpointError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		var oe struct {
 			Error       string `json:"error"`
 			Description string `json:"error_description"`
@@ -167,21 +176,21 @@ func fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsr
 			}
 			e.Description = serverText(oe.Description, proto.MaxText, creds)
 		}
-		return grant{}, e
+		return Grant{}, e
 	}
 	return parseGrant(resp.StatusCode, body, creds)
 }
 
 // parseGrant decodes a 200 answer; creds are only for hiding the secret
 // from error texts.
-func parseGrant(status int, body []byte, creds vaultsrc.Credentials) (grant, error) {
+func parseGrant(status int, body []byte, creds vaultsrc.Credentials) (Grant, error) {
 	var g struct {
 		AccessToken *string         `json:"access_token"`
 		TokenType   string          `json:"token_type"`
 		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
-	bad := func(format string, args ...any) (grant, error) {
-		return grant{}, &endpointError{Status: status, Err: fmt.Errorf(format, args...)}
+	bad := func(format string, args ...any) (Grant, error) {
+		return Grant{}, &EndpointError{Status: status, Err: fmt.Errorf(format, args...)}
 	}
 	if err := json.Unmarshal(body, &g); err != nil {
 		return bad("answer is not a JSON object")
@@ -194,7 +203,7 @@ func parseGrant(status int, body []byte, creds vaultsrc.Credentials) (grant, err
 	if !isTokenText(*g.AccessToken) {
 		return bad("access_token has spaces or non-printable characters")
 	}
-	out := grant{AccessToken: *g.AccessToken, TokenType: g.TokenType}
+	out := Grant{AccessToken: *g.AccessToken, TokenType: g.TokenType}
 	if out.TokenType == "" {
 		out.TokenType = "Bearer"
 	} else if !isTokenText(out.TokenType) || len(out.TokenType) > 64 {
@@ -208,7 +217,7 @@ func parseGrant(status int, body []byte, creds vaultsrc.Credentials) (grant, err
 		return bad("%v", err)
 	}
 	if !present {
-		out.Lifetime, out.NoExpiry = defaultLifetime, true
+		out.Lifetime, out.NoExpiry = DefaultLifetime, true
 	} else {
 		out.Lifetime = time.Duration(secs) * time.Second
 	}

@@ -1,4 +1,4 @@
-package daemon
+package oauth
 
 import (
 	"crypto"
@@ -30,10 +30,10 @@ const assertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 // five minutes servers accept, enough for a slow request.
 const assertionLife = 2 * time.Minute
 
-// clientAssertion builds a private_key_jwt client assertion (RFC 7523
+// ClientAssertion builds a private_key_jwt client assertion (RFC 7523
 // §3, OIDC Core §9) signed with keyPEM: iss = sub = the client id, aud =
 // the token endpoint (or assertion_audience), a fresh jti, iat and exp.
-func clientAssertion(tc *config.Fetch, endpoint, clientID, keyPEM, kid string, now time.Time) (string, error) {
+func ClientAssertion(tc *config.Fetch, endpoint, clientID, keyPEM, kid string, now time.Time) (string, error) {
 	key, err := parsePrivateKey(keyPEM)
 	if err != nil {
 		return "", err
@@ -42,13 +42,13 @@ func clientAssertion(tc *config.Fetch, endpoint, clientID, keyPEM, kid string, n
 	if err != nil {
 		return "", err
 	}
-	return signedAssertion(tc, endpoint, clientID, kid, alg, now, func(input []byte) ([]byte, error) {
+	return SignedAssertion(tc, endpoint, clientID, kid, alg, now, func(input []byte) ([]byte, error) {
 		return jwsSign(key, alg, input)
 	})
 }
 
-// signedAssertion builds the assertion and has sign sign it (in JWS form).
-func signedAssertion(tc *config.Fetch, endpoint, clientID, kid, alg string, now time.Time, sign func([]byte) ([]byte, error)) (string, error) {
+// SignedAssertion builds the assertion and has sign sign it (in JWS form).
+func SignedAssertion(tc *config.Fetch, endpoint, clientID, kid, alg string, now time.Time, sign func([]byte) ([]byte, error)) (string, error) {
 	aud := tc.AssertionAudience
 	if aud == "" {
 		aud = endpoint
@@ -64,8 +64,8 @@ func signedAssertion(tc *config.Fetch, endpoint, clientID, kid, alg string, now 
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// transitAlg is the JWS algorithm for a Vault Transit key type.
-func transitAlg(keyType, want string) (string, error) {
+// TransitAlg is the JWS algorithm for a Vault Transit key type.
+func TransitAlg(keyType, want string) (string, error) {
 	switch {
 	case strings.HasPrefix(keyType, "rsa-"):
 		if want == "PS256" {

@@ -1,4 +1,4 @@
-package daemon
+package oauth
 
 import (
 	"context"
@@ -34,12 +34,12 @@ func TestFetchRecipe(t *testing.T) {
 	for _, mode := range []string{"basic+body", "basic", "body"} {
 		t.Run(mode, func(t *testing.T) {
 			e := daemontest.NewEndpoint(t, mode, id, pw)
-			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw})
+			g, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if g.AccessToken != e.LastToken() || g.TokenType != "Bearer" || g.Lifetime != time.Hour {
-				t.Errorf("grant %+v", g)
+				t.Errorf("Grant %+v", g)
 			}
 		})
 	}
@@ -54,7 +54,7 @@ func TestFetchAnswers(t *testing.T) {
 		lifetime time.Duration
 	}{
 		{name: "expires_in string", ttl: "120", lifetime: 2 * time.Minute},
-		{name: "expires_in missing", ttl: nil, lifetime: defaultLifetime},
+		{name: "expires_in missing", ttl: nil, lifetime: DefaultLifetime},
 		{name: "503 with Retry-After", f: daemontest.Fault{Status: 503, RetryAfter: "7", Body: "busy"}, wantErr: "answered 503"},
 		{name: "429", f: daemontest.Fault{Status: 429, Body: `{"error":"slow_down"}`}, wantErr: "429 slow_down"},
 		{name: "garbage", f: daemontest.Fault{Status: 200, Body: "<html>"}, wantErr: "not a JSON object"},
@@ -76,19 +76,19 @@ func TestFetchAnswers(t *testing.T) {
 			if tt.f.Status != 0 {
 				e.Push(tt.f)
 			}
-			g, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
+			g, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)
 				}
-				var ee *endpointError
+				var ee *EndpointError
 				if tt.f.RetryAfter != "" && (!errors.As(err, &ee) || ee.RetryAfter != 7*time.Second) {
 					t.Errorf("Retry-After not parsed: %#v", err)
 				}
 				return
 			}
 			if err != nil || g.Lifetime != tt.lifetime || g.NoExpiry != (tt.ttl == nil) {
-				t.Fatalf("grant %+v, err %v", g, err)
+				t.Fatalf("Grant %+v, err %v", g, err)
 			}
 		})
 	}
@@ -96,9 +96,9 @@ func TestFetchAnswers(t *testing.T) {
 
 func TestFetchRejectedAndTimeout(t *testing.T) {
 	e := daemontest.NewEndpoint(t, "basic+body", "id", "right")
-	_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"})
-	var ee *endpointError
-	if !errors.As(err, &ee) || !ee.rejected() || strings.Contains(err.Error(), "wrong") {
+	_, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"})
+	var ee *EndpointError
+	if !errors.As(err, &ee) || !ee.Rejected() || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("want a rejection without the secret, got %v", err)
 	}
 
@@ -106,7 +106,7 @@ func TestFetchRejectedAndTimeout(t *testing.T) {
 	tc := tokenConfig(e.TokenURL(), "basic+body")
 	tc.RequestTimeout = 200 * time.Millisecond
 	start := time.Now()
-	_, err = fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "id", Secret: "right"})
+	_, err = Fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "id", Secret: "right"})
 	if err == nil || !strings.Contains(err.Error(), "timed out") || time.Since(start) > 5*time.Second {
 		t.Fatalf("hang: %v after %v", err, time.Since(start))
 	}
@@ -152,9 +152,9 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 				body = `{"error":` + text + `}`
 			}
 			e.Push(daemontest.Fault{Status: 401, Body: body})
-			_, err := fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
-			var ee *endpointError
-			if !errors.As(err, &ee) || !ee.rejected() {
+			_, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
+			var ee *EndpointError
+			if !errors.As(err, &ee) || !ee.Rejected() {
 				t.Fatalf("%s in %s: %v", name, field, err)
 			}
 			for what, txt := range map[string]string{"error text": err.Error(), "description": ee.Description} {
@@ -183,9 +183,9 @@ func TestFetchNoRedirect(t *testing.T) {
 		redirector := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, target, status)
 		}))
-		hc := tokenClient(nil, nil)
+		hc := NewClient(nil, nil)
 		hc.Transport.(*http.Transport).TLSClientConfig = redirector.Client().Transport.(*http.Transport).TLSClientConfig
-		_, err := fetch(context.Background(), hc, tokenConfig(redirector.URL+"/oauth2/token", "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
+		_, err := Fetch(context.Background(), hc, tokenConfig(redirector.URL+"/oauth2/token", "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
 		redirector.Close()
 		want := fmt.Sprintf("answered %d: a redirect to %s; tokend does not follow redirects", status, strings.TrimSuffix(catcher.URL, "/steal"))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -213,7 +213,7 @@ func TestFetchParams(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Expect("&audience=https%3A%2F%2Fapi.example.com%2F&resource=https%3A%2F%2Fa.example.com%2Fv1&resource=urn%3Aexample%3Ab&a_first=x&tenant=t+1%262")
-	if _, err := fetch(context.Background(), http.DefaultClient, &c.Tokens["vibes"].Fetch, vaultsrc.Credentials{ID: id, Secret: pw}); err != nil {
+	if _, err := Fetch(context.Background(), http.DefaultClient, &c.Tokens["vibes"].Fetch, vaultsrc.Credentials{ID: id, Secret: pw}); err != nil {
 		t.Fatalf("fetch with the parameters: %v", err)
 	}
 
@@ -242,9 +242,9 @@ func TestFetchErrorHidesEchoedAssertion(t *testing.T) {
 	for _, echo := range []string{assertion, "c2lnbmF0dXJlLW9mLXRoZS1hc3NlcnRpb24"} {
 		e.Push(daemontest.Fault{Status: 401, Body: `{"error":"invalid_client","error_description":"bad assertion ` + echo + `"}`})
 		tc := tokenConfig(e.TokenURL(), "private_key_jwt")
-		_, err := fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "c", Assertion: assertion})
-		var ee *endpointError
-		if !errors.As(err, &ee) || !ee.rejected() {
+		_, err := Fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "c", Assertion: assertion})
+		var ee *EndpointError
+		if !errors.As(err, &ee) || !ee.Rejected() {
 			t.Fatalf("%v", err)
 		}
 		if strings.Contains(ee.Description, "c2lnbmF0dXJl") || !strings.Contains(ee.Description, "bad assertion") {
