@@ -170,7 +170,8 @@ type shareResult struct {
 
 // step reads the entry and acts on it: serve its token, wait for another
 // host's, or take the lease and fetch. mine is the token this host
-// serves (nil before the first); forced is a refresh min= asked for.
+// serves (nil before the first); forced is a refresh min= asked for. What
+// to do is decide's choice; step only does the I/O around it.
 func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced bool, fetch fetchFunc) shareResult {
 	if s.failedLast && mine != nil && !now.Before(s.policy.troubleAt(*mine, s.jitter)) {
 		// Vault failed at the last step, and there is no time left to
@@ -191,9 +192,8 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 		return s.trouble(ctx, now, mine, fmt.Errorf("the entry at %s/%s holds a token for another configuration (%s, this host's is %s): every host sharing it needs the same token_url or issuer, scope, audience, resource, extra_params and kv path",
 			s.mount, s.path, e.Config, s.config), fetch)
 	}
-	newer := e.Token != "" && (mine == nil || e.ExpiresAt.After(mine.ExpiresAt))
-	same := mine != nil && e.Token == mine.Token
-	if e.Token != "" && now.Before(s.policy.due(e)) && (newer || same && !forced) {
+	switch s.decide(now, e, mine, forced) {
+	case serveEntry:
 		s.read(shareFresh)
 		s.recovered(now)
 		r := shareResult{next: s.policy.readAt(e, s.rand())}
@@ -201,55 +201,101 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 			r.tok = &e
 		}
 		return r
+	case offerMine:
+		return s.offer(ctx, now, e, *mine, version)
+	case awaitHolder:
+		return s.await(ctx, now, e, mine, fetch)
 	}
-	// A lease after failures is the fleet's backoff: it holds for its
-	// holder too.
-	leased := e.LeaseHolder != "" && now.Before(e.LeaseUntil) && (e.LeaseHolder != s.id || e.Failures > 0)
-	if mine != nil && now.Before(s.policy.due(*mine)) && !forced {
-		// This host's own token (fetched in a fallback) is fresher than
-		// the entry's: offer it to the others.
-		s.read(shareDue)
-		s.recovered(now)
-		if !leased {
-			pub := *mine
-			pub.Config, pub.LeaseHolder, pub.LeaseUntil, pub.Failures, pub.LastError = s.config, "", time.Time{}, 0, ""
-			if _, err := s.write(ctx, pub, version); err == nil {
-				s.log.Info().Time("expires_at", pub.ExpiresAt.UTC()).Msg("shared this host's token")
-			}
-		}
-		return shareResult{next: s.policy.readAt(*mine, s.rand())}
+	return s.takeLease(ctx, now, e, mine, version, fetch)
+}
+
+// shareAction is what a step does with the entry it read.
+type shareAction int
+
+const (
+	serveEntry  shareAction = iota // the entry's token is fresh: serve it
+	offerMine                      // this host's own token is fresher: offer it to the others
+	awaitHolder                    // another host holds the lease: wait for its token
+	takeLease                      // the token is due and free: take the lease and fetch
+)
+
+// decide is a step's choice, a pure function of the entry, this host's
+// token and the time.
+func (s *sharer) decide(now time.Time, e shared, mine *shared, forced bool) shareAction {
+	newer := e.Token != "" && (mine == nil || e.ExpiresAt.After(mine.ExpiresAt))
+	same := mine != nil && e.Token == mine.Token
+	switch {
+	case e.Token != "" && now.Before(s.policy.due(e)) && (newer || same && !forced):
+		return serveEntry
+	case mine != nil && now.Before(s.policy.due(*mine)) && !forced:
+		return offerMine
+	case s.heldByOther(now, e):
+		return awaitHolder
 	}
-	if leased {
-		s.read(shareLeased)
-		s.recovered(now)
-		r := shareResult{}
-		held := mine
-		if newer && now.Before(e.ExpiresAt.Add(-s.policy.minRemaining)) {
-			r.tok, held = &e, &e // better than nothing, or than mine
+	return takeLease
+}
+
+// heldByOther reports whether the entry's lease keeps this host from
+// taking it. A lease after failures is the fleet's backoff: it holds for
+// its holder too.
+func (s *sharer) heldByOther(now time.Time, e shared) bool {
+	return e.LeaseHolder != "" && now.Before(e.LeaseUntil) && (e.LeaseHolder != s.id || e.Failures > 0)
+}
+
+// offer shares this host's own token (fetched in a fallback), fresher
+// than the entry's, unless a lease is held.
+func (s *sharer) offer(ctx context.Context, now time.Time, e, mine shared, version int) shareResult {
+	s.read(shareDue)
+	s.recovered(now)
+	if !s.heldByOther(now, e) {
+		pub := mine
+		pub.Config, pub.LeaseHolder, pub.LeaseUntil, pub.Failures, pub.LastError = s.config, "", time.Time{}, 0, ""
+		if _, err := s.write(ctx, pub, version); err == nil {
+			s.log.Info().Time("expires_at", pub.ExpiresAt.UTC()).Msg("shared this host's token")
 		}
-		switch {
-		case e.Failures > 0:
-			// The token endpoint fails for the lease holders: a request
-			// of this host's own would not fare better, and a fleet
-			// asking at once is what the backoff prevents.
-			r.problem = fmt.Sprintf("the token endpoint failed for the hosts refreshing the shared token (%d in a row; last from %s): %s",
-				e.Failures, e.LeaseHolder, e.LastError)
-			r.next = e.LeaseUntil.Add(time.Duration(s.rand() * float64(s.policy.timeout)))
-		case held == nil:
-			// Nothing to serve yet (a fleet starting): the holder's
-			// token comes soon, or its lease expires.
-			r.next = now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))
-		case !now.Before(s.fallbackAt(*held)):
-			return s.fallBack(ctx, fmt.Errorf("%s holds the lease until %s and no token has come", e.LeaseHolder, e.LeaseUntil.UTC().Format(time.RFC3339)), fetch)
-		default:
-			r.next = s.soon(now, *held)
-		}
-		return r
 	}
+	return shareResult{next: s.policy.readAt(mine, s.rand())}
+}
+
+// await waits for the lease holder's token, serving the entry's when it
+// is better than this host's, and falls back when none comes in time.
+func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *shared, fetch fetchFunc) shareResult {
+	s.read(shareLeased)
+	s.recovered(now)
+	r := shareResult{}
+	held := mine
+	newer := e.Token != "" && (mine == nil || e.ExpiresAt.After(mine.ExpiresAt))
+	if newer && now.Before(e.ExpiresAt.Add(-s.policy.minRemaining)) {
+		r.tok, held = &e, &e // better than nothing, or than mine
+	}
+	switch {
+	case e.Failures > 0:
+		// The token endpoint fails for the lease holders: a request
+		// of this host's own would not fare better, and a fleet
+		// asking at once is what the backoff prevents.
+		r.problem = fmt.Sprintf("the token endpoint failed for the hosts refreshing the shared token (%d in a row; last from %s): %s",
+			e.Failures, e.LeaseHolder, e.LastError)
+		r.next = e.LeaseUntil.Add(time.Duration(s.rand() * float64(s.policy.timeout)))
+	case held == nil:
+		// Nothing to serve yet (a fleet starting): the holder's
+		// token comes soon, or its lease expires.
+		r.next = now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))
+	case !now.Before(s.fallbackAt(*held)):
+		return s.fallBack(ctx, fmt.Errorf("%s holds the lease until %s and no token has come", e.LeaseHolder, e.LeaseUntil.UTC().Format(time.RFC3339)), fetch)
+	default:
+		r.next = s.soon(now, *held)
+	}
+	return r
+}
+
+// takeLease writes this host's lease with check-and-set, asks the token
+// endpoint, and shares the answer (or the failure, as the fleet's
+// backoff).
+func (s *sharer) takeLease(ctx context.Context, now time.Time, e shared, mine *shared, version int, fetch fetchFunc) shareResult {
 	s.read(shareDue)
 	lease := e
 	lease.Config, lease.LeaseHolder, lease.LeaseUntil = s.config, s.id, now.Add(shareLease*s.policy.timeout)
-	version, err = s.write(ctx, lease, version)
+	version, err := s.write(ctx, lease, version)
 	if errors.Is(err, vaultsrc.ErrConflict) {
 		// Another host wrote first: read again soon, and see what it did.
 		if mine == nil {
