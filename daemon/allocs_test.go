@@ -19,7 +19,7 @@ func TestTokenAllocs(t *testing.T) {
 	if daemontest.Race {
 		t.Skip("the race detector allocates on its own; .ci/test runs this test without it too")
 	}
-	k := newKeeper(config.Fetch{Name: "vibes", MinRemaining: time.Minute}, nil, nil, zerolog.Nop())
+	k := newKeeper(config.Fetch{Name: "vibes", MinRemaining: time.Minute}, keeperDeps{log: zerolog.Nop()})
 	k.tok.Store(&server.Token{Name: "vibes", Type: "Bearer", Value: "v", ExpiresAt: time.Now().Add(time.Hour)})
 	d := &daemon{}
 	d.reg.Store(&registry{def: "vibes", names: []string{"vibes"},

@@ -67,7 +67,7 @@ func TestDiscover(t *testing.T) {
 	// A keeper: discovers, fetches, and discovers again after a failure.
 	docs = map[string]string{"/tenant/.well-known/openid-configuration": good}
 	hits = nil
-	k := newKeeper(*tc(srv.URL + "/tenant"), &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "csecret"}}, http.DefaultClient, zerolog.Nop())
+	k := newKeeper(*tc(srv.URL + "/tenant"), keeperDeps{creds: &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "csecret"}}, client: http.DefaultClient, log: zerolog.Nop()})
 	if _, err := k.obtain(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,7 @@ func newFleetSim(sharedMode bool, ev fleetEvents) *fleetSim {
 		if sharedMode {
 			h.sh = &sharer{mount: "secret", path: "tokend/shared/vibes", id: fmt.Sprint("host", i), config: "c", scope: "s",
 				policy: s.policy, store: fleetStore{s}, rand: h.rnd.Float64, jitter: h.rnd.Float64(), log: zerolog.Nop(),
-				read: func(string) {}, leased: func() {}, fellBack: func() { s.fallbacks++ }}
+				obs: fleetObserver{s}}
 		}
 		s.hosts = append(s.hosts, h)
 		// All hosts start within one minute.
@@ -351,3 +351,12 @@ func (q *fleetQueue) Pop() any {
 	*q = old[:len(old)-1]
 	return e
 }
+
+// fleetObserver counts the fleet's fallbacks.
+type fleetObserver struct{ s *fleetSim }
+
+func (fleetObserver) attempted()                    {}
+func (fleetObserver) fetched(string, time.Duration) {}
+func (fleetObserver) shareRead(string)              {}
+func (fleetObserver) shareLeased()                  {}
+func (o fleetObserver) fellBack()                   { o.s.fallbacks++ }

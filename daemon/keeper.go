@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -66,10 +67,7 @@ type keeper struct {
 	clock clock
 	rand  func() float64
 	log   zerolog.Logger
-	// changed is called after every attempt, for status reporting;
-	// fetched after every token endpoint request, for metrics.
-	changed func()
-	fetched func(result string, took time.Duration)
+	obs   observer
 
 	tok       atomic.Pointer[server.Token]
 	state     atomic.Pointer[keeperState]
@@ -109,22 +107,59 @@ type keeperState struct {
 	lastSuccess time.Time // zero before the first success
 }
 
-func newKeeper(cfg config.Fetch, creds CredentialSource, hc *http.Client, log zerolog.Logger) *keeper {
+// keeperDeps are what a keeper is built with, beside its settings.
+type keeperDeps struct {
+	creds CredentialSource
+	// client asks the token endpoint when the token needs no roots or
+	// client certificate of its own; nil: a client of its own.
+	client *http.Client
+	roots  *x509.CertPool // ca_file's roots; nil: the system's
+	obs    observer       // nil: nobody
+	log    zerolog.Logger
+	clock  clock          // nil: the real one
+	rand   func() float64 // nil: math/rand
+	// shareID names this host in a shared entry; store holds the entry.
+	// Used with cfg.SharePath.
+	shareID    string
+	shareStore EntryStore
+}
+
+// newKeeper builds the keeper of the token cfg describes. It is started
+// with run.
+func newKeeper(cfg config.Fetch, deps keeperDeps) *keeper {
 	ch := make(chan struct{})
 	k := &keeper{
-		cfg:     cfg,
-		creds:   creds,
-		hc:      hc,
-		clock:   realClock{},
-		rand:    rand.Float64,
-		log:     log.With().Str("token", cfg.Name).Logger(),
-		changed: func() {},
-		fetched: func(string, time.Duration) {},
-		budget:  budget{max: cfg.MaxPerHour},
-		ready:   make(chan struct{}),
-		kick:    make(chan struct{}, 1),
+		cfg:    cfg,
+		creds:  deps.creds,
+		hc:     deps.client,
+		clock:  deps.clock,
+		rand:   deps.rand,
+		obs:    deps.obs,
+		log:    deps.log.With().Str("token", cfg.Name).Logger(),
+		budget: budget{max: cfg.MaxPerHour},
+		ready:  make(chan struct{}),
+		kick:   make(chan struct{}, 1),
 	}
 	k.changes.Store(&ch)
+	if k.clock == nil {
+		k.clock = realClock{}
+	}
+	if k.rand == nil {
+		k.rand = rand.Float64
+	}
+	if k.obs == nil {
+		k.obs = nobody{}
+	}
+	if cfg.ClientAuth == "tls_client_auth" || deps.roots != nil || k.hc == nil {
+		var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+		if cfg.ClientAuth == "tls_client_auth" {
+			cert = k.clientCertificate
+		}
+		k.hc = oauth.NewClient(deps.roots, cert)
+	}
+	if cfg.SharePath != "" {
+		k.share = newSharer(cfg, deps.shareID, deps.shareStore, k.obs, k.rand, k.log)
+	}
 	return k
 }
 
@@ -141,7 +176,7 @@ func (k *keeper) broadcast() {
 func (k *keeper) run(ctx context.Context) {
 	for {
 		wait := k.attempt(ctx)
-		k.changed()
+		k.obs.attempted()
 		k.broadcast()
 		select {
 		case <-ctx.Done():

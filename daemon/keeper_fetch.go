@@ -79,7 +79,7 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 		}
 	}
 	if ok, until := k.budget.take(k.clock.Now()); !ok {
-		k.fetched(fetchBudget, 0)
+		k.obs.fetched(fetchBudget, 0)
 		err := &budgetError{max: k.budget.max, until: until}
 		if now := k.clock.Now(); now.Sub(k.budget.warned) >= budgetWindow {
 			k.budget.warned = now
@@ -90,7 +90,7 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 	}
 	start := time.Now()
 	g, err := oauth.Fetch(ctx, k.hc, &tc, creds)
-	k.fetched(fetchResult(err), time.Since(start))
+	k.obs.fetched(fetchResult(err), time.Since(start))
 	if err != nil {
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
 	}

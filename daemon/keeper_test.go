@@ -143,9 +143,7 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
 		ep: daemontest.NewEndpoint(t, mode, id, pw), logs: &daemontest.SyncBuf{}}
 	log := zerolog.New(rig.logs)
-	rig.k = newKeeper(*tokenConfig(rig.ep.TokenURL(), mode), rig.vault, http.DefaultClient, log)
-	rig.k.clock = rig.clock
-	rig.k.rand = func() float64 { return 0.5 }
+	rig.k = newKeeper(*tokenConfig(rig.ep.TokenURL(), mode), testDeps(rig.vault, rig.clock, log))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); rig.k.run(ctx) }()
@@ -257,8 +255,7 @@ func TestKeeperSingleFlight(t *testing.T) {
 	clock := newFakeClock()
 	ep := daemontest.NewEndpoint(t, "body", "a", "b")
 	ep.Hold()
-	k := newKeeper(*tokenConfig(ep.TokenURL(), "body"), &fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, http.DefaultClient, zerolog.Nop())
-	k.clock = clock
+	k := newKeeper(*tokenConfig(ep.TokenURL(), "body"), testDeps(&fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, clock, zerolog.Nop()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go k.run(ctx)
@@ -323,7 +320,7 @@ func (s *stuckSource) Read(context.Context, vaultsrc.Secret) (vaultsrc.Credentia
 func TestKeeperWedged(t *testing.T) {
 	src := &stuckSource{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	ep := daemontest.NewEndpoint(t, "basic+body", "id", "pw")
-	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), src, http.DefaultClient, zerolog.Nop())
+	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), keeperDeps{creds: src, client: http.DefaultClient, log: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); k.run(ctx) }()
@@ -455,9 +452,7 @@ func TestKeeperFreshJoins(t *testing.T) {
 // Once it has had a token, failures are warnings (it serves the old one).
 func TestKeeperNoTokenEscalates(t *testing.T) {
 	logs := &daemontest.SyncBuf{}
-	k := newKeeper(*tokenConfig("https://127.0.0.1:1/oauth2/token", "basic"), &fakeVault{}, http.DefaultClient, zerolog.New(logs))
-	k.clock = newFakeClock()
-	k.rand = func() float64 { return 0.5 }
+	k := newKeeper(*tokenConfig("https://127.0.0.1:1/oauth2/token", "basic"), testDeps(&fakeVault{}, newFakeClock(), zerolog.New(logs)))
 	var levels []string
 	for i := 0; i < noTokenEscalation+1; i++ {
 		logs.Reset()
@@ -510,4 +505,10 @@ func awaitBlocked(t *testing.T, fn string, n int) {
 func tokenConfig(url, mode string) *config.Fetch {
 	return &config.Fetch{Name: "vibes", TokenURL: url, Scope: daemontest.RBMScope, ClientAuth: mode,
 		MinRemaining: time.Minute, RetryMax: 30 * time.Second, RequestTimeout: 2 * time.Second}
+}
+
+// testDeps builds a keeper's dependencies for a test: the credentials,
+// the clock, rand 0.5 (the middle of every jitter), the default client.
+func testDeps(creds CredentialSource, clock clock, log zerolog.Logger) keeperDeps {
+	return keeperDeps{creds: creds, client: http.DefaultClient, clock: clock, rand: func() float64 { return 0.5 }, log: log}
 }

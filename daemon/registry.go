@@ -2,14 +2,12 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/tokend/tokend/daemon/config"
-	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 )
@@ -210,28 +208,20 @@ func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
 		if prev := oldEntries[name]; prev != nil && prev.k.cfg == tc.Fetch {
 			e = &entry{k: prev.k, access: tc.Access, cancel: prev.cancel}
 		} else {
-			k := newKeeper(tc.Fetch, d.creds, d.hc, d.log)
-			if tc.CAFile != "" || tc.ClientAuth == "tls_client_auth" {
-				var pool *x509.CertPool
-				if tc.CAFile != "" {
-					var err error
-					if pool, err = config.CAPool(tc.CAFile, tc.CAOnly); err != nil {
-						// Checked when the config was read; if the file
-						// went since, the requests fail and say so.
-						d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
-					}
+			var roots *x509.CertPool
+			if tc.CAFile != "" {
+				var err error
+				if roots, err = config.CAPool(tc.CAFile, tc.CAOnly); err != nil {
+					// Checked when the config was read; if the file
+					// went since, the requests fail and say so.
+					d.log.Error().Err(err).Str("token", name).Msg("ca_file unusable; using the system roots")
 				}
-				var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
-				if tc.ClientAuth == "tls_client_auth" {
-					cert = k.clientCertificate
-				}
-				k.hc = oauth.NewClient(pool, cert)
 			}
 			if tc.SharePath != "" {
-				k.share = d.sharer(k, tc)
+				d.metrics.tokenShared(name)
 			}
-			k.changed = d.pokeSupervisor
-			k.fetched = func(result string, took time.Duration) { d.metrics.fetched(name, result, took) }
+			k := newKeeper(tc.Fetch, keeperDeps{creds: d.creds, client: d.hc, roots: roots, obs: tokenObserver{d, name}, log: d.log,
+				shareID: d.shareID, shareStore: d.creds})
 			ctx, cancel := context.WithCancel(d.ctx)
 			d.wg.Add(1)
 			go func() { defer d.wg.Done(); k.run(ctx) }()
@@ -246,23 +236,6 @@ func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
 	}
 	sort.Strings(reg.names)
 	return reg
-}
-
-// sharer is k's side of the shared entry.
-func (d *daemon) sharer(k *keeper, tc *config.TokenConfig) *sharer {
-	name := tc.Name
-	d.metrics.tokenShared(name)
-	s := &sharer{
-		mount: tc.ShareMount, path: tc.SharePath, id: d.shareID, config: shareConfig(&tc.Fetch), scope: tc.Scope,
-		policy: newSharePolicy(tc.MinRemaining, tc.RequestTimeout, tc.RetryMax),
-		store:  d.creds, rand: k.rand, jitter: k.rand(),
-		log:      k.log.With().Str("share_path", tc.ShareMount+"/"+tc.SharePath).Logger(),
-		read:     func(result string) { d.metrics.shareReads.WithLabelValues(name, result).Inc() },
-		leased:   func() { d.metrics.shareLeases.WithLabelValues(name).Inc() },
-		fellBack: func() { d.metrics.shareFallbacks.WithLabelValues(name).Inc() },
-	}
-	s.log.Info().Str("instance", s.id).Msg("sharing this token through vault")
-	return s
 }
 
 // install puts reg in use, then starts its new file sinks (which look

@@ -67,9 +67,16 @@ func newTestSharer(id string, store EntryStore, now func() time.Time) *testShare
 	ts.sharer = &sharer{mount: "secret", path: "tokend/shared/vibes", id: id, config: "cfg", scope: "s",
 		policy: newSharePolicy(time.Minute, 10*time.Second, 30*time.Second),
 		store:  store, rand: func() float64 { return 0.5 }, jitter: 0.5, log: zerolog.Nop(),
-		read: func(r string) { ts.reads[r]++ }, leased: func() { ts.leases++ }, fellBack: func() { ts.fallbacks++ }}
+		obs: ts}
 	return ts
 }
+
+// testSharer counts what its sharer does.
+func (ts *testSharer) attempted()                    {}
+func (ts *testSharer) fetched(string, time.Duration) {}
+func (ts *testSharer) shareRead(r string)            { ts.reads[r]++ }
+func (ts *testSharer) shareLeased()                  { ts.leases++ }
+func (ts *testSharer) fellBack()                     { ts.fallbacks++ }
 
 func (ts *testSharer) fetch(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
 	ts.fetches++
@@ -328,15 +335,14 @@ func TestKeeperSharedEntry(t *testing.T) {
 	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "pw")
 	clock := newFakeClock()
 	vault := &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "pw"}}
-	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), vault, http.DefaultClient, zerolog.Nop())
-	k.clock, k.rand = clock, func() float64 { return 0.5 }
 	store := &memStore{}
+	cfg := tokenConfig(ep.TokenURL(), "basic+body")
+	cfg.SharePath, cfg.ShareMount = "tokend/shared/vibes", "secret"
+	deps := testDeps(vault, clock, zerolog.Nop())
+	deps.shareID, deps.shareStore = "me", store
+	k := newKeeper(*cfg, deps)
 	other := newTestSharer("other", store, clock.Now)
 	other.config = shareConfig(&k.cfg)
-	me := newTestSharer("me", store, clock.Now)
-	me.config, me.scope = other.config, k.cfg.Scope
-	me.policy = newSharePolicy(k.cfg.MinRemaining, k.cfg.RequestTimeout, k.cfg.RetryMax)
-	k.share = me.sharer
 
 	first := other.step(clock.Now(), nil, false).tok
 	k.attempt(context.Background())
