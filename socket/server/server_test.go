@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
 
 	"github.com/rs/zerolog"
@@ -102,14 +102,14 @@ const fakeExposition = "# HELP tokend_x An example.\n# TYPE tokend_x gauge\ntoke
 func (f *fakeTokens) Metrics(Peer) ([]byte, error) { return []byte(fakeExposition), nil }
 
 // serve starts a server on a fresh socket and returns its path and log.
-func serve(t *testing.T, tune func(*Server)) (string, *syncBuffer) {
+func serve(t *testing.T, tune func(*Server)) (string, *daemontest.SyncBuf) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "t.sock")
 	ln, err := Listen(path, 0o600, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &daemontest.SyncBuf{}
 	// The tests run as root, whom the limits exempt; here nobody is.
 	s := &Server{Tokens: &fakeTokens{}, Log: zerolog.New(logs), exempt: func(uint32) bool { return false }}
 	if tune != nil {
@@ -125,23 +125,6 @@ func serve(t *testing.T, tune func(*Server)) (string, *syncBuffer) {
 		}
 	})
 	return path, logs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // converse sends raw bytes, half-closes, and returns everything read.
