@@ -1,16 +1,14 @@
-// Package daemon is tokend's core: the keepers that hold one fresh OAuth2
-// token each, and the lifecycle that ties them to Vault, the Unix socket
-// and systemd. Its configuration comes from package config.
+// Package daemon is the tokend process, and the only place its parts are
+// wired together: Run loads the configuration (package config), takes
+// or makes the socket, starts the Vault source (package vaultsrc) and one
+// keeper per token (package tokens, which asks through package oauth),
+// serves them with package socket/server, and tells systemd how it goes.
 //
-// Each configured token has a keeper whose single loop reads the client
-// credentials from Vault, performs the client-credentials grant, and
-// sleeps until the next refresh is due (75–80% of the lifetime, jittered,
-// and early enough to beat min_remaining) or the next retry (full-jitter
-// exponential backoff). Requests never wait on the network while a valid
-// token exists: they load an atomic pointer.
-//
-// A registry maps names to keepers and allow lists; SIGHUP swaps in a new
-// one, keeping the keepers (and tokens) whose fetch settings did not change.
+// A registry maps names to keepers and allow lists, and is what the
+// socket server reads; SIGHUP swaps in a new one, keeping the keepers
+// (and tokens) whose fetch settings did not change. The metrics, the
+// file sinks, the supervisor (watchdog, STATUS=) and the log live here
+// too.
 package daemon
 
 import (
@@ -30,6 +28,7 @@ import (
 
 	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/oauth"
+	"github.com/tokend/tokend/daemon/tokens"
 	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/server"
 )
@@ -73,7 +72,7 @@ func Run(ctx context.Context, opts Options) error {
 		hc:        oauth.NewClient(nil, nil),
 		poke:      make(chan struct{}, 1),
 		creds:     &credsRef{},
-		shareID:   shareID(),
+		shareID:   tokens.ShareID(),
 	}
 	d.metrics = newMetrics(d.tokenStates, func() int64 {
 		if srv := d.srv; srv != nil {
@@ -216,11 +215,11 @@ func (d *daemon) status() string {
 	now := time.Now()
 	var waiting []string
 	for _, name := range reg.names {
-		s := reg.entries[name].k.snapshot(now)
+		s := reg.entries[name].k.Snapshot(now)
 		if s.Servable && s.Err == "" {
 			continue
 		}
-		why := s.why()
+		why := s.Why()
 		if s.Err != "" {
 			why += fmt.Sprintf(", retry in %ds", int64(max(s.Next.Sub(now), 0)/time.Second))
 		}
@@ -232,14 +231,14 @@ func (d *daemon) status() string {
 	if len(waiting) > 0 {
 		return "waiting: " + strings.Join(waiting, "; ")
 	}
-	def := reg.entries[reg.def].k.tok.Load()
+	def := reg.entries[reg.def].k.Current()
 	return fmt.Sprintf("serving %d token%s; %s valid until %s", len(reg.names), plural(len(reg.names)), reg.def, def.ExpiresAt.UTC().Format("15:04:05Z"))
 }
 
 // allReady reports whether every configured token has been obtained once.
 func (d *daemon) allReady() bool {
 	for _, e := range d.reg.Load().entries {
-		if e.k.tok.Load() == nil {
+		if e.k.Current() == nil {
 			return false
 		}
 	}

@@ -11,21 +11,13 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/tokend/tokend/daemon/tokens"
 	"github.com/tokend/tokend/internal/buildinfo"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 )
 
 // Label values of tokend_token_fetches_total{result}.
-const (
-	fetchSuccess     = "success"
-	fetchRejected    = "rejected"         // 401 or invalid_client
-	fetchRateLimited = "rate_limited"     // 429
-	fetchError       = "error"            // anything else
-	fetchBudget      = "budget_exhausted" // not sent: max_fetches_per_hour reached
-)
-
-var fetchResults = []string{fetchSuccess, fetchRejected, fetchRateLimited, fetchError, fetchBudget}
 
 // metrics are tokend's Prometheus series. The names are a contract
 // (README, alert rules): do not rename them.
@@ -133,7 +125,7 @@ func (m *metrics) Request(verb proto.Verb, code string) {
 
 // tokenAdded creates a token's counters with 0 for every result.
 func (m *metrics) tokenAdded(name string) {
-	for _, r := range fetchResults {
+	for _, r := range tokens.FetchResults {
 		m.fetches.WithLabelValues(name, r)
 	}
 	m.fetchTime.WithLabelValues(name)
@@ -141,7 +133,7 @@ func (m *metrics) tokenAdded(name string) {
 
 // tokenShared creates a shared token's counters with 0.
 func (m *metrics) tokenShared(name string) {
-	for _, r := range shareResults {
+	for _, r := range tokens.ShareResults {
 		m.shareReads.WithLabelValues(name, r)
 	}
 	m.shareLeases.WithLabelValues(name)
@@ -160,7 +152,7 @@ func (m *metrics) tokenRemoved(name string) {
 // fetched records one token endpoint request.
 func (m *metrics) fetched(name, result string, took time.Duration) {
 	m.fetches.WithLabelValues(name, result).Inc()
-	if result != fetchBudget { // no request was made
+	if result != tokens.FetchBudget { // no request was made
 		m.fetchTime.WithLabelValues(name).Observe(took.Seconds())
 	}
 }
@@ -188,7 +180,7 @@ func result(err error) string {
 // tokenState is one token as the gauges report it.
 type tokenState struct {
 	name         string
-	snap         snapshot
+	snap         tokens.Snapshot
 	minRemaining time.Duration
 }
 

@@ -56,7 +56,7 @@ func (d *daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	var down []string
 	for _, t := range d.tokenStates(time.Now()) {
 		if !t.snap.Servable {
-			down = append(down, fmt.Sprintf("%s (%s)", t.name, t.snap.why()))
+			down = append(down, fmt.Sprintf("%s (%s)", t.name, t.snap.Why()))
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/daemon/tokens"
 	"github.com/tokend/tokend/socket/proto"
 	"github.com/tokend/tokend/socket/server"
 )
@@ -24,7 +25,7 @@ type registry struct {
 }
 
 type entry struct {
-	k      *keeper
+	k      *tokens.Keeper
 	access config.Access
 	cancel context.CancelFunc
 	sink   *sink // nil: no file
@@ -54,9 +55,9 @@ func (d *daemon) Token(ctx context.Context, q server.Query, p server.Peer) (serv
 		return server.Token{}, err
 	}
 	if q.Min > 0 {
-		return e.k.getFresh(ctx, q.Wait, q.Min)
+		return e.k.GetFresh(ctx, q.Wait, q.Min)
 	}
-	return e.k.get(ctx, q.Wait)
+	return e.k.Get(ctx, q.Wait)
 }
 
 // Watch implements server.Tokens.
@@ -79,11 +80,11 @@ func (d *daemon) follow(ctx context.Context, name string, p *server.Peer, send f
 		if err != nil {
 			return err
 		}
-		wake := e.k.next()
+		wake := e.k.Next()
 		now := time.Now()
-		t := e.k.tok.Load()
+		t := e.k.Current()
 		var until *time.Timer
-		if why := e.k.unservable(t, now); why != nil {
+		if why := e.k.Unservable(t, now); why != nil {
 			if !unservable {
 				if err := send(server.Token{}, why); err != nil {
 					return err
@@ -98,7 +99,7 @@ func (d *daemon) follow(ctx context.Context, name string, p *server.Peer, send f
 				last, unservable = t, false
 			}
 			// It becomes unservable by time alone.
-			until = time.NewTimer(t.ExpiresAt.Sub(now) - e.k.cfg.MinRemaining + time.Millisecond)
+			until = time.NewTimer(t.ExpiresAt.Sub(now) - e.k.Config().MinRemaining + time.Millisecond)
 		}
 		var timeUp <-chan time.Time
 		if until != nil {
@@ -126,7 +127,7 @@ func (d *daemon) Status(name string, p server.Peer) (proto.Status, error) {
 		return proto.Status{}, err
 	}
 	now := time.Now()
-	return e.k.snapshot(now).status(name, now), nil
+	return e.k.Snapshot(now).Status(name, now), nil
 }
 
 // Metrics implements server.Tokens: the series of the tokens p may read.
@@ -168,7 +169,7 @@ func (d *daemon) tokenStates(now time.Time) []tokenState {
 	out := make([]tokenState, 0, len(reg.names))
 	for _, n := range reg.names {
 		k := reg.entries[n].k
-		out = append(out, tokenState{name: n, snap: k.snapshot(now), minRemaining: k.cfg.MinRemaining})
+		out = append(out, tokenState{name: n, snap: k.Snapshot(now), minRemaining: k.Config().MinRemaining})
 	}
 	return out
 }
@@ -205,7 +206,7 @@ func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
 		reg.names = append(reg.names, name)
 		d.metrics.tokenAdded(name)
 		var e *entry
-		if prev := oldEntries[name]; prev != nil && prev.k.cfg == tc.Fetch {
+		if prev := oldEntries[name]; prev != nil && prev.k.Config() == tc.Fetch {
 			e = &entry{k: prev.k, access: tc.Access, cancel: prev.cancel}
 		} else {
 			var roots *x509.CertPool
@@ -220,11 +221,11 @@ func (d *daemon) newRegistry(cfg *config.Config, old *registry) *registry {
 			if tc.SharePath != "" {
 				d.metrics.tokenShared(name)
 			}
-			k := newKeeper(tc.Fetch, keeperDeps{creds: d.creds, client: d.hc, roots: roots, obs: tokenObserver{d, name}, log: d.log,
-				shareID: d.shareID, shareStore: d.creds})
+			k := tokens.New(tc.Fetch, tokens.Deps{Creds: d.creds, Client: d.hc, Roots: roots, Observer: tokenObserver{d, name}, Log: d.log,
+				ShareID: d.shareID, ShareStore: d.creds})
 			ctx, cancel := context.WithCancel(d.ctx)
 			d.wg.Add(1)
-			go func() { defer d.wg.Done(); k.run(ctx) }()
+			go func() { defer d.wg.Done(); k.Run(ctx) }()
 			e = &entry{k: k, access: tc.Access, cancel: cancel}
 		}
 		if prev := oldEntries[name]; prev != nil && prev.sink != nil {

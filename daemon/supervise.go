@@ -58,7 +58,7 @@ func (d *daemon) supervise(ctx context.Context, n *notifier) {
 func (d *daemon) alive() error {
 	now := time.Now()
 	for name, e := range d.reg.Load().entries {
-		if e.k.wedged(now) {
+		if e.k.Wedged(now) {
 			return &wedgedError{name}
 		}
 	}

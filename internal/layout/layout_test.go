@@ -24,7 +24,8 @@ var rules = []struct {
 	{"vaultsrc/...", []string{"daemon/...", "socket/...", "cmd/..."}},
 	{"internal/buildinfo", []string{"std"}},
 	{"daemon/config", []string{"socket/server", "daemon", "daemon/oauth", "cmd/..."}},
-	{"daemon/oauth", []string{"socket/server", "daemon", "cmd/..."}},
+	{"daemon/oauth", []string{"socket/server", "daemon", "daemon/tokens", "cmd/..."}},
+	{"daemon/tokens", []string{"socket/server", "daemon", "cmd/..."}},
 	{"daemon/...", []string{"cmd/..."}},
 }
 

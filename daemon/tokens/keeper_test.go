@@ -1,4 +1,4 @@
-package daemon
+package tokens
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/daemontest"
 	"github.com/tokend/tokend/socket/proto"
-	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -130,7 +129,7 @@ func (v *fakeVault) set(c vaultsrc.Credentials, err error) {
 }
 
 type keeperRig struct {
-	k     *keeper
+	k     *Keeper
 	clock *fakeClock
 	vault *fakeVault
 	ep    *daemontest.Endpoint
@@ -143,10 +142,10 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	rig := &keeperRig{clock: newFakeClock(), vault: &fakeVault{creds: vaultsrc.Credentials{ID: id, Secret: pw}},
 		ep: daemontest.NewEndpoint(t, mode, id, pw), logs: &daemontest.SyncBuf{}}
 	log := zerolog.New(rig.logs)
-	rig.k = newKeeper(*tokenConfig(rig.ep.TokenURL(), mode), testDeps(rig.vault, rig.clock, log))
+	rig.k = New(*tokenConfig(rig.ep.TokenURL(), mode), testDeps(rig.vault, rig.clock, log))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); rig.k.run(ctx) }()
+	go func() { defer close(done); rig.k.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -159,10 +158,10 @@ func startKeeper(t *testing.T, mode string) *keeperRig {
 	return rig
 }
 
-func (r *keeperRig) get(t *testing.T) (server.Token, error) {
+func (r *keeperRig) get(t *testing.T) (proto.Token, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return r.k.get(ctx, 5*time.Second)
+	return r.k.Get(ctx, 5*time.Second)
 }
 
 func TestKeeperRefreshSchedule(t *testing.T) {
@@ -255,21 +254,21 @@ func TestKeeperSingleFlight(t *testing.T) {
 	clock := newFakeClock()
 	ep := daemontest.NewEndpoint(t, "body", "a", "b")
 	ep.Hold()
-	k := newKeeper(*tokenConfig(ep.TokenURL(), "body"), testDeps(&fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, clock, zerolog.Nop()))
+	k := New(*tokenConfig(ep.TokenURL(), "body"), testDeps(&fakeVault{creds: vaultsrc.Credentials{ID: "a", Secret: "b"}}, clock, zerolog.Nop()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go k.run(ctx)
+	go k.Run(ctx)
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := k.get(context.Background(), 5*time.Second)
+			_, err := k.Get(context.Background(), 5*time.Second)
 			errs <- err
 		}()
 	}
-	awaitBlocked(t, "daemon.(*keeper).get(", 200)
+	awaitBlocked(t, "tokens.(*Keeper).Get(", 200)
 	ep.Release()
 	wg.Wait()
 	close(errs)
@@ -320,27 +319,27 @@ func (s *stuckSource) Read(context.Context, vaultsrc.Secret) (vaultsrc.Credentia
 func TestKeeperWedged(t *testing.T) {
 	src := &stuckSource{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	ep := daemontest.NewEndpoint(t, "basic+body", "id", "pw")
-	k := newKeeper(*tokenConfig(ep.TokenURL(), "basic+body"), keeperDeps{creds: src, client: http.DefaultClient, log: zerolog.Nop()})
+	k := New(*tokenConfig(ep.TokenURL(), "basic+body"), Deps{Creds: src, Client: http.DefaultClient, Log: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); k.run(ctx) }()
+	go func() { defer close(done); k.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
 	<-src.entered
 	limit := k.stuckAfter()
 	now := time.Now()
-	if k.wedged(now) {
+	if k.Wedged(now) {
 		t.Errorf("wedged as soon as the attempt started")
 	}
-	if k.wedged(now.Add(limit / 2)) {
+	if k.Wedged(now.Add(limit / 2)) {
 		t.Errorf("wedged while within its deadlines")
 	}
-	if !k.wedged(now.Add(limit + time.Second)) {
+	if !k.Wedged(now.Add(limit + time.Second)) {
 		t.Errorf("not wedged %v into an attempt", limit+time.Second)
 	}
 	// Released, the attempt ends; the keeper backs off between attempts.
 	close(src.release)
-	daemontest.WaitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.wedged(time.Now().Add(limit + time.Second)) })
+	daemontest.WaitFor(t, "the stuck attempt to end", 5*time.Second, func() bool { return !k.Wedged(time.Now().Add(limit + time.Second)) })
 }
 
 // Tokens that live no longer than min_remaining can never be served: the
@@ -373,7 +372,7 @@ func TestKeeperLifetimeUnderMinRemaining(t *testing.T) {
 func TestKeeperSnapshot(t *testing.T) {
 	r := startKeeper(t, "basic+body")
 	d := r.clock.nextWait(t)
-	s := r.k.snapshot(r.clock.Now())
+	s := r.k.Snapshot(r.clock.Now())
 	if s.Token == nil || !s.Servable || s.Err != "" || s.Failures != 0 || !s.LastSuccess.Equal(r.clock.Now()) || !s.Next.Equal(r.clock.Now().Add(d)) {
 		t.Fatalf("after a success: %+v", s)
 	}
@@ -383,7 +382,7 @@ func TestKeeperSnapshot(t *testing.T) {
 	w := r.clock.nextWait(t)
 	r.clock.Advance(w)
 	r.clock.nextWait(t)
-	s = r.k.snapshot(r.clock.Now())
+	s = r.k.Snapshot(r.clock.Now())
 	if s.Failures != 2 || !strings.Contains(s.Err, "503") || !s.Servable || !s.LastSuccess.Equal(success) || !s.Next.After(r.clock.Now()) {
 		t.Fatalf("after two failures: %+v", s)
 	}
@@ -405,14 +404,14 @@ func TestKeeperFreshJoins(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok, err := r.k.getFresh(context.Background(), time.Second, 55*time.Minute)
+			tok, err := r.k.GetFresh(context.Background(), time.Second, 55*time.Minute)
 			if err != nil {
 				t.Errorf("min=55m: %v", err)
 			}
 			got <- tok.Value
 		}()
 	}
-	awaitBlocked(t, "daemon.(*keeper).getFresh(", 100)
+	awaitBlocked(t, "tokens.(*Keeper).GetFresh(", 100)
 	r.ep.Release()
 	wg.Wait()
 	close(got)
@@ -431,18 +430,18 @@ func TestKeeperFreshJoins(t *testing.T) {
 	// another early refresh, which waits until 30s have passed.
 	r.clock.Advance(15 * time.Second)
 	before = r.ep.IssuedCount()
-	if _, err := r.k.getFresh(context.Background(), time.Second, 59*time.Minute+50*time.Second); err == nil || !strings.Contains(err.Error(), "at most one per 30s") {
+	if _, err := r.k.GetFresh(context.Background(), time.Second, 59*time.Minute+50*time.Second); err == nil || !strings.Contains(err.Error(), "at most one per 30s") {
 		t.Errorf("a second early refresh within 30s: %v", err)
 	}
 	if r.ep.IssuedCount() != before {
 		t.Errorf("a refused early refresh made a request")
 	}
 	r.clock.Advance(20 * time.Second)
-	if tok, err := r.k.getFresh(context.Background(), time.Second, 59*time.Minute+50*time.Second); err != nil || tok.Value != r.ep.LastToken() || r.ep.IssuedCount() != before+1 {
+	if tok, err := r.k.GetFresh(context.Background(), time.Second, 59*time.Minute+50*time.Second); err != nil || tok.Value != r.ep.LastToken() || r.ep.IssuedCount() != before+1 {
 		t.Errorf("35s later: %v, %d requests", err, r.ep.IssuedCount()-before)
 	}
 	// More than the lifetime can never be had.
-	if _, err := r.k.getFresh(context.Background(), time.Second, 2*time.Hour); err == nil || !strings.Contains(err.Error(), "issues tokens for 1h0m0s") {
+	if _, err := r.k.GetFresh(context.Background(), time.Second, 2*time.Hour); err == nil || !strings.Contains(err.Error(), "issues tokens for 1h0m0s") {
 		t.Errorf("min= over the lifetime: %v", err)
 	}
 }
@@ -452,7 +451,7 @@ func TestKeeperFreshJoins(t *testing.T) {
 // Once it has had a token, failures are warnings (it serves the old one).
 func TestKeeperNoTokenEscalates(t *testing.T) {
 	logs := &daemontest.SyncBuf{}
-	k := newKeeper(*tokenConfig("https://127.0.0.1:1/oauth2/token", "basic"), testDeps(&fakeVault{}, newFakeClock(), zerolog.New(logs)))
+	k := New(*tokenConfig("https://127.0.0.1:1/oauth2/token", "basic"), testDeps(&fakeVault{}, newFakeClock(), zerolog.New(logs)))
 	var levels []string
 	for i := 0; i < noTokenEscalation+1; i++ {
 		logs.Reset()
@@ -509,6 +508,6 @@ func tokenConfig(url, mode string) *config.Fetch {
 
 // testDeps builds a keeper's dependencies for a test: the credentials,
 // the clock, rand 0.5 (the middle of every jitter), the default client.
-func testDeps(creds CredentialSource, clock clock, log zerolog.Logger) keeperDeps {
-	return keeperDeps{creds: creds, client: http.DefaultClient, clock: clock, rand: func() float64 { return 0.5 }, log: log}
+func testDeps(creds CredentialSource, clock clock, log zerolog.Logger) Deps {
+	return Deps{Creds: creds, Client: http.DefaultClient, clock: clock, rand: func() float64 { return 0.5 }, Log: log}
 }

@@ -1,12 +1,12 @@
-package daemon
+package tokens
 
 import (
 	"context"
 	"fmt"
 	"time"
 
+	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/socket/proto"
-	"github.com/tokend/tokend/socket/server"
 )
 
 // What clients ask a keeper: the token now, one with min= left, and the
@@ -14,19 +14,19 @@ import (
 // a token is servable.
 
 // snapshot is a keeper as STATUS=, error answers and metrics report it.
-type snapshot struct {
-	Token       *server.Token // nil before the first token
-	Servable    bool          // Token has at least min_remaining left
-	Err         string        // the last attempt's error; "" after a success
-	Next        time.Time     // when the next attempt is due; zero before the first ends
-	Failures    int           // consecutive failed attempts
+type Snapshot struct {
+	Token       *proto.Token // nil before the first token
+	Servable    bool         // Token has at least min_remaining left
+	Err         string       // the last attempt's error; "" after a success
+	Next        time.Time    // when the next attempt is due; zero before the first ends
+	Failures    int          // consecutive failed attempts
 	LastSuccess time.Time
 }
 
-// snapshot reads the keeper's state at now.
-func (k *keeper) snapshot(now time.Time) snapshot {
+// Snapshot reads the keeper's state at now.
+func (k *Keeper) Snapshot(now time.Time) Snapshot {
 	t := k.tok.Load()
-	s := snapshot{Token: t, Servable: k.servable(t, now)}
+	s := Snapshot{Token: t, Servable: k.servable(t, now)}
 	if st := k.state.Load(); st != nil {
 		s.Err, s.Next, s.Failures, s.LastSuccess = st.err, st.next, st.failures, st.lastSuccess
 	}
@@ -34,7 +34,7 @@ func (k *keeper) snapshot(now time.Time) snapshot {
 }
 
 // state is the token's state as STATUS and /healthz report it.
-func (s snapshot) state() string {
+func (s Snapshot) State() string {
 	switch {
 	case !s.Servable:
 		return proto.StateUnavailable
@@ -45,8 +45,8 @@ func (s snapshot) state() string {
 }
 
 // status is the snapshot as the STATUS verb answers it.
-func (s snapshot) status(name string, now time.Time) proto.Status {
-	st := proto.Status{Name: name, State: s.state(), ExpiresIn: proto.Unknown, RefreshIn: proto.Unknown,
+func (s Snapshot) Status(name string, now time.Time) proto.Status {
+	st := proto.Status{Name: name, State: s.State(), ExpiresIn: proto.Unknown, RefreshIn: proto.Unknown,
 		Failures: s.Failures, LastSuccess: s.LastSuccess, LastError: s.Err}
 	if s.Token != nil {
 		st.ExpiresIn = int64(max(s.Token.ExpiresAt.Sub(now), 0) / time.Second)
@@ -58,7 +58,7 @@ func (s snapshot) status(name string, now time.Time) proto.Status {
 }
 
 // why says what the keeper is waiting for.
-func (s snapshot) why() string {
+func (s Snapshot) Why() string {
 	if s.Err != "" {
 		return s.Err
 	}
@@ -70,7 +70,7 @@ func (s snapshot) why() string {
 
 // get returns the current token if it has at least min_remaining left. A
 // request that comes before the first token waits up to wait for it.
-func (k *keeper) get(ctx context.Context, wait time.Duration) (server.Token, error) {
+func (k *Keeper) Get(ctx context.Context, wait time.Duration) (proto.Token, error) {
 	t := k.tok.Load()
 	if t == nil {
 		timer := time.NewTimer(wait)
@@ -83,20 +83,20 @@ func (k *keeper) get(ctx context.Context, wait time.Duration) (server.Token, err
 		t = k.tok.Load()
 	}
 	now := k.clock.Now()
-	if perr := k.unservable(t, now); perr != nil {
-		return server.Token{}, perr
+	if perr := k.Unservable(t, now); perr != nil {
+		return proto.Token{}, perr
 	}
 	return *t, nil
 }
 
 // unservable says why t cannot be served at now; nil when it can.
-func (k *keeper) unservable(t *server.Token, now time.Time) *proto.Error {
+func (k *Keeper) Unservable(t *proto.Token, now time.Time) *proto.Error {
 	switch {
 	case t == nil:
-		return &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.snapshot(now).why()}
+		return &proto.Error{Code: proto.CodeUnavailable, Msg: "no token yet: " + k.Snapshot(now).Why()}
 	case !k.servable(t, now):
 		return &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(
-			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.snapshot(now).why())}
+			"token %s has %ds left, under min_remaining %s: %s", k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), k.cfg.MinRemaining, k.Snapshot(now).Why())}
 	}
 	return nil
 }
@@ -105,19 +105,19 @@ func (k *keeper) unservable(t *server.Token, now time.Time) *proto.Error {
 // current one has less, the keeper refreshes now, or the request joins
 // the attempt in flight, and waits up to freshWait. Early refreshes are
 // forced at most once per forceEvery per token.
-func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (server.Token, error) {
-	t, err := k.get(ctx, wait)
+func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.Token, error) {
+	t, err := k.Get(ctx, wait)
 	now := k.clock.Now()
 	if err != nil || t.ExpiresAt.Sub(now) >= min {
 		return t, err
 	}
-	unavailable := func(format string, args ...any) (server.Token, error) {
-		return server.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
+	unavailable := func(format string, args ...any) (proto.Token, error) {
+		return proto.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
 	}
 	if lt := time.Duration(k.lifetime.Load()); lt <= min {
 		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
 	}
-	wake := k.next()
+	wake := k.Next()
 	// Join a refresh in flight, or one another client asked for already;
 	// forcing is the gate, so that of clients arriving together one forces
 	// and the others join.
@@ -143,19 +143,19 @@ func (k *keeper) getFresh(ctx context.Context, wait, min time.Duration) (server.
 		case <-timer.C:
 			return unavailable("no token %s with %ds left within %s", k.cfg.Name, int(min/time.Second), freshWait)
 		}
-		wake = k.next()
+		wake = k.Next()
 		now = k.clock.Now()
 		if t := k.tok.Load(); k.servable(t, now) && t.ExpiresAt.Sub(now) >= min {
 			return *t, nil
 		}
-		if s := k.snapshot(now); s.Err != "" {
+		if s := k.Snapshot(now); s.Err != "" {
 			return unavailable("no token %s with %ds left: %s", k.cfg.Name, int(min/time.Second), s.Err)
 		}
 	}
 }
 
 // mayForce takes the right to force a refresh, once per forceEvery.
-func (k *keeper) mayForce(now time.Time) bool {
+func (k *Keeper) mayForce(now time.Time) bool {
 	last := k.lastForced.Load()
 	if last != 0 && now.Sub(time.Unix(0, last)) < forceEvery {
 		return false
@@ -164,6 +164,13 @@ func (k *keeper) mayForce(now time.Time) bool {
 }
 
 // servable reports whether t exists and has at least min_remaining left.
-func (k *keeper) servable(t *server.Token, now time.Time) bool {
+func (k *Keeper) servable(t *proto.Token, now time.Time) bool {
 	return t != nil && t.ExpiresAt.Sub(now) >= k.cfg.MinRemaining
 }
+
+// Current is the token held now, servable or not; nil before the first.
+func (k *Keeper) Current() *proto.Token { return k.tok.Load() }
+
+// Config is the settings the keeper was built with. A reload keeps a
+// keeper whose settings are equal (==) to the new ones.
+func (k *Keeper) Config() config.Fetch { return k.cfg }

@@ -1,4 +1,4 @@
-package daemon
+package tokens
 
 import (
 	"context"
@@ -113,8 +113,8 @@ func shareConfig(f *config.Fetch) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// shareID names this tokend process in lease_holder and fetched_by.
-func shareID() string {
+// ShareID names this tokend process in lease_holder and fetched_by.
+func ShareID() string {
 	host, _ := os.Hostname()
 	var b [4]byte
 	rand.Read(b[:])
@@ -130,8 +130,8 @@ const (
 	shareMismatch = "mismatch" // the entry is for another token configuration
 )
 
-// shareResults are the read results, for metrics.
-var shareResults = []string{shareFresh, shareDue, shareLeased, shareError, shareMismatch}
+// ShareResults are the read results, for metrics.
+var ShareResults = []string{shareFresh, shareDue, shareLeased, shareError, shareMismatch}
 
 // sharer is one token's side of sharing. Its step runs in the keeper's
 // run loop (and in the fleet simulation, against stand-ins).
@@ -145,7 +145,7 @@ type sharer struct {
 	store       EntryStore
 	rand        func() float64
 	log         zerolog.Logger
-	obs         observer
+	obs         Observer
 
 	troubles   int       // consecutive steps that could not share
 	since      time.Time // when the current troubles began
@@ -154,7 +154,7 @@ type sharer struct {
 
 // newSharer is the side of sharing of the token cfg describes; id names
 // this host in the entry, which store holds.
-func newSharer(cfg config.Fetch, id string, store EntryStore, obs observer, rand func() float64, log zerolog.Logger) *sharer {
+func newSharer(cfg config.Fetch, id string, store EntryStore, obs Observer, rand func() float64, log zerolog.Logger) *sharer {
 	s := &sharer{
 		mount: cfg.ShareMount, path: cfg.SharePath, id: id, config: shareConfig(&cfg), scope: cfg.Scope,
 		policy: newSharePolicy(cfg.MinRemaining, cfg.RequestTimeout, cfg.RetryMax),
@@ -193,18 +193,18 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 	fields, version, err := s.store.ReadEntry(rctx, s.mount, s.path)
 	cancel()
 	if err != nil {
-		s.obs.shareRead(shareError)
+		s.obs.ShareRead(shareError)
 		return s.trouble(ctx, now, mine, err, fetch)
 	}
 	e := parseShared(fields)
 	if e.Config != "" && e.Config != s.config {
-		s.obs.shareRead(shareMismatch)
+		s.obs.ShareRead(shareMismatch)
 		return s.trouble(ctx, now, mine, fmt.Errorf("the entry at %s/%s holds a token for another configuration (%s, this host's is %s): every host sharing it needs the same token_url or issuer, scope, audience, resource, extra_params and kv path",
 			s.mount, s.path, e.Config, s.config), fetch)
 	}
 	switch s.decide(now, e, mine, forced) {
 	case serveEntry:
-		s.obs.shareRead(shareFresh)
+		s.obs.ShareRead(shareFresh)
 		s.recovered(now)
 		r := shareResult{next: s.policy.readAt(e, s.rand())}
 		if mine == nil || e.Token != mine.Token {
@@ -255,7 +255,7 @@ func (s *sharer) heldByOther(now time.Time, e shared) bool {
 // offer shares this host's own token (fetched in a fallback), fresher
 // than the entry's, unless a lease is held.
 func (s *sharer) offer(ctx context.Context, now time.Time, e, mine shared, version int) shareResult {
-	s.obs.shareRead(shareDue)
+	s.obs.ShareRead(shareDue)
 	s.recovered(now)
 	if !s.heldByOther(now, e) {
 		pub := mine
@@ -270,7 +270,7 @@ func (s *sharer) offer(ctx context.Context, now time.Time, e, mine shared, versi
 // await waits for the lease holder's token, serving the entry's when it
 // is better than this host's, and falls back when none comes in time.
 func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *shared, fetch fetchFunc) shareResult {
-	s.obs.shareRead(shareLeased)
+	s.obs.ShareRead(shareLeased)
 	s.recovered(now)
 	r := shareResult{}
 	held := mine
@@ -302,7 +302,7 @@ func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *share
 // endpoint, and shares the answer (or the failure, as the fleet's
 // backoff).
 func (s *sharer) takeLease(ctx context.Context, now time.Time, e shared, mine *shared, version int, fetch fetchFunc) shareResult {
-	s.obs.shareRead(shareDue)
+	s.obs.ShareRead(shareDue)
 	lease := e
 	lease.Config, lease.LeaseHolder, lease.LeaseUntil = s.config, s.id, now.Add(shareLease*s.policy.timeout)
 	version, err := s.write(ctx, lease, version)
@@ -320,7 +320,7 @@ func (s *sharer) takeLease(ctx context.Context, now time.Time, e shared, mine *s
 		return s.trouble(ctx, now, mine, err, fetch)
 	}
 	s.recovered(now)
-	s.obs.shareLeased()
+	s.obs.ShareLeased()
 	s.log.Info().Str("lease_holder", s.id).Time("lease_until", lease.LeaseUntil.UTC()).Msg("took the share lease; asking the token endpoint")
 	g, sent, err := fetch(ctx, false)
 	if err != nil {
@@ -386,7 +386,7 @@ func (s *sharer) trouble(ctx context.Context, now time.Time, mine *shared, err e
 // fallBack fetches for this host alone.
 func (s *sharer) fallBack(ctx context.Context, why error, fetch fetchFunc) shareResult {
 	s.failedLast = false
-	s.obs.fellBack()
+	s.obs.FellBack()
 	s.log.Warn().Str("error", proto.Clean(why.Error())).Msg("sharing failed; fetching a token for this host alone")
 	g, sent, err := fetch(ctx, s.troubles > 0)
 	if err != nil {

@@ -1,4 +1,4 @@
-package daemon
+package tokens
 
 import (
 	"context"
@@ -72,11 +72,11 @@ func newTestSharer(id string, store EntryStore, now func() time.Time) *testShare
 }
 
 // testSharer counts what its sharer does.
-func (ts *testSharer) attempted()                    {}
-func (ts *testSharer) fetched(string, time.Duration) {}
-func (ts *testSharer) shareRead(r string)            { ts.reads[r]++ }
-func (ts *testSharer) shareLeased()                  { ts.leases++ }
-func (ts *testSharer) fellBack()                     { ts.fallbacks++ }
+func (ts *testSharer) Attempted()                    {}
+func (ts *testSharer) Fetched(string, time.Duration) {}
+func (ts *testSharer) ShareRead(r string)            { ts.reads[r]++ }
+func (ts *testSharer) ShareLeased()                  { ts.leases++ }
+func (ts *testSharer) FellBack()                     { ts.fallbacks++ }
 
 func (ts *testSharer) fetch(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
 	ts.fetches++
@@ -339,15 +339,15 @@ func TestKeeperSharedEntry(t *testing.T) {
 	cfg := tokenConfig(ep.TokenURL(), "basic+body")
 	cfg.SharePath, cfg.ShareMount = "tokend/shared/vibes", "secret"
 	deps := testDeps(vault, clock, zerolog.Nop())
-	deps.shareID, deps.shareStore = "me", store
-	k := newKeeper(*cfg, deps)
+	deps.ShareID, deps.ShareStore = "me", store
+	k := New(*cfg, deps)
 	other := newTestSharer("other", store, clock.Now)
 	other.config = shareConfig(&k.cfg)
 
 	first := other.step(clock.Now(), nil, false).tok
 	k.attempt(context.Background())
-	s := k.snapshot(clock.Now())
-	if s.Token == nil || s.Token.Value != first.Token || s.state() != proto.StateOK || ep.Calls.Load() != 0 {
+	s := k.Snapshot(clock.Now())
+	if s.Token == nil || s.Token.Value != first.Token || s.State() != proto.StateOK || ep.Calls.Load() != 0 {
 		t.Fatalf("after reading the entry: %+v, %d token requests; want the other host's token", s, ep.Calls.Load())
 	}
 	if vault.reads != 1 {
@@ -361,10 +361,10 @@ func TestKeeperSharedEntry(t *testing.T) {
 		t.Fatal("the other host's refresh did not fail")
 	}
 	k.attempt(context.Background())
-	s = k.snapshot(clock.Now())
-	if s.Token == nil || s.Token.Value != first.Token || s.state() != proto.StateDegraded ||
+	s = k.Snapshot(clock.Now())
+	if s.Token == nil || s.Token.Value != first.Token || s.State() != proto.StateDegraded ||
 		!strings.Contains(s.Err, "the token endpoint failed for the hosts refreshing the shared token (1 in a row; last from other): token endpoint answered 503") {
-		t.Fatalf("while the lease holders fail: state %s, error %q", s.state(), s.Err)
+		t.Fatalf("while the lease holders fail: state %s, error %q", s.State(), s.Err)
 	}
 	if ep.Calls.Load() != 0 {
 		t.Errorf("%d token requests: the host asked on its own while the fleet backs off", ep.Calls.Load())

@@ -1,4 +1,4 @@
-package daemon
+package tokens
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 // obtain reads the credentials and asks for a token. When the endpoint
 // rejects the client, the secret is read again at once (it may have just
 // been rotated) and the request retried if it changed.
-func (k *keeper) obtain(ctx context.Context, cached bool) (oauth.Grant, error) {
+func (k *Keeper) obtain(ctx context.Context, cached bool) (oauth.Grant, error) {
 	creds := k.cached
 	if !cached || creds.ID == "" {
 		var err error
@@ -48,7 +48,7 @@ func (k *keeper) obtain(ctx context.Context, cached bool) (oauth.Grant, error) {
 }
 
 // fetch makes one token request and reports it.
-func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.Grant, error) {
+func (k *Keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.Grant, error) {
 	tc := k.cfg
 	if tc.Issuer != "" {
 		if k.endpoint == "" {
@@ -79,7 +79,7 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 		}
 	}
 	if ok, until := k.budget.take(k.clock.Now()); !ok {
-		k.obs.fetched(fetchBudget, 0)
+		k.obs.Fetched(FetchBudget, 0)
 		err := &budgetError{max: k.budget.max, until: until}
 		if now := k.clock.Now(); now.Sub(k.budget.warned) >= budgetWindow {
 			k.budget.warned = now
@@ -90,7 +90,7 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 	}
 	start := time.Now()
 	g, err := oauth.Fetch(ctx, k.hc, &tc, creds)
-	k.obs.fetched(fetchResult(err), time.Since(start))
+	k.obs.Fetched(fetchResult(err), time.Since(start))
 	if err != nil {
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
 	}
@@ -99,7 +99,7 @@ func (k *keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 
 // useCertificate makes the client certificate in creds the one the token
 // requests present (tls_client_auth), when it changed.
-func (k *keeper) useCertificate(creds vaultsrc.Credentials) error {
+func (k *Keeper) useCertificate(creds vaultsrc.Credentials) error {
 	if creds.Cert+creds.Secret == k.certOf {
 		return nil
 	}
@@ -118,7 +118,7 @@ func (k *keeper) useCertificate(creds vaultsrc.Credentials) error {
 }
 
 // clientCertificate is the TLS client's GetClientCertificate.
-func (k *keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+func (k *Keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	if c := k.cert.Load(); c != nil {
 		return c, nil
 	}
@@ -126,7 +126,7 @@ func (k *keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificat
 }
 
 // transitAssertion has Vault Transit sign a fresh client assertion.
-func (k *keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientID string) (string, error) {
+func (k *Keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientID string) (string, error) {
 	signer, ok := k.creds.(TransitSigner)
 	if !ok {
 		return "", fmt.Errorf("transit_key: the credential source cannot sign")
@@ -171,7 +171,7 @@ func fetchResult(err error) string {
 
 // credentials reads the secret from Vault, falling back to the last good
 // credentials when Vault cannot answer quickly.
-func (k *keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) {
+func (k *Keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) {
 	c, err := k.readVault(ctx)
 	if err == nil {
 		return c, nil
@@ -183,7 +183,7 @@ func (k *keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) 
 	return k.cached, nil
 }
 
-func (k *keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
+func (k *Keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
 	timeout := vaultTimeout
 	if k.share != nil {
 		// A shared token's refresh also waits on Vault for the entry: every

@@ -1,4 +1,16 @@
-package daemon
+// Package tokens keeps tokens fresh. A Keeper holds one: its run loop is
+// the only writer and the only thing that talks to the network (through
+// package oauth, with credentials from a CredentialSource), so there is
+// exactly one token request in flight whatever the load, and readers
+// never wait on the network while a servable token exists: they load an
+// atomic pointer. The schedule (refresh at 75-80% of the lifetime,
+// jittered; backoff with full jitter), the issuance budget, and sharing
+// one token between hosts through a Vault entry (a pure decide and a
+// short executor) live here too.
+//
+// It knows nothing of the socket server: what it hands out is the
+// protocol's Token; it reports through an Observer.
+package tokens
 
 import (
 	"context"
@@ -17,7 +29,6 @@ import (
 	"github.com/tokend/tokend/daemon/config"
 	"github.com/tokend/tokend/daemon/oauth"
 	"github.com/tokend/tokend/socket/proto"
-	"github.com/tokend/tokend/socket/server"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -60,16 +71,16 @@ const (
 // only thing that talks to the network, so there is exactly one token
 // request in flight whatever the client load; readers only load an
 // atomic pointer.
-type keeper struct {
+type Keeper struct {
 	cfg   config.Fetch
 	creds CredentialSource
 	hc    *http.Client
 	clock clock
 	rand  func() float64
 	log   zerolog.Logger
-	obs   observer
+	obs   Observer
 
-	tok       atomic.Pointer[server.Token]
+	tok       atomic.Pointer[proto.Token]
 	state     atomic.Pointer[keeperState]
 	busySince atomic.Int64 // unix nanos an attempt started; 0 when idle
 	ready     chan struct{}
@@ -107,35 +118,35 @@ type keeperState struct {
 	lastSuccess time.Time // zero before the first success
 }
 
-// keeperDeps are what a keeper is built with, beside its settings.
-type keeperDeps struct {
-	creds CredentialSource
-	// client asks the token endpoint when the token needs no roots or
+// Deps are what a keeper is built with, beside its settings.
+type Deps struct {
+	Creds CredentialSource
+	// Client asks the token endpoint when the token needs no roots or
 	// client certificate of its own; nil: a client of its own.
-	client *http.Client
-	roots  *x509.CertPool // ca_file's roots; nil: the system's
-	obs    observer       // nil: nobody
-	log    zerolog.Logger
-	clock  clock          // nil: the real one
-	rand   func() float64 // nil: math/rand
-	// shareID names this host in a shared entry; store holds the entry.
+	Client   *http.Client
+	Roots    *x509.CertPool // ca_file's roots; nil: the system's
+	Observer Observer       // nil: nobody
+	Log      zerolog.Logger
+	clock    clock          // nil: the real one
+	rand     func() float64 // nil: math/rand
+	// ShareID names this host in a shared entry; store holds the entry.
 	// Used with cfg.SharePath.
-	shareID    string
-	shareStore EntryStore
+	ShareID    string
+	ShareStore EntryStore
 }
 
-// newKeeper builds the keeper of the token cfg describes. It is started
-// with run.
-func newKeeper(cfg config.Fetch, deps keeperDeps) *keeper {
+// New builds the keeper of the token cfg describes. It is started
+// with Run.
+func New(cfg config.Fetch, deps Deps) *Keeper {
 	ch := make(chan struct{})
-	k := &keeper{
+	k := &Keeper{
 		cfg:    cfg,
-		creds:  deps.creds,
-		hc:     deps.client,
+		creds:  deps.Creds,
+		hc:     deps.Client,
 		clock:  deps.clock,
 		rand:   deps.rand,
-		obs:    deps.obs,
-		log:    deps.log.With().Str("token", cfg.Name).Logger(),
+		obs:    deps.Observer,
+		log:    deps.Log.With().Str("token", cfg.Name).Logger(),
 		budget: budget{max: cfg.MaxPerHour},
 		ready:  make(chan struct{}),
 		kick:   make(chan struct{}, 1),
@@ -150,33 +161,33 @@ func newKeeper(cfg config.Fetch, deps keeperDeps) *keeper {
 	if k.obs == nil {
 		k.obs = nobody{}
 	}
-	if cfg.ClientAuth == "tls_client_auth" || deps.roots != nil || k.hc == nil {
+	if cfg.ClientAuth == "tls_client_auth" || deps.Roots != nil || k.hc == nil {
 		var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 		if cfg.ClientAuth == "tls_client_auth" {
 			cert = k.clientCertificate
 		}
-		k.hc = oauth.NewClient(deps.roots, cert)
+		k.hc = oauth.NewClient(deps.Roots, cert)
 	}
 	if cfg.SharePath != "" {
-		k.share = newSharer(cfg, deps.shareID, deps.shareStore, k.obs, k.rand, k.log)
+		k.share = newSharer(cfg, deps.ShareID, deps.ShareStore, k.obs, k.rand, k.log)
 	}
 	return k
 }
 
 // next returns a channel closed when the next attempt ends.
-func (k *keeper) next() <-chan struct{} { return *k.changes.Load() }
+func (k *Keeper) Next() <-chan struct{} { return *k.changes.Load() }
 
 // broadcast wakes everyone waiting on next.
-func (k *keeper) broadcast() {
+func (k *Keeper) broadcast() {
 	ch := make(chan struct{})
 	close(*k.changes.Swap(&ch))
 }
 
 // run refreshes the token until ctx ends.
-func (k *keeper) run(ctx context.Context) {
+func (k *Keeper) Run(ctx context.Context) {
 	for {
 		wait := k.attempt(ctx)
-		k.obs.attempted()
+		k.obs.Attempted()
 		k.broadcast()
 		select {
 		case <-ctx.Done():
@@ -188,7 +199,7 @@ func (k *keeper) run(ctx context.Context) {
 }
 
 // attempt makes one refresh attempt and says how long to wait for the next.
-func (k *keeper) attempt(ctx context.Context) time.Duration {
+func (k *Keeper) attempt(ctx context.Context) time.Duration {
 	k.busySince.Store(time.Now().UnixNano())
 	defer k.busySince.Store(0)
 	// This attempt answers every forced refresh asked so far (min=); busy
@@ -217,7 +228,7 @@ func (k *keeper) attempt(ctx context.Context) time.Duration {
 }
 
 // attemptShared is an attempt through the shared entry (share_path).
-func (k *keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
+func (k *Keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 	var mine *shared
 	if t := k.tok.Load(); t != nil {
 		mine = &shared{Token: t.Value, Type: t.Type, Scope: t.Scope, ExpiresAt: t.ExpiresAt,
@@ -251,7 +262,7 @@ func (k *keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 
 // fetchFor asks the token endpoint for a token for this host; cached
 // says to use the credentials in memory without asking Vault first.
-func (k *keeper) fetchFor(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
+func (k *Keeper) fetchFor(ctx context.Context, cached bool) (oauth.Grant, time.Time, error) {
 	sent := k.clock.Now()
 	g, err := k.obtain(ctx, cached)
 	if err == nil && g.Lifetime <= k.cfg.MinRemaining {
@@ -263,9 +274,9 @@ func (k *keeper) fetchFor(ctx context.Context, cached bool) (oauth.Grant, time.T
 }
 
 // install serves t from now on and schedules the next attempt.
-func (k *keeper) install(t shared, next time.Time, ev *zerolog.Event, msg string) {
+func (k *Keeper) install(t shared, next time.Time, ev *zerolog.Event, msg string) {
 	k.failures, k.lastSuccess = 0, k.clock.Now()
-	k.tok.Store(&server.Token{
+	k.tok.Store(&proto.Token{
 		Name: k.cfg.Name, Type: t.Type, Value: t.Token, Scope: k.cfg.Scope,
 		// From the moment the request was sent: the token may have been
 		// minted at any point after it. Monotonic under a real clock.
@@ -284,7 +295,7 @@ func (k *keeper) install(t shared, next time.Time, ev *zerolog.Event, msg string
 const noTokenEscalation = 4
 
 // failed records a failed attempt and says how long to back off.
-func (k *keeper) failed(err error) time.Duration {
+func (k *Keeper) failed(err error) time.Duration {
 	k.failures++
 	var retryAfter time.Duration
 	var ee *oauth.EndpointError
@@ -320,14 +331,14 @@ func (k *keeper) failed(err error) time.Duration {
 
 // wedged reports whether an attempt has run far longer than its deadlines
 // allow, which means the loop is stuck (for the watchdog).
-func (k *keeper) wedged(now time.Time) bool {
+func (k *Keeper) Wedged(now time.Time) bool {
 	since := k.busySince.Load()
 	return since != 0 && now.Sub(time.Unix(0, since)) > k.stuckAfter()
 }
 
 // stuckAfter is how long an attempt may take before it counts as stuck:
 // well past the sum of its deadlines.
-func (k *keeper) stuckAfter() time.Duration {
+func (k *Keeper) stuckAfter() time.Duration {
 	const (
 		tries  = 2 // a token request, and one more after a 401 and a fresh read
 		reads  = 2 // a Vault read before each try

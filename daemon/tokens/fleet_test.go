@@ -1,4 +1,4 @@
-package daemon
+package tokens
 
 import (
 	"container/heap"
@@ -355,8 +355,8 @@ func (q *fleetQueue) Pop() any {
 // fleetObserver counts the fleet's fallbacks.
 type fleetObserver struct{ s *fleetSim }
 
-func (fleetObserver) attempted()                    {}
-func (fleetObserver) fetched(string, time.Duration) {}
-func (fleetObserver) shareRead(string)              {}
-func (fleetObserver) shareLeased()                  {}
-func (o fleetObserver) fellBack()                   { o.s.fallbacks++ }
+func (fleetObserver) Attempted()                    {}
+func (fleetObserver) Fetched(string, time.Duration) {}
+func (fleetObserver) ShareRead(string)              {}
+func (fleetObserver) ShareLeased()                  {}
+func (o fleetObserver) FellBack()                   { o.s.fallbacks++ }

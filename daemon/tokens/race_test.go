@@ -1,6 +1,6 @@
 //go:build race
 
-package daemon
+package tokens
 
 // raceOn: the tests run with the race detector.
 const raceOn = true

@@ -1,4 +1,4 @@
-package daemon
+package tokens
 
 import (
 	"context"
@@ -67,7 +67,7 @@ func TestDiscover(t *testing.T) {
 	// A keeper: discovers, fetches, and discovers again after a failure.
 	docs = map[string]string{"/tenant/.well-known/openid-configuration": good}
 	hits = nil
-	k := newKeeper(*tc(srv.URL + "/tenant"), keeperDeps{creds: &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "csecret"}}, client: http.DefaultClient, log: zerolog.Nop()})
+	k := New(*tc(srv.URL + "/tenant"), Deps{Creds: &fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "csecret"}}, Client: http.DefaultClient, Log: zerolog.Nop()})
 	if _, err := k.obtain(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
