@@ -43,7 +43,13 @@ type TransitSigner interface {
 	TransitSign(ctx context.Context, mount, key, alg string, input []byte) ([]byte, error)
 }
 
-// clock is time as the keeper sees it; tests drive a fake one.
+// clock is time as the keeper sees it, for all of its refresh timing:
+// when a token was asked for and expires, when it is servable, when the
+// next attempt is due, the budget's window. Tests drive a fake one. Real
+// time stays for what is measured against the outside: how long a client
+// waits (get, getFresh), how long a request took (the metrics), the JWT
+// timestamps a server checks, and how long an attempt has run (the
+// watchdog's wedge check, which the supervisor judges on its own clock).
 type clock interface {
 	Now() time.Time
 	After(d time.Duration) <-chan time.Time
