@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/tokens"
+	"github.com/tokend/tokend/vaultsrc"
 )
 
 // tokenObserver is the daemon's observer of the token called name.
@@ -27,3 +28,11 @@ func (o tokenObserver) ShareRead(result string) {
 func (o tokenObserver) ShareLeased() { o.d.metrics.shareLeases.WithLabelValues(o.name).Inc() }
 
 func (o tokenObserver) FellBack() { o.d.metrics.shareFallbacks.WithLabelValues(o.name).Inc() }
+
+// vaultObserver counts the Vault source's reads and logins.
+type vaultObserver struct{ m *metrics }
+
+var _ vaultsrc.Observer = vaultObserver{}
+
+func (o vaultObserver) Read(err error)  { o.m.vaultReads.WithLabelValues(result(err)).Inc() }
+func (o vaultObserver) Login(err error) { o.m.vaultLogins.WithLabelValues(result(err)).Inc() }

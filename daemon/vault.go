@@ -36,12 +36,10 @@ func (c *credsRef) TransitSign(ctx context.Context, mount, key, alg string, inpu
 }
 
 func (d *daemon) startVault(vc vaultsrc.Config) error {
-	src, err := vaultsrc.New(vc, d.log.With().Str("component", "vault").Logger())
+	src, err := vaultsrc.New(vc, d.log.With().Str("component", "vault").Logger(), vaultObserver{d.metrics})
 	if err != nil {
 		return err
 	}
-	src.OnRead = func(err error) { d.metrics.vaultReads.WithLabelValues(result(err)).Inc() }
-	src.OnLogin = func(err error) { d.metrics.vaultLogins.WithLabelValues(result(err)).Inc() }
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); src.Run(ctx) }()

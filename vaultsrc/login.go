@@ -37,8 +37,8 @@ func (s *Source) loginOnce(ctx context.Context, force bool) (sec *api.Secret, fr
 		return s.current, false, nil
 	}
 	sec, err = s.authenticate(ctx)
-	if s.OnLogin != nil {
-		s.OnLogin(err)
+	if s.obs != nil {
+		s.obs.Login(err)
 	}
 	if err != nil {
 		return nil, false, err

@@ -18,7 +18,7 @@ func TestEntryCheckAndSet(t *testing.T) {
 	v := daemontest.StartVault(t)
 	file := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(file, []byte("root"), 0o600)
-	src, err := vaultsrc.New(vaultsrc.Config{Address: v.Addr, TokenFile: file}, zerolog.Nop())
+	src, err := vaultsrc.New(vaultsrc.Config{Address: v.Addr, TokenFile: file}, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

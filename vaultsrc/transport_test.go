@@ -29,7 +29,7 @@ func TestNoRedirectToAnotherHost(t *testing.T) {
 		}))
 		tok := filepath.Join(t.TempDir(), "token")
 		os.WriteFile(tok, []byte("hvs.secret-vault-token"), 0o600)
-		src, err := New(Config{Address: vault.URL, Auth: "token", TokenFile: tok}, zerolog.Nop())
+		src, err := New(Config{Address: vault.URL, Auth: "token", TokenFile: tok}, zerolog.Nop(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestVaultErrorBounded(t *testing.T) {
 	defer vault.Close()
 	tok := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tok, []byte("t"), 0o600)
-	src, _ := New(Config{Address: vault.URL, Auth: "token", TokenFile: tok}, zerolog.Nop())
+	src, _ := New(Config{Address: vault.URL, Auth: "token", TokenFile: tok}, zerolog.Nop(), nil)
 	_, err := src.Read(context.Background(), Secret{Mount: "secret", Path: "app", Version: 2, IDField: "a", SecretField: "b"})
 	if err == nil || !strings.HasPrefix(err.Error(), "reading secret/app (kv v2): vault answered 502 to GET /v1/secret/data/app: not a Vault answer: <html>") {
 		t.Fatalf("error: %.200v", err)

@@ -83,6 +83,13 @@ func (c Credentials) String() string {
 }
 func (c Credentials) GoString() string { return c.String() }
 
+// Observer is told the outcome of each Read and each login (for the
+// metrics); nil tells nobody.
+type Observer interface {
+	Read(err error)
+	Login(err error)
+}
+
 // Source reads secrets from one Vault. It is safe for concurrent use.
 type Source struct {
 	cfg    Config
@@ -90,9 +97,7 @@ type Source struct {
 	vc     *api.Config // what client was made from (cert logins make their own)
 	log    zerolog.Logger
 
-	// OnRead and OnLogin, when set before use, are told the outcome of
-	// each Read and each login (for metrics).
-	OnRead, OnLogin func(err error)
+	obs Observer
 
 	mu      sync.Mutex       // serialises logins
 	current *api.Secret      // the login in use; nil when a new one is needed
@@ -102,7 +107,7 @@ type Source struct {
 
 // New builds a Source. It does not contact Vault: a Vault that is down at
 // start is retried by Run and by every Read.
-func New(cfg Config, log zerolog.Logger) (*Source, error) {
+func New(cfg Config, log zerolog.Logger, obs Observer) (*Source, error) {
 	vc := api.DefaultConfig() // reads VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, … from the environment
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault client settings from the environment: %w", vc.Error)
@@ -136,7 +141,7 @@ func New(cfg Config, log zerolog.Logger) (*Source, error) {
 	cfg.AppRoleMount = cmp.Or(cfg.AppRoleMount, DefaultAppRoleMount)
 	cfg.CertMount = cmp.Or(cfg.CertMount, "cert")
 	cfg.JWTMount = cmp.Or(cfg.JWTMount, "jwt")
-	return &Source{cfg: cfg, client: client, vc: vc, log: log, relogin: make(chan *api.Secret, 1)}, nil
+	return &Source{cfg: cfg, client: client, vc: vc, log: log, obs: obs, relogin: make(chan *api.Secret, 1)}, nil
 }
 
 // Address is the Vault address in use.
@@ -145,8 +150,8 @@ func (s *Source) Address() string { return s.client.Address() }
 // Read returns the credentials stored at sec. It logs in first if needed,
 // and once more if Vault answers 403 (the token was revoked or expired).
 func (s *Source) Read(ctx context.Context, sec Secret) (c Credentials, err error) {
-	if s.OnRead != nil {
-		defer func() { s.OnRead(err) }()
+	if s.obs != nil {
+		defer func() { s.obs.Read(err) }()
 	}
 	return s.readCredentials(ctx, sec)
 }

@@ -69,7 +69,7 @@ func setup(t *testing.T) (*standIn, *Source) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "role"), []byte("role\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "sid"), []byte("sid"), 0o600)
-	src, err := New(Config{Address: srv.URL, Auth: "approle", RoleIDFile: filepath.Join(dir, "role"), SecretIDFile: filepath.Join(dir, "sid")}, zerolog.Nop())
+	src, err := New(Config{Address: srv.URL, Auth: "approle", RoleIDFile: filepath.Join(dir, "role"), SecretIDFile: filepath.Join(dir, "sid")}, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
