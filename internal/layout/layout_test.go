@@ -79,6 +79,22 @@ func TestImportsRunOneWay(t *testing.T) {
 			}
 		}
 	}
+	// The graph, for `go test -v`: each package and the module's packages
+	// it imports directly.
+	direct, err := exec.Command("go", "list", "-f", `{{.ImportPath}}:{{join .Imports " "}}`, module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(direct)), "\n") {
+		name, imports, _ := strings.Cut(line, ":")
+		var ours []string
+		for _, i := range strings.Fields(imports) {
+			if d, ok := strings.CutPrefix(i, module); ok {
+				ours = append(ours, d)
+			}
+		}
+		t.Logf("%-20s -> %s", strings.TrimPrefix(name, module), strings.Join(ours, " "))
+	}
 	if checked < len(rules) {
 		t.Errorf("only %d package rules matched a package: is the module path %q right?", checked, module)
 	}
