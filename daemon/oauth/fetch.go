@@ -270,6 +270,11 @@ func isCode(s string) bool {
 	return true
 }
 
+// IsTokenText reports whether s can be a token or a token type: one word
+// of printable ASCII, so that it can neither break a protocol line nor
+// add a header.
+func IsTokenText(s string) bool { return isTokenText(s) }
+
 func isTokenText(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] > '~' {

@@ -67,9 +67,11 @@ type sharer struct {
 	log         zerolog.Logger
 	obs         Observer
 
-	troubles   int       // consecutive steps that could not share
-	since      time.Time // when the current troubles began
-	failedLast bool      // the last step could not use Vault, and waits to try again
+	longest    time.Duration // the longest lifetime the endpoint gave this host
+	waitSince  time.Time     // when this host, without a token, began to wait for a lease holder
+	troubles   int           // consecutive steps that could not share
+	since      time.Time     // when the current troubles began
+	failedLast bool          // the last step could not use Vault, and waits to try again
 }
 
 // newSharer is the side of sharing of the token cfg describes; id names
@@ -116,8 +118,11 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 		s.obs.ShareRead(shareError)
 		return s.trouble(ctx, now, mine, err, fetch)
 	}
-	e := parseShared(fields)
-	if e.Config != "" && e.Config != s.config {
+	e := s.vet(now, parseShared(fields))
+	if mine != nil {
+		s.waitSince = time.Time{}
+	}
+	if (e.Config != "" || e.Token != "" || e.LeaseHolder != "") && e.Config != s.config {
 		s.obs.ShareRead(shareMismatch)
 		return s.trouble(ctx, now, mine, fmt.Errorf("the entry at %s/%s holds a token for another configuration (%s, this host's is %s): every host sharing it needs the same token_url or issuer, scope, audience, resource, extra_params and kv path",
 			s.mount, s.path, e.Config, s.config), fetch)
@@ -134,7 +139,7 @@ func (s *sharer) step(ctx context.Context, now time.Time, mine *shared, forced b
 	case offerMine:
 		return s.offer(ctx, now, e, *mine, version)
 	case awaitHolder:
-		return s.await(ctx, now, e, mine, fetch)
+		return s.await(ctx, now, e, mine, version, fetch)
 	}
 	return s.takeLease(ctx, now, e, mine, version, fetch)
 }
@@ -167,17 +172,64 @@ func (s *sharer) decide(now time.Time, e shared, mine *shared, forced bool) shar
 
 // heldByOther reports whether the entry's lease keeps this host from
 // taking it. A lease after failures is the fleet's backoff: it holds for
-// its holder too.
+// its holder too. A lease longer than any this host would believe is
+// expired.
 func (s *sharer) heldByOther(now time.Time, e shared) bool {
-	return e.LeaseHolder != "" && now.Before(e.LeaseUntil) && (e.LeaseHolder != s.id || e.Failures > 0)
+	return e.LeaseHolder != "" && now.Before(e.LeaseUntil) && !e.LeaseUntil.After(now.Add(s.policy.maxLease())) &&
+		(e.LeaseHolder != s.id || e.Failures > 0)
 }
 
+// vet treats the entry as the untrusted input it is: a token that could
+// not come from a token endpoint (not one printable word, too long, a
+// type that is not one word, fetched in the future) is no token; the
+// lifetime it claims is capped at the longest this host has been given
+// (maxSharedLifetime before it has been given any), so that a host
+// refreshes on its own schedule at the latest; the scope served is this
+// host's own (the fingerprint says they are equal); the texts shown in
+// STATUS and the log are cleaned.
+func (s *sharer) vet(now time.Time, e shared) shared {
+	e.LeaseHolder = proto.CleanN(e.LeaseHolder, 200)
+	e.LastError = proto.Clean(e.LastError)
+	if e.Token == "" {
+		return e
+	}
+	why := ""
+	switch {
+	case len(e.Token) > maxTokenLen || !oauth.IsTokenText(e.Token):
+		why = "its access_token is not one printable word"
+	case !oauth.IsTokenText(e.Type):
+		why = "its token_type is not one printable word"
+	case e.FetchedAt.After(now.Add(clockSkew)):
+		why = "its fetched_at is in the future"
+	}
+	if why != "" {
+		s.log.Warn().Str("problem", why).Str("fetched_by", proto.CleanN(e.FetchedBy, 200)).Msg("the shared entry holds no usable token; ignoring it")
+		e.Token, e.Type, e.FetchedAt, e.ExpiresAt = "", "", time.Time{}, time.Time{}
+		return e
+	}
+	e.Scope = s.scope
+	limit := s.longest
+	if limit == 0 {
+		limit = maxSharedLifetime
+	}
+	if e.lifetime() > limit {
+		e.ExpiresAt = e.FetchedAt.Add(limit)
+	}
+	return e
+}
+
+// gave records a token the endpoint gave this host, whose lifetime bounds
+// what the entry may claim.
+func (s *sharer) gave(lifetime time.Duration) { s.longest = max(s.longest, lifetime) }
+
 // offer shares this host's own token (fetched in a fallback), fresher
-// than the entry's, unless a lease is held.
+// than the entry's, unless another host holds the lease to refresh it.
 func (s *sharer) offer(ctx context.Context, now time.Time, e, mine shared, version int) shareResult {
 	s.obs.ShareRead(shareDue)
 	s.recovered(now)
-	if !s.heldByOther(now, e) {
+	// A lease after failures does not stop it: a fresh token says the
+	// endpoint answers again, and ends the fleet's backoff.
+	if !s.heldByOther(now, e) || e.Failures > 0 {
 		pub := mine
 		pub.Config, pub.LeaseHolder, pub.LeaseUntil, pub.Failures, pub.LastError = s.config, "", time.Time{}, 0, ""
 		if _, err := s.write(ctx, pub, version); err == nil {
@@ -189,7 +241,7 @@ func (s *sharer) offer(ctx context.Context, now time.Time, e, mine shared, versi
 
 // await waits for the lease holder's token, serving the entry's when it
 // is better than this host's, and falls back when none comes in time.
-func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *shared, fetch fetchFunc) shareResult {
+func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *shared, version int, fetch fetchFunc) shareResult {
 	s.obs.ShareRead(shareLeased)
 	s.recovered(now)
 	r := shareResult{}
@@ -197,6 +249,38 @@ func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *share
 	newer := e.Token != "" && (mine == nil || e.ExpiresAt.After(mine.ExpiresAt))
 	if newer && now.Before(e.ExpiresAt.Add(-s.policy.minRemaining)) {
 		r.tok, held = &e, &e // better than nothing, or than mine
+	}
+	// Every wait the entry sets ends at this host's own fallback point:
+	// the point for the token it holds, or, without one, a lease's
+	// length after it began to wait.
+	// While the holders fail at the endpoint (the fleet's backoff), the
+	// hosts' points are spread from the due point to the last request
+	// that fits, as when Vault fails, so that they do not all ask at
+	// once; they ask with the credentials in memory, the entry's read
+	// having just been Vault's work for this step.
+	fb := s.waitSince.Add(s.policy.noTokenWait())
+	switch {
+	case held != nil && e.Failures > 0:
+		fb = s.policy.troubleAt(*held, s.jitter)
+	case held != nil:
+		fb = s.fallbackAt(*held)
+	case s.waitSince.IsZero():
+		s.waitSince = now
+		fb = now.Add(s.policy.noTokenWait())
+	}
+	if !now.Before(fb) {
+		r := s.fallBackCached(ctx, fmt.Errorf("%s holds the lease until %s and no token has come", e.LeaseHolder, e.LeaseUntil.UTC().Format(time.RFC3339)), fetch, true)
+		if r.err == nil && r.tok != nil {
+			// The endpoint answers this host: give the others its token
+			// now (check-and-set on this step's read), and end the
+			// fleet's backoff.
+			pub := *r.tok
+			pub.Config = s.config
+			if _, err := s.write(ctx, pub, version); err == nil {
+				s.log.Info().Time("expires_at", pub.ExpiresAt.UTC()).Msg("shared this host's token")
+			}
+		}
+		return r
 	}
 	switch {
 	case e.Failures > 0:
@@ -210,10 +294,11 @@ func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *share
 		// Nothing to serve yet (a fleet starting): the holder's
 		// token comes soon, or its lease expires.
 		r.next = now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))
-	case !now.Before(s.fallbackAt(*held)):
-		return s.fallBack(ctx, fmt.Errorf("%s holds the lease until %s and no token has come", e.LeaseHolder, e.LeaseUntil.UTC().Format(time.RFC3339)), fetch)
 	default:
 		r.next = s.soon(now, *held)
+	}
+	if r.next.After(fb) {
+		r.next = fb
 	}
 	return r
 }
@@ -260,6 +345,7 @@ func (s *sharer) takeLease(ctx context.Context, now time.Time, e shared, mine *s
 		}
 		return shareResult{fetched: true, err: err}
 	}
+	s.gave(g.Lifetime)
 	t := shared{Token: g.AccessToken, Type: g.TokenType, Scope: s.scope, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime),
 		FetchedBy: s.id, Config: s.config}
 	if _, err := s.write(ctx, t, version); err != nil {
@@ -305,13 +391,20 @@ func (s *sharer) trouble(ctx context.Context, now time.Time, mine *shared, err e
 
 // fallBack fetches for this host alone.
 func (s *sharer) fallBack(ctx context.Context, why error, fetch fetchFunc) shareResult {
+	return s.fallBackCached(ctx, why, fetch, s.troubles > 0)
+}
+
+// fallBackCached is fallBack, with the credentials in memory when cached
+// says so: when Vault is in trouble, or was read at this step already.
+func (s *sharer) fallBackCached(ctx context.Context, why error, fetch fetchFunc, cached bool) shareResult {
 	s.failedLast = false
 	s.obs.FellBack()
 	s.log.Warn().Str("error", proto.Clean(why.Error())).Msg("sharing failed; fetching a token for this host alone")
-	g, sent, err := fetch(ctx, s.troubles > 0)
+	g, sent, err := fetch(ctx, cached)
 	if err != nil {
 		return shareResult{fetched: true, err: err}
 	}
+	s.gave(g.Lifetime)
 	t := shared{Token: g.AccessToken, Type: g.TokenType, Scope: s.scope, FetchedAt: sent, ExpiresAt: sent.Add(g.Lifetime), FetchedBy: s.id}
 	return shareResult{tok: &t, fetched: true, next: s.policy.readAt(t, s.rand())}
 }

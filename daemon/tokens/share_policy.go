@@ -16,6 +16,33 @@ type sharePolicy struct {
 // host's settings: when it is due, when to read it again, when to fall
 // back to fetching alone.
 
+// The entry is written by other hosts, and any host that shares it could
+// write anything there, or have a clock far ahead. What it says is
+// believed only within these bounds.
+const (
+	// clockSkew is how far apart hosts' clocks may be: a lease or a
+	// fetched_at up to that far ahead of this host's clock is believed.
+	clockSkew = 10 * time.Second
+	// maxSharedLifetime caps the lifetime an entry may claim until this
+	// host has seen the endpoint's own: client-credentials tokens rarely
+	// live longer than a day.
+	maxSharedLifetime = 24 * time.Hour
+	// maxTokenLen is the longest token served from the entry.
+	maxTokenLen = 64 << 10
+)
+
+// maxLease is the longest lease this host believes: a lease's own length,
+// or a failed request's backoff (retry_max, or Retry-After's cap), plus
+// the clocks' skew. A longer one is a forgery or a clock far ahead, and
+// is treated as expired.
+func (p sharePolicy) maxLease() time.Duration {
+	return max(shareLease*p.timeout, p.retryMax, maxRetryAfter) + clockSkew
+}
+
+// noTokenWait is how long a host without a token waits for another
+// host's lease before it fetches for itself: one lease and the skew.
+func (p sharePolicy) noTokenWait() time.Duration { return shareLease*p.timeout + clockSkew }
+
 func newSharePolicy(minRemaining, timeout, retryMax time.Duration) sharePolicy {
 	return sharePolicy{minRemaining: minRemaining, timeout: timeout, retryMax: retryMax,
 		vault: min(max(timeout, time.Second), vaultTimeout)}
