@@ -253,3 +253,32 @@ func TestE2ESharedTokenFailover(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A host that can write the shared entry (every sharing host can) forges
+// an endless lease with a failure and no token: a freshly started host,
+// real binary and real Vault, still gets a token from the endpoint at
+// once, and its token replaces the forgery.
+func TestE2ESharedForgedLease(t *testing.T) {
+	v, vaultToken := shareVault(t)
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "csecret")
+	cfg := daemontest.OneToken(v.Addr, vaultToken, ep.TokenURL())
+	cfg.Vibes().SharePath = sharePath
+	first := startFleet(t, 1, cfg)
+	sameToken(t, first, 10*time.Second)
+	fingerprint := entry(v)["config"]
+	first[0].askers.Finish(t, "the first host")
+	first[0].Stop(t, 5*time.Second)
+
+	v.Call("POST", "secret/data/"+sharePath, map[string]any{"data": map[string]string{
+		"config": fingerprint, "lease_holder": "evil/1", "lease_until": "9999-01-01T00:00:00Z", "failures": "1", "last_error": "forged"}})
+	before := ep.Calls.Load()
+	fresh := startFleet(t, 1, cfg)
+	tok := sameToken(t, fresh, 10*time.Second)
+	if !ep.IssuedSince(int(before), tok) {
+		t.Errorf("the fresh host serves %q, not a token the endpoint issued after the forgery", tok)
+	}
+	if e := entry(v); e["access_token"] != tok || e["lease_holder"] != "" || e["failures"] != "0" {
+		t.Errorf("the entry after the fresh host's request: %v", e)
+	}
+	fresh[0].askers.Finish(t, "the fresh host")
+}
