@@ -66,3 +66,28 @@ func TestFileProblemAsServiceUser(t *testing.T) {
 		t.Errorf("a missing credential: %q", p)
 	}
 }
+
+// A file sink's directory that a group other than tokend's may write is
+// refused: a member replaced the token file in an adversarial review.
+func TestFileSinkGroupWritableDir(t *testing.T) {
+	if os.Getuid() != 0 {
+		daemontest.Need(t, "root", "chgrp a directory to another group")
+	}
+	dir := filepath.Join(t.TempDir(), "sink")
+	os.Mkdir(dir, 0o770)
+	os.Chmod(dir, 0o770)
+	base := "[vault]\naddress = \"http://127.0.0.1:8200\"\ntoken_file = \"/dev/null\"\n[token.a]\ntoken_url = \"https://x/oauth2/token\"\nkv_path = \"p\"\nfile = \"" + dir + "/a.token\"\n"
+	os.Chown(dir, 0, 65534)
+	if _, err := ParseConfig("g.toml", []byte(base)); err == nil || !strings.Contains(err.Error(), `token.a.file: its directory "`+dir+`" is writable by group 65534 (mode 0770)`) {
+		t.Errorf("a directory group 65534 may write: %v", err)
+	}
+	os.Chown(dir, 0, os.Getegid())
+	if _, err := ParseConfig("g.toml", []byte(base)); err != nil {
+		t.Errorf("a directory tokend's own group may write: %v", err)
+	}
+	os.Chown(dir, 0, 65534)
+	os.Chmod(dir, 0o750)
+	if _, err := ParseConfig("g.toml", []byte(base)); err != nil {
+		t.Errorf("a directory group 65534 may only read: %v", err)
+	}
+}

@@ -3,9 +3,13 @@ package config
 import (
 	"maps"
 	"net/url"
+	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tokend/tokend/vaultsrc"
@@ -304,8 +308,18 @@ func (r *reader) file(t table, m map[string]any) *FileSink {
 	}
 	// Anyone who can write the directory could swap the file for their own
 	// between two writes, or read it while it has its temporary name.
-	if fi, err := r.host.stat(filepath.Dir(path)); err == nil && fi.Mode().Perm()&0o002 != 0 {
-		r.fail(t.prefix+".file", "its directory %q is writable by others (mode %04o): use a directory only tokend can write, such as RuntimeDirectory=tokend-files", filepath.Dir(path), fi.Mode().Perm())
+	// The same holds for the members of a group other than tokend's own.
+	if fi, err := r.host.stat(filepath.Dir(path)); err == nil {
+		perm, gid := fi.Mode().Perm(), uint32(os.Getegid())
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			gid = st.Gid
+		}
+		switch {
+		case perm&0o002 != 0:
+			r.fail(t.prefix+".file", "its directory %q is writable by others (mode %04o): use a directory only tokend can write, such as RuntimeDirectory=tokend-files", filepath.Dir(path), perm)
+		case perm&0o020 != 0 && !serviceGroup(gid):
+			r.fail(t.prefix+".file", "its directory %q is writable by group %d (mode %04o), whose members could replace the token file: use a directory only tokend can write (chmod g-w, or RuntimeDirectory=tokend-files)", filepath.Dir(path), gid, perm)
+		}
 	}
 	if f.Mode&0o007 != 0 {
 		r.fail(t.prefix+".file_mode", "%04o lets every local user read the token", f.Mode)
@@ -374,4 +388,14 @@ func (r *reader) access(t table) Access {
 		}
 	}
 	return a
+}
+
+// serviceGroup reports whether gid is tokend's own group: this process's,
+// or user tokend's primary group. Its members are tokend.
+func serviceGroup(gid uint32) bool {
+	if gid == uint32(os.Getegid()) {
+		return true
+	}
+	u, err := user.Lookup("tokend")
+	return err == nil && u.Gid == strconv.FormatUint(uint64(gid), 10)
 }
