@@ -51,7 +51,8 @@ func (s *Server) release(c net.Conn, uid uint32) {
 // asks something: a connect-and-read client (LoadCredential=) gets nothing,
 // since the text would become its credential. Each refusal lingers up to a
 // second to tell the two apart; past a bound, a flood is only glanced at
-// and closed, rather than piling up goroutines.
+// (by a few goroutines, never the accept loop) and closed, rather than
+// piling up goroutines.
 func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 	s.warnings.warn(s.Log, "connections refused: "+why, peer.UID, func(e *zerolog.Event) *zerolog.Event {
 		return e.Int64("max_connections", s.maxConns.Load()).Int64("max_connections_per_uid", s.maxPerUID.Load())
@@ -63,7 +64,15 @@ func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 	}
 	if s.lingering.Add(1) > limit {
 		s.lingering.Add(-1)
-		s.countBusy(refuseAsked(c, line, 10*time.Millisecond))
+		// Never in the accept loop: a few glancers take it, and when they
+		// are behind it is closed at once. Accepting must not slow down,
+		// or the listen backlog fills and nobody can connect at all.
+		select {
+		case s.glances <- refusal{c, line}:
+		default:
+			c.Close()
+			s.count(VerbOther, proto.CodeBusy)
+		}
 		return
 	}
 	go func() {
@@ -71,6 +80,19 @@ func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
 		s.countBusy(refuseAsked(c, line, time.Second))
 	}()
 }
+
+// refusal is a refused connection past the linger bound, and its line.
+type refusal struct {
+	c    net.Conn
+	line string
+}
+
+// glancers look at refused connections past the linger bound, up to 10 ms
+// each, from a queue of glanceQueue.
+const (
+	glancers    = 4
+	glanceQueue = 256
+)
 
 func (s *Server) countBusy(asked bool) {
 	if asked {

@@ -31,6 +31,7 @@ type Server struct {
 	warnings     limitedLog
 	lingering    atomic.Int64 // refused connections not yet closed
 	maxLingering int64        // bound on lingering; default 1024
+	glances      chan refusal // refusals past the bound, for the glancers
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -101,6 +102,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	s.glances = make(chan refusal, glanceQueue)
+	defer close(s.glances)
+	for range glancers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range s.glances {
+				s.countBusy(refuseAsked(r.c, r.line, 10*time.Millisecond))
+			}
+		}()
+	}
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()

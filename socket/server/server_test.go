@@ -762,3 +762,46 @@ func TestWatchesCountTowardCaps(t *testing.T) {
 	w1.Close() // ends that watch and frees its slot
 	waitFor(t, "the slot to free", func() bool { return converse(t, path, "PING\n") == "OK PONG\n" })
 }
+
+// A flood of refused connections must not slow the accept loop: past the
+// linger bound, refusals are glanced at by a few goroutines or closed at
+// once. Before, each waited 10 ms in the accept loop, so a client queued
+// behind 3,000 silent connections waited about 30 s, or, with the listen
+// backlog full, could not connect at all (EAGAIN).
+func TestServerFloodDoesNotStallAccept(t *testing.T) {
+	path, _ := serve(t, func(s *Server) { s.SetMaxConns(1); s.maxLingering = 4 })
+	hold(t, path)
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for range 3000 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("flood connect %d: %v", len(flood), err)
+		}
+		flood = append(flood, c) // silent: never writes
+	}
+	// The request is refused (the server is full), by ERR busy or, with
+	// the glancers behind, a close; what matters is that it is accepted
+	// at once rather than queued behind the flood.
+	began := time.Now()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("connect behind the flood: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "PING\n")
+	got, err := io.ReadAll(c)
+	took := time.Since(began)
+	t.Logf("a request behind 3,000 refused connections: %q, %v, in %v", got, err, took.Round(time.Millisecond))
+	if ne, ok := err.(net.Error); (ok && ne.Timeout()) || took > 5*time.Second {
+		t.Errorf("a request behind the flood waited %v (%v): the accept loop stalled", took, err)
+	}
+	if len(got) > 0 && !strings.HasPrefix(string(got), "ERR busy") {
+		t.Errorf("a refused request read %q", got)
+	}
+}
