@@ -99,7 +99,7 @@ func (d *daemon) follow(ctx context.Context, name string, p *server.Peer, send f
 				last, unservable = t, false
 			}
 			// It becomes unservable by time alone.
-			until = time.NewTimer(t.ExpiresAt.Sub(now) - e.k.Config().MinRemaining + time.Millisecond)
+			until = time.NewTimer(e.k.Left(t, now) - e.k.Config().MinRemaining + time.Millisecond)
 		}
 		var timeUp <-chan time.Time
 		if until != nil {

@@ -50,16 +50,27 @@ type TransitSigner interface {
 // waits (get, getFresh), how long a request took (the metrics), the JWT
 // timestamps a server checks, and how long an attempt has run (the
 // watchdog's wedge check, which the supervisor judges on its own clock).
+//
+// Go's monotonic clock, which Now's readings and the timers follow, does
+// not advance while the machine is suspended (nor always while a VM is
+// paused); the wall clock does. A token is servable only while both say
+// it has min_remaining left, and Jumped wakes the run loop when the wall
+// clock moves away from the monotonic one, so that the schedule catches up.
 type clock interface {
-	Now() time.Time
+	Now() time.Time  // with a monotonic reading
+	Wall() time.Time // without one: counts a suspend
 	After(d time.Duration) <-chan time.Time
+	// Jumped is closed when the wall clock moves more than a second
+	// away from the monotonic one; ask again for the next.
+	Jumped() <-chan struct{}
 }
 
 type realClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
-
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) Wall() time.Time                        { return time.Now().Round(0) }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (realClock) Jumped() <-chan struct{}                { return clockJumps.next() }
 
 const (
 	// vaultTimeout bounds a Vault read on the refresh path: an outage must
@@ -195,11 +206,30 @@ func (k *Keeper) Run(ctx context.Context) {
 		wait := k.attempt(ctx)
 		k.obs.Attempted()
 		k.broadcast()
+		if !k.sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// sleep waits until the next attempt is due, by the monotonic clock or,
+// after a jump (a suspend, a clock step), by the wall clock; false when
+// ctx ended.
+func (k *Keeper) sleep(ctx context.Context, wait time.Duration) bool {
+	due := k.clock.Wall().Add(wait)
+	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-k.clock.After(wait):
+			return true
 		case <-k.kick:
+			return true
+		case <-k.clock.Jumped():
+			if wait = due.Sub(k.clock.Wall()); wait <= 0 {
+				k.log.Info().Msg("the wall clock jumped past the next refresh (a suspend or a clock step): refreshing now")
+				return true
+			}
 		}
 	}
 }

@@ -26,6 +26,7 @@ type fakeClock struct {
 	now     time.Time
 	waiters []waiter
 	waiting chan time.Duration // each After call reports its duration
+	jumped  chan struct{}
 }
 
 type waiter struct {
@@ -34,7 +35,30 @@ type waiter struct {
 }
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), waiting: make(chan time.Duration, 100)}
+	return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), waiting: make(chan time.Duration, 100), jumped: make(chan struct{})}
+}
+
+// The fake's times have no monotonic reading: Wall is Now.
+func (f *fakeClock) Wall() time.Time { return f.Now() }
+
+func (f *fakeClock) Jumped() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.jumped
+}
+
+// Suspend moves the time on by d as a suspended machine sees it after it
+// resumes: the wall clock moved, the timers (which count monotonic time)
+// did not, and the jump is told.
+func (f *fakeClock) Suspend(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	for i := range f.waiters {
+		f.waiters[i].at = f.waiters[i].at.Add(d)
+	}
+	close(f.jumped)
+	f.jumped = make(chan struct{})
 }
 
 func (f *fakeClock) Now() time.Time {
