@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,10 +42,10 @@ func TestKeeperSuspend(t *testing.T) {
 // machine sees after a suspend, when the monotonic clock did not count it.
 type skewClock struct {
 	realClock
-	ahead time.Duration
+	ahead atomic.Int64 // ns
 }
 
-func (c *skewClock) Wall() time.Time { return time.Now().Round(0).Add(c.ahead) }
+func (c *skewClock) Wall() time.Time { return time.Now().Round(0).Add(time.Duration(c.ahead.Load())) }
 
 // A token is servable only while both clocks say it has min_remaining
 // left: on the monotonic clock alone, one that expired during a suspend
@@ -63,7 +64,7 @@ func TestKeeperServableOnBothClocks(t *testing.T) {
 	if time.Until(tok.ExpiresAt) < 50*time.Minute {
 		t.Fatalf("token has %v", time.Until(tok.ExpiresAt))
 	}
-	clock.ahead = 2 * time.Hour // the machine slept two hours
+	clock.ahead.Store(int64(2 * time.Hour)) // the machine slept two hours
 	if _, err := k.Get(ctx, 0); err == nil {
 		t.Fatal("served a token the wall clock says expired an hour ago")
 	}
