@@ -2,6 +2,7 @@ package vaultsrc
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -74,5 +75,37 @@ func TestVaultErrorBounded(t *testing.T) {
 	}
 	if len(err.Error()) > maxBody+200 {
 		t.Errorf("error of %d bytes", len(err.Error()))
+	}
+}
+
+// A proxy (or a server) that echoes the request's X-Vault-Token in its
+// error page does not put the token into tokend's errors, which go to
+// STATUS and the logs.
+func TestVaultErrorHidesEchoedToken(t *testing.T) {
+	for _, raw := range []bool{true, false} {
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/auth/token/lookup-self" {
+				w.WriteHeader(200)
+				io.WriteString(w, `{"data":{"ttl":3600,"renewable":false}}`)
+				return
+			}
+			w.WriteHeader(502)
+			if raw {
+				io.WriteString(w, "<html>bad gateway; your request had X-Vault-Token: "+r.Header.Get("X-Vault-Token")+"</html>")
+			} else {
+				io.WriteString(w, `{"errors":["upstream failed for token `+r.Header.Get("X-Vault-Token")+`"]}`)
+			}
+		}))
+		tok := filepath.Join(t.TempDir(), "token")
+		os.WriteFile(tok, []byte("hvs.echoed-vault-token"), 0o600)
+		src, err := New(Config{Address: proxy.URL, Auth: "token", TokenFile: tok}, zerolog.Nop(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = src.Read(context.Background(), Secret{Mount: "secret", Path: "app", Version: 2, IDField: "client_id", SecretField: "client_secret"})
+		proxy.Close()
+		if err == nil || strings.Contains(err.Error(), "hvs.echoed") || !strings.Contains(err.Error(), "[vault token]") {
+			t.Errorf("raw %v: %v", raw, err)
+		}
 	}
 }

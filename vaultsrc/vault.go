@@ -184,11 +184,12 @@ func (s *Source) readCredentials(ctx context.Context, sec Secret) (Credentials, 
 // call logs in if needed, runs op (on what, for the log), and logs in
 // again and retries once if Vault answers 403 (the token was revoked or
 // expired). Every Vault request but the login goes through it.
-func (s *Source) call(ctx context.Context, what string, op func() (map[string]any, error)) (map[string]any, error) {
+func (s *Source) call(ctx context.Context, what string, op func() (map[string]any, error)) (data map[string]any, err error) {
+	defer func() { err = s.scrub(err) }()
 	if _, err := s.login(ctx, false); err != nil {
 		return nil, err
 	}
-	data, err := op()
+	data, err = op()
 	if isForbidden(err) {
 		s.log.Info().Str("path", what).Msg("vault refused the request (403); logging in again")
 		if _, lerr := s.login(ctx, true); lerr != nil {
@@ -266,10 +267,30 @@ func compact(err error) error {
 type answerError struct {
 	re   *api.ResponseError
 	text string
+	err  error // what a scrubbed error was, when re is nil
 }
 
 func (e *answerError) Error() string { return e.text }
-func (e *answerError) Unwrap() error { return e.re }
+func (e *answerError) Unwrap() error {
+	if e.re == nil {
+		return e.err
+	}
+	return e.re
+}
+
+// scrub hides the Vault token in err's text: a proxy or a server may
+// echo the request's X-Vault-Token header in an error page, and the text
+// goes to logs and STATUS. errors.Is and errors.As still see err.
+func (s *Source) scrub(err error) error {
+	if err == nil {
+		return nil
+	}
+	tok := s.client.Token()
+	if len(tok) < 8 || !strings.Contains(err.Error(), tok) {
+		return err
+	}
+	return &answerError{re: nil, text: strings.ReplaceAll(err.Error(), tok, "[vault token]"), err: err}
+}
 
 func isForbidden(err error) bool {
 	var re *api.ResponseError

@@ -18,7 +18,7 @@ func (s *Source) Run(ctx context.Context) {
 		if sec == nil {
 			var err error
 			if sec, _, err = s.loginOnce(ctx, force); err != nil {
-				s.log.Warn().Err(err).Dur("retry_in", delay.Round(time.Millisecond)).Msg("vault login failed")
+				s.log.Warn().Err(s.scrub(err)).Dur("retry_in", delay.Round(time.Millisecond)).Msg("vault login failed")
 				sec = s.await(ctx, time.After(delay)) // a read may log in meanwhile
 				delay = min(2*delay, 30*time.Second)
 				continue

@@ -67,7 +67,10 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 		}
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > proto.MaxLine {
-			cn.log().Warn().Msg("request line too long; connection closed")
+			peer := cn.peer
+			s.warnings.warn(s.Log, "request line too long; connection closed", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+				return e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Int("max", proto.MaxLine)
+			})
 			s.count(VerbOther, proto.CodeTooLong)
 			if w.Flush() == nil {
 				refuse(c, (&proto.Error{Code: proto.CodeTooLong, Msg: fmt.Sprintf("request line longer than %d bytes", proto.MaxLine)}).Line())

@@ -805,3 +805,17 @@ func TestServerFloodDoesNotStallAccept(t *testing.T) {
 		t.Errorf("a refused request read %q", got)
 	}
 }
+
+// A flood of too-long lines gives summary lines, not one warning each.
+func TestServerTooLongLogSummary(t *testing.T) {
+	path, logs := serve(t, func(s *Server) { s.warnings.interval = time.Hour })
+	long := strings.Repeat("x", proto.MaxLine+10) + "\n"
+	for i := 0; i < 50; i++ {
+		if got := converse(t, path, long); !strings.HasPrefix(got, "ERR too-long ") {
+			t.Fatalf("connection %d: %q", i, got)
+		}
+	}
+	if n := strings.Count(logs.String(), "request line too long"); n != 1 {
+		t.Errorf("%d log lines for 50 too-long requests, want 1 (then one summary per interval):\n%s", n, logs)
+	}
+}
