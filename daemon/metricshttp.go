@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ func (d *daemon) serveMetrics(addr string) (stop func(), err error) {
 		}
 		return nil, &config.ConfigError{File: d.path, Problems: []string{fmt.Sprintf("metrics_listen: %q: %v: %s", addr, errors.Unwrap(err), hint)}}
 	}
+	ln = capListener(ln, maxMetricsConns)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", d.healthz)
@@ -67,4 +69,46 @@ func (d *daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// maxMetricsConns bounds the metrics listener's open connections: idle
+// scrapers must not take the descriptors the token socket needs.
+const maxMetricsConns = 64
+
+// capListener accepts at most n connections at once; past that it closes
+// new ones at once.
+func capListener(ln net.Listener, n int) net.Listener {
+	return &cappedListener{Listener: ln, slots: make(chan struct{}, n)}
+}
+
+type cappedListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func (l *cappedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &cappedConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+			c.Close()
+		}
+	}
+}
+
+type cappedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *cappedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
