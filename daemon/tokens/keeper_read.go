@@ -123,7 +123,7 @@ func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.T
 	// and the others join.
 	if k.busySince.Load() == 0 && k.forcing.CompareAndSwap(false, true) {
 		if !k.mayForce(now) {
-			k.forcing.Store(false)
+			k.refuseForce()
 			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
 				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
 		}
@@ -151,7 +151,28 @@ func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.T
 		if s := k.Snapshot(now); s.Err != "" {
 			return unavailable("no token %s with %ds left: %s", k.cfg.Name, int(min/time.Second), s.Err)
 		}
+		if k.busySince.Load() == 0 && !k.forcing.Load() && k.forcedWithin(now) {
+			// No refresh is on its way: the one this request joined was
+			// refused (at most one per forceEvery), or it came and did
+			// not bring enough. Say so now, not after freshWait.
+			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
+				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
+		}
 	}
+}
+
+// refuseForce ends a forced refresh that mayForce refused, and wakes the
+// requests that joined it: none is coming.
+func (k *Keeper) refuseForce() {
+	k.forcing.Store(false)
+	k.broadcast()
+}
+
+// forcedWithin reports whether a refresh was forced less than forceEvery
+// before now.
+func (k *Keeper) forcedWithin(now time.Time) bool {
+	last := k.lastForced.Load()
+	return last != 0 && now.Sub(time.Unix(0, last)) < forceEvery
 }
 
 // mayForce takes the right to force a refresh, once per forceEvery.

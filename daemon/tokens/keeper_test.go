@@ -535,3 +535,37 @@ func tokenConfig(url, mode string) *config.Fetch {
 func testDeps(creds CredentialSource, clock clock, log zerolog.Logger) Deps {
 	return Deps{Creds: creds, Client: http.DefaultClient, clock: clock, rand: func() float64 { return 0.5 }, Log: log}
 }
+
+// Requests that joined a forced refresh which the once-per-30 s limit
+// refused get their answer at once, not after freshWait.
+func TestKeeperRefusedForceJoiners(t *testing.T) {
+	r := startKeeper(t, "basic+body")
+	r.clock.nextWait(t)
+	r.clock.Advance(10 * time.Minute)
+	if _, err := r.k.GetFresh(context.Background(), time.Second, 55*time.Minute); err != nil {
+		t.Fatalf("the first forced refresh: %v", err)
+	}
+	r.clock.nextWait(t)
+	r.clock.Advance(10 * time.Minute)
+	// A client is forcing (its check is under way) as others join.
+	r.k.forcing.Store(true)
+	errs := make(chan error, 10)
+	for range 10 {
+		go func() {
+			_, err := r.k.GetFresh(context.Background(), time.Second, 55*time.Minute)
+			errs <- err
+		}()
+	}
+	awaitBlocked(t, "tokens.(*Keeper).GetFresh(", 10)
+	began := time.Now()
+	r.k.lastForced.Store(r.clock.Now().UnixNano()) // forced just now: the forcing client is refused
+	r.k.refuseForce()
+	for range 10 {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "a refresh was forced less than 30s ago") {
+			t.Errorf("a joiner: %v", err)
+		}
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("joiners answered after %v, want at once", took)
+	}
+}
