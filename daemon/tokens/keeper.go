@@ -124,6 +124,7 @@ type Keeper struct {
 	cached      vaultsrc.Credentials // last good credentials
 	failures    int                  // consecutive failed attempts
 	lastSuccess time.Time
+	shareUnfit  bool // the tokens are too short to share: fetching alone
 }
 
 // keeperState is the outcome of the last attempt. The run loop replaces it
@@ -245,7 +246,7 @@ func (k *Keeper) attempt(ctx context.Context) time.Duration {
 	case <-k.kick:
 	default:
 	}
-	if k.share != nil {
+	if k.share != nil && k.shareFits() {
 		return k.attemptShared(ctx, forced)
 	}
 	g, sent, err := k.fetchFor(ctx, false)
@@ -261,6 +262,26 @@ func (k *Keeper) attempt(ctx context.Context) time.Duration {
 	}
 	k.install(t, next, ev, msg)
 	return max(next.Sub(k.clock.Now()), 0)
+}
+
+// shareFits reports whether the tokens the endpoint issues live long
+// enough to share: a host that shares must be at least as available as
+// one alone, and with short tokens the shared schedule (a lease, other
+// hosts' reads) cannot fit before min_remaining. Then this host fetches
+// on its own schedule, and says so once.
+func (k *Keeper) shareFits() bool {
+	lt := time.Duration(k.lifetime.Load())
+	fits := lt == 0 || k.share.policy.fits(lt)
+	if fits == k.shareUnfit {
+		k.shareUnfit = !fits
+		if fits {
+			k.log.Info().Dur("lifetime", lt).Msg("tokens live long enough to share again; sharing")
+		} else {
+			k.log.Warn().Dur("lifetime", lt).Dur("min_remaining", k.cfg.MinRemaining).Dur("request_timeout", k.cfg.RequestTimeout).
+				Msg("tokens are too short to share (a quarter of their life must exceed min_remaining and 6 request timeouts): this host fetches its own")
+		}
+	}
+	return fits
 }
 
 // attemptShared is an attempt through the shared entry (share_path).

@@ -1,9 +1,15 @@
 package tokens
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/daemon/daemontest"
+	"github.com/tokend/tokend/vaultsrc"
 )
 
 // The shared entry is untrusted input: any host that shares it can write
@@ -162,5 +168,40 @@ func TestShareForgedToken(t *testing.T) {
 	e := me.vet(now, parseShared(with("last_error", "x\nREADY=1")))
 	if strings.ContainsAny(e.LastError, "\r\n") {
 		t.Errorf("last_error %q", e.LastError)
+	}
+}
+
+// Tokens too short for the shared schedule: after its first token, the
+// host fetches on its own schedule (as available as alone), and reads the
+// entry no more while they stay so short.
+func TestKeeperShortTokensFetchAlone(t *testing.T) {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "pw")
+	ep.SetTTL(10)
+	clock := newFakeClock()
+	store := &memStore{}
+	cfg := tokenConfig(ep.TokenURL(), "basic+body")
+	cfg.SharePath, cfg.ShareMount = "tokend/shared/vibes", "secret"
+	cfg.MinRemaining, cfg.RequestTimeout = 2*time.Second, time.Second
+	logs := &daemontest.SyncBuf{}
+	deps := testDeps(&fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "pw"}}, clock, zerolog.New(logs))
+	deps.ShareID, deps.ShareStore = "me", store
+	k := New(*cfg, deps)
+	k.attempt(context.Background()) // the first token, through the entry
+	reads := store.reads
+	for range 5 {
+		wait := k.attempt(context.Background())
+		if wait > 8*time.Second {
+			t.Fatalf("next attempt in %v: past the per-host refresh point of a 10 s token", wait)
+		}
+		clock.Advance(wait)
+		if !k.Snapshot(clock.Now()).Servable {
+			t.Fatalf("unservable at %v", clock.Now())
+		}
+	}
+	if store.reads != reads || ep.Calls.Load() != 6 {
+		t.Errorf("%d entry reads and %d token requests after the first; want none and 5 of its own", store.reads-reads, ep.Calls.Load()-1)
+	}
+	if n := strings.Count(logs.String(), "tokens are too short to share"); n != 1 {
+		t.Errorf("said %d times that the tokens are too short to share, want once:\n%s", n, logs)
 	}
 }

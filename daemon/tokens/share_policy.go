@@ -43,6 +43,13 @@ func (p sharePolicy) maxLease() time.Duration {
 // host's lease before it fetches for itself: one lease and the skew.
 func (p sharePolicy) noTokenWait() time.Duration { return shareLease*p.timeout + clockSkew }
 
+// fits reports whether tokens of lifetime leave the shared schedule its
+// slack: the due point a quarter of the life before expiry (as alone)
+// still lies shareSlack request timeouts before min_remaining.
+func (p sharePolicy) fits(lifetime time.Duration) bool {
+	return lifetime/4 >= p.minRemaining+shareSlack*p.timeout
+}
+
 func newSharePolicy(minRemaining, timeout, retryMax time.Duration) sharePolicy {
 	return sharePolicy{minRemaining: minRemaining, timeout: timeout, retryMax: retryMax,
 		vault: min(max(timeout, time.Second), vaultTimeout)}
