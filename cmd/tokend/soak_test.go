@@ -283,8 +283,10 @@ func (s *soak) conduct(ctx context.Context, length time.Duration) {
 			continue
 		case <-time.After(time.Duration(500+s.rnd.IntN(2500)) * time.Millisecond):
 		}
+		// At least one kill -9, whatever the seed.
+		forceKill := s.kills.Load() == 0 && time.Since(began) > length/4 && time.Since(began) < length/3
 		switch n := s.rnd.IntN(10); {
-		case n < 2 && time.Since(began) < length/3:
+		case forceKill || n < 2 && time.Since(began) < length/3:
 			s.mu.Lock()
 			p, done := s.proc, s.procDone
 			s.mu.Unlock()
