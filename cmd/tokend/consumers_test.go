@@ -367,9 +367,25 @@ func TestE2EWatchAccess(t *testing.T) {
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	first, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || first != tok+"\n" {
-		t.Fatalf("uid 4242's watch: %q %v", first, err)
+	// A deadline on every wait: a watch that prints nothing fails the
+	// test rather than hanging it.
+	type line struct {
+		s   string
+		err error
+	}
+	firstLine := make(chan line, 1)
+	go func() {
+		s, err := bufio.NewReader(stdout).ReadString('\n')
+		firstLine <- line{s, err}
+	}()
+	select {
+	case l := <-firstLine:
+		if l.err != nil || l.s != tok+"\n" {
+			t.Fatalf("uid 4242's watch: %q %v", l.s, l.err)
+		}
+	case <-time.After(10 * time.Second):
+		w.Process.Kill()
+		t.Fatalf("uid 4242's watch printed nothing in 10s")
 	}
 	moved := cfg.Clone()
 	moved.Vibes().AllowUIDs = []int{65534}

@@ -101,6 +101,7 @@ type soak struct {
 	violations                        []string
 	samples                           []sample
 	steadyFrom                        time.Time // after the last kill -9
+	watchLast                         time.Time // tokenctl watch's last token
 }
 
 type sample struct {
@@ -247,6 +248,7 @@ func (s *soak) run(length time.Duration) {
 	goes(s.tokenctlAs(uidListed))
 	goes(s.tokenctlAs(uidDenied))
 	goes(s.watch)
+	goes(s.tokenctlWatch)
 	goes(s.sinkReader)
 	goes(s.sampler)
 	s.conduct(ctx, length)
@@ -502,6 +504,29 @@ func (s *soak) watch(ctx context.Context, _ *rand.Rand) {
 	}
 }
 
+// tokenctlWatch runs `tokenctl watch`, which must print every token it
+// prints at once, and keep printing across tokend's restarts.
+func (s *soak) tokenctlWatch(ctx context.Context, _ *rand.Rand) {
+	cmd := exec.CommandContext(ctx, s.tokenctl, "--socket", s.sock, "watch")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		s.violate("tokenctl watch: %v", err)
+		return
+	}
+	if err := cmd.Start(); err != nil {
+		s.violate("tokenctl watch: %v", err)
+		return
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		s.check("tokenctl watch", sc.Text(), time.Now())
+		s.mu.Lock()
+		s.watchLast = time.Now()
+		s.mu.Unlock()
+	}
+	cmd.Wait()
+}
+
 // sinkReader reads the file sink as a tool would: when it exists it is a
 // whole JSON answer with a token that has min_remaining left.
 func (s *soak) sinkReader(ctx context.Context, rnd *rand.Rand) {
@@ -573,6 +598,10 @@ func (s *soak) report(t *testing.T) {
 		}
 	} else {
 		t.Errorf("only %d resource samples after the last kill: the soak is too short to judge", len(steady))
+	}
+	if !s.watchLast.After(s.steadyFrom) {
+		t.Errorf("tokenctl watch printed no token after the last kill -9 (its last at %v, the kill at %v): it did not reconnect",
+			s.watchLast.Format(time.TimeOnly), s.steadyFrom.Format(time.TimeOnly))
 	}
 	if s.served.Load() == 0 || s.denied.Load() == 0 {
 		t.Errorf("nothing was served (%d) or denied (%d): the soak tested nothing", s.served.Load(), s.denied.Load())

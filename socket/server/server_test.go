@@ -703,10 +703,20 @@ func TestJSONAndWatch(t *testing.T) {
 	if got := line(); got != "OK tok-main" {
 		t.Fatalf("first: %q", got)
 	}
-	tokens.updates <- watchEvent{tok: Token{Value: "tok-2"}}
-	tokens.updates <- watchEvent{err: &proto.Error{Code: proto.CodeUnavailable, Msg: "expired\nREADY=1"}}
-	tokens.updates <- watchEvent{tok: Token{Value: "tok-3"}}
-	tokens.updates <- watchEvent{end: &proto.Error{Code: proto.CodeDenied, Msg: "access removed"}}
+	// Every wait has a deadline: a watch that stops taking updates fails
+	// the test, saying so, instead of hanging it.
+	send := func(ev watchEvent) {
+		t.Helper()
+		select {
+		case tokens.updates <- ev:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the watch took no update for 5s (sending %+v)", ev)
+		}
+	}
+	send(watchEvent{tok: Token{Value: "tok-2"}})
+	send(watchEvent{err: &proto.Error{Code: proto.CodeUnavailable, Msg: "expired\nREADY=1"}})
+	send(watchEvent{tok: Token{Value: "tok-3"}})
+	send(watchEvent{end: &proto.Error{Code: proto.CodeDenied, Msg: "access removed"}})
 	for _, want := range []string{"OK tok-2", `ERR unavailable expired\x0aREADY=1`, "OK tok-3", "ERR denied access removed"} {
 		if got := line(); got != want {
 			t.Errorf("got %q, want %q", got, want)
@@ -724,7 +734,10 @@ func TestJSONAndWatch(t *testing.T) {
 	// The client closing ends the watch: the fake sees no more sends.
 	c2, _ := net.Dial("unix", path)
 	io.WriteString(c2, "WATCH\n")
-	bufio.NewReader(c2).ReadString('\n')
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := bufio.NewReader(c2).ReadString('\n'); err != nil {
+		t.Fatalf("the second watch's first answer: %v", err)
+	}
 	c2.Close()
 	select {
 	case tokens.updates <- watchEvent{tok: Token{Value: "late"}}:
