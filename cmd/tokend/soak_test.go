@@ -39,7 +39,9 @@ import (
 // goroutines and memory stay flat.
 //
 // 60 s by default; TOKEND_SOAK=10m for longer. The seed is printed;
-// TOKEND_SOAK_SEED replays one.
+// TOKEND_SOAK_SEED replays one. kill -9 comes in the first third (so that
+// the rest measures one process's resources), or throughout with
+// TOKEND_SOAK_KILLS=all.
 func TestSoak(t *testing.T) {
 	length := 60 * time.Second
 	if v := os.Getenv("TOKEND_SOAK"); v != "" {
@@ -102,6 +104,7 @@ type soak struct {
 	samples                           []sample
 	steadyFrom                        time.Time // after the last kill -9
 	watchLast                         time.Time // tokenctl watch's last token
+	lastKill, lastHup                 time.Time
 }
 
 type sample struct {
@@ -208,6 +211,14 @@ func (s *soak) pid() int {
 	return s.proc.Process.Pid
 }
 
+// since says how long ago the last kill -9 and SIGHUP were, for a
+// violation's context.
+func (s *soak) since() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprintf("last kill -9 %v ago, last SIGHUP %v ago", time.Since(s.lastKill).Round(time.Millisecond), time.Since(s.lastHup).Round(time.Millisecond))
+}
+
 func (s *soak) violate(format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -285,16 +296,25 @@ func (s *soak) conduct(ctx context.Context, length time.Duration) {
 			continue
 		case <-time.After(time.Duration(500+s.rnd.IntN(2500)) * time.Millisecond):
 		}
-		// At least one kill -9, whatever the seed.
+		// At least one kill -9, whatever the seed. Kills are 8 s apart at
+		// least: a retrying client's promise is an answer across one
+		// restart (a request may wait 5 s for the new process's first
+		// token), not across two within that wait.
 		forceKill := s.kills.Load() == 0 && time.Since(began) > length/4 && time.Since(began) < length/3
+		s.mu.Lock()
+		spaced := time.Since(s.lastKill) > 8*time.Second
+		s.mu.Unlock()
 		switch n := s.rnd.IntN(10); {
-		case forceKill || n < 2 && time.Since(began) < length/3:
+		case forceKill || n < 2 && spaced && (time.Since(began) < length/3 || os.Getenv("TOKEND_SOAK_KILLS") == "all"):
 			s.mu.Lock()
 			p, done := s.proc, s.procDone
 			s.mu.Unlock()
 			p.Process.Signal(syscall.SIGKILL)
 			<-done
 			s.kills.Add(1)
+			s.mu.Lock()
+			s.lastKill = time.Now()
+			s.mu.Unlock()
 			s.start()
 			s.steadyFrom = time.Now()
 		case n < 5:
@@ -303,6 +323,9 @@ func (s *soak) conduct(ctx context.Context, length time.Duration) {
 			for range 1 + s.rnd.IntN(5) {
 				syscall.Kill(s.pid(), syscall.SIGHUP)
 				s.hups.Add(1)
+				s.mu.Lock()
+				s.lastHup = time.Now()
+				s.mu.Unlock()
 				time.Sleep(time.Duration(s.rnd.IntN(50)) * time.Millisecond)
 			}
 		case n < 8:
@@ -394,6 +417,7 @@ func (s *soak) pipelining(ctx context.Context, rnd *rand.Rand) {
 	}
 	for pause(ctx, rnd, 50*time.Millisecond) {
 		lines, err := batch()
+		first := err
 		if err != nil {
 			conn.Close()
 			conn = nil
@@ -402,7 +426,7 @@ func (s *soak) pipelining(ctx context.Context, rnd *rand.Rand) {
 		at := time.Now()
 		if err != nil {
 			s.lost.Add(1)
-			s.violate("a pipelining client got no answer, after one retry: %v", err)
+			s.violate("a pipelining client got no answer: %v, then after one retry: %v (%s)", first, err, s.since())
 			if conn != nil {
 				conn.Close()
 				conn = nil
