@@ -492,8 +492,11 @@ func (s *soak) tokenctlAs(uid int) func(context.Context, *rand.Rand) {
 			}
 			var out, errb strings.Builder
 			cmd.Stdout, cmd.Stderr = &out, &errb
-			err := cmd.Run()
+			// The token is judged as of the start: a process's start and
+			// exit (a race-detector build, a loaded CI machine) can take
+			// longer than the slack, and the answer came between the two.
 			at := time.Now()
+			err := cmd.Run()
 			code := 0
 			if ee, ok := err.(*exec.ExitError); ok {
 				code = ee.ExitCode()
