@@ -73,7 +73,7 @@ const (
 	soakMinRemaining = time.Second
 	// soakSlack is the scheduling allowance between tokend's check of a
 	// token and its client's receipt of it.
-	soakSlack = 500 * time.Millisecond
+	soakSlack = 750 * time.Millisecond
 	uidListed = 4242  // on the allow list
 	uidDenied = 65534 // never on it
 )
