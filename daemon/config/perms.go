@@ -86,3 +86,13 @@ func trustedOwners() map[uint32]bool {
 	}
 	return t
 }
+
+// serviceGroup reports whether gid is tokend's own group: this process's,
+// or user tokend's primary group. Its members are tokend.
+func serviceGroup(gid uint32) bool {
+	if gid == uint32(os.Getegid()) {
+		return true
+	}
+	u, err := user.Lookup("tokend")
+	return err == nil && u.Gid == strconv.FormatUint(uint64(gid), 10)
+}

@@ -4,10 +4,8 @@ import (
 	"maps"
 	"net/url"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -388,14 +386,4 @@ func (r *reader) access(t table) Access {
 		}
 	}
 	return a
-}
-
-// serviceGroup reports whether gid is tokend's own group: this process's,
-// or user tokend's primary group. Its members are tokend.
-func serviceGroup(gid uint32) bool {
-	if gid == uint32(os.Getegid()) {
-		return true
-	}
-	u, err := user.Lookup("tokend")
-	return err == nil && u.Gid == strconv.FormatUint(uint64(gid), 10)
 }

@@ -179,49 +179,6 @@ func (s *sharer) heldByOther(now time.Time, e shared) bool {
 		(e.LeaseHolder != s.id || e.Failures > 0)
 }
 
-// vet treats the entry as the untrusted input it is: a token that could
-// not come from a token endpoint (not one printable word, too long, a
-// type that is not one word, fetched in the future) is no token; the
-// lifetime it claims is capped at the longest this host has been given
-// (maxSharedLifetime before it has been given any), so that a host
-// refreshes on its own schedule at the latest; the scope served is this
-// host's own (the fingerprint says they are equal); the texts shown in
-// STATUS and the log are cleaned.
-func (s *sharer) vet(now time.Time, e shared) shared {
-	e.LeaseHolder = proto.CleanN(e.LeaseHolder, 200)
-	e.LastError = proto.Clean(e.LastError)
-	if e.Token == "" {
-		return e
-	}
-	why := ""
-	switch {
-	case len(e.Token) > maxTokenLen || !oauth.IsTokenText(e.Token):
-		why = "its access_token is not one printable word"
-	case !oauth.IsTokenText(e.Type):
-		why = "its token_type is not one printable word"
-	case e.FetchedAt.After(now.Add(clockSkew)):
-		why = "its fetched_at is in the future"
-	}
-	if why != "" {
-		s.log.Warn().Str("problem", why).Str("fetched_by", proto.CleanN(e.FetchedBy, 200)).Msg("the shared entry holds no usable token; ignoring it")
-		e.Token, e.Type, e.FetchedAt, e.ExpiresAt = "", "", time.Time{}, time.Time{}
-		return e
-	}
-	e.Scope = s.scope
-	limit := s.longest
-	if limit == 0 {
-		limit = maxSharedLifetime
-	}
-	if e.lifetime() > limit {
-		e.ExpiresAt = e.FetchedAt.Add(limit)
-	}
-	return e
-}
-
-// gave records a token the endpoint gave this host, whose lifetime bounds
-// what the entry may claim.
-func (s *sharer) gave(lifetime time.Duration) { s.longest = max(s.longest, lifetime) }
-
 // offer shares this host's own token (fetched in a fallback), fresher
 // than the entry's, unless another host holds the lease to refresh it.
 func (s *sharer) offer(ctx context.Context, now time.Time, e, mine shared, version int) shareResult {
