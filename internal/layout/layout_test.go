@@ -4,6 +4,7 @@ package layout
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -107,4 +108,25 @@ func match(pattern, name string) bool {
 		return name == base || strings.HasPrefix(name, base+"/")
 	}
 	return name == pattern
+}
+
+// Every non-test Go file stays under 400 lines: a longer one holds more
+// than one job.
+func TestFileLength(t *testing.T) {
+	out, err := exec.Command("git", "-C", "../..", "ls-files", "*.go").Output()
+	if err != nil {
+		t.Skipf("git ls-files: %v (not a checkout)", err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasSuffix(f, "_test.go") || strings.HasPrefix(f, "packaging/tools/") {
+			continue
+		}
+		b, err := os.ReadFile("../../" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(b), "\n"); n > 400 {
+			t.Errorf("%s has %d lines: split it by job (at most 400)", f, n)
+		}
+	}
 }
