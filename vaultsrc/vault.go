@@ -267,16 +267,10 @@ func compact(err error) error {
 type answerError struct {
 	re   *api.ResponseError
 	text string
-	err  error // what a scrubbed error was, when re is nil
 }
 
 func (e *answerError) Error() string { return e.text }
-func (e *answerError) Unwrap() error {
-	if e.re == nil {
-		return e.err
-	}
-	return e.re
-}
+func (e *answerError) Unwrap() error { return e.re }
 
 // scrub hides the Vault token in err's text: a proxy or a server may
 // echo the request's X-Vault-Token header in an error page, and the text
@@ -289,8 +283,17 @@ func (s *Source) scrub(err error) error {
 	if len(tok) < 8 || !strings.Contains(err.Error(), tok) {
 		return err
 	}
-	return &answerError{re: nil, text: strings.ReplaceAll(err.Error(), tok, "[vault token]"), err: err}
+	return &scrubbedError{err: err, text: strings.ReplaceAll(err.Error(), tok, "[vault token]")}
 }
+
+// scrubbedError is err with the Vault token hidden from its text.
+type scrubbedError struct {
+	err  error
+	text string
+}
+
+func (e *scrubbedError) Error() string { return e.text }
+func (e *scrubbedError) Unwrap() error { return e.err }
 
 func isForbidden(err error) bool {
 	var re *api.ResponseError

@@ -145,7 +145,7 @@ func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.T
 		}
 		wake = k.Next()
 		now = k.clock.Now()
-		if t := k.tok.Load(); k.servable(t, now) && k.left(t, now) >= min {
+		if t := k.tok.Load(); k.servable(t, now) && k.Left(t, now) >= min {
 			return *t, nil
 		}
 		if s := k.Snapshot(now); s.Err != "" {
@@ -186,17 +186,14 @@ func (k *Keeper) mayForce(now time.Time) bool {
 
 // servable reports whether t exists and has at least min_remaining left.
 func (k *Keeper) servable(t *proto.Token, now time.Time) bool {
-	return t != nil && k.left(t, now) >= k.cfg.MinRemaining
+	return t != nil && k.Left(t, now) >= k.cfg.MinRemaining
 }
 
-// left is how long t has, the least of what the monotonic clock (now's
-// reading) and the wall clock say: after a suspend the first lags.
-func (k *Keeper) left(t *proto.Token, now time.Time) time.Duration {
+// Left is how long t has at now, the least of what the monotonic clock
+// (now's reading) and the wall clock say: after a suspend the first lags.
+func (k *Keeper) Left(t *proto.Token, now time.Time) time.Duration {
 	return min(t.ExpiresAt.Sub(now), t.ExpiresAt.Round(0).Sub(k.clock.Wall()))
 }
-
-// Left is how long the token t has (at now), by both clocks.
-func (k *Keeper) Left(t *proto.Token, now time.Time) time.Duration { return k.left(t, now) }
 
 // Current is the token held now, servable or not; nil before the first.
 func (k *Keeper) Current() *proto.Token { return k.tok.Load() }

@@ -24,7 +24,7 @@ func (k *Keeper) shareFits() bool {
 			k.log.Info().Dur("lifetime", lt).Msg("tokens live long enough to share again; sharing")
 		} else {
 			k.log.Warn().Dur("lifetime", lt).Dur("min_remaining", k.cfg.MinRemaining).Dur("request_timeout", k.cfg.RequestTimeout).
-				Msg("tokens are too short to share (a quarter of their life must exceed min_remaining and 6 request timeouts): this host fetches its own")
+				Msg("tokens are too short to share (a quarter of their life must exceed min_remaining and 6 request timeouts): this host fetches its own; to share them, lower request_timeout or min_remaining")
 		}
 	}
 	return fits

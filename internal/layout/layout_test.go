@@ -4,11 +4,14 @@ package layout
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tokend/tokend/daemon/daemontest"
 )
 
 const module = "github.com/tokend/tokend/"
@@ -115,7 +118,7 @@ func match(pattern, name string) bool {
 func TestFileLength(t *testing.T) {
 	out, err := exec.Command("git", "-C", "../..", "ls-files", "*.go").Output()
 	if err != nil {
-		t.Skipf("git ls-files: %v (not a checkout)", err)
+		daemontest.Need(t, "a git checkout", fmt.Sprintf("git ls-files: %v", err))
 	}
 	for _, f := range strings.Fields(string(out)) {
 		if strings.HasSuffix(f, "_test.go") || strings.HasPrefix(f, "packaging/tools/") {
