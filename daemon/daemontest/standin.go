@@ -36,6 +36,7 @@ type Endpoint struct {
 	always   *Fault        // after faults, until ClearFaults
 	extra    string        // expected after the recipe's body
 	hang     chan struct{} // when set, requests block on it
+	delay    time.Duration // every answer takes this long
 	issued   []string
 	problems []string
 
@@ -90,6 +91,13 @@ func (e *Endpoint) SetCreds(id, pw string) {
 func (e *Endpoint) SetTTL(ttl any) {
 	e.mu.Lock()
 	e.ttl = ttl
+	e.mu.Unlock()
+}
+
+// SetDelay makes every answer from now on take d: a slow endpoint.
+func (e *Endpoint) SetDelay(d time.Duration) {
+	e.mu.Lock()
+	e.delay = d
 	e.mu.Unlock()
 }
 
@@ -198,11 +206,12 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	} else {
 		f = e.always
 	}
-	id, pw, ttl, extra := e.id, e.pw, e.ttl, e.extra
+	id, pw, ttl, extra, delay := e.id, e.pw, e.ttl, e.extra, e.delay
 	e.mu.Unlock()
 	if hang != nil {
 		<-hang
 	}
+	time.Sleep(delay)
 	body, _ := io.ReadAll(r.Body)
 	bad := func(format string, args ...any) {
 		e.mu.Lock()

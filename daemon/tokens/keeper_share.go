@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -40,6 +41,15 @@ func (k *Keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 	r := k.share.step(ctx, k.clock.Now(), mine, forced, k.fetchFor)
 	if r.err != nil {
 		return k.failed(r.err)
+	}
+	if t := cmp.Or(r.tok, mine); t != nil && !k.share.policy.fits(t.lifetime()) {
+		// The first token tells the lifetime: too short to share, the
+		// next attempt comes on this host's own schedule (where
+		// shareFits says so), not the entry's late one.
+		own := t.FetchedAt.Add(refreshAfter(t.lifetime(), k.cfg.MinRemaining, k.cfg.RequestTimeout, k.rand()))
+		if own.Before(r.next) {
+			r.next = own
+		}
 	}
 	switch {
 	case r.tok == nil:

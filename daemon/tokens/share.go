@@ -250,7 +250,7 @@ func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *share
 	case held == nil:
 		// Nothing to serve yet (a fleet starting): the holder's
 		// token comes soon, or its lease expires.
-		r.next = now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))
+		r.next = s.poll(now)
 	default:
 		r.next = s.soon(now, *held)
 	}
@@ -258,6 +258,17 @@ func (s *sharer) await(ctx context.Context, now time.Time, e shared, mine *share
 		r.next = fb
 	}
 	return r
+}
+
+// poll is when a host without a token reads the entry again while
+// another holds the lease: soon, since a token endpoint mostly answers in
+// a fraction of request_timeout, and less often the longer it has
+// waited (doubling from 100 ms, jittered), up to a quarter to a half of
+// request_timeout, so that a starting fleet does not hammer Vault.
+func (s *sharer) poll(now time.Time) time.Time {
+	waited := max(now.Sub(s.waitSince), 100*time.Millisecond)
+	d := min(time.Duration((0.5+0.5*s.rand())*float64(waited)), time.Duration((0.25+0.25*s.rand())*float64(s.policy.timeout)))
+	return now.Add(d)
 }
 
 // takeLease writes this host's lease with check-and-set, asks the token
@@ -271,7 +282,10 @@ func (s *sharer) takeLease(ctx context.Context, now time.Time, e shared, mine *s
 	if errors.Is(err, vaultsrc.ErrConflict) {
 		// Another host wrote first: read again soon, and see what it did.
 		if mine == nil {
-			return shareResult{next: now.Add(time.Duration((0.25 + 0.25*s.rand()) * float64(s.policy.timeout)))}
+			if s.waitSince.IsZero() {
+				s.waitSince = now
+			}
+			return shareResult{next: s.poll(now)}
 		}
 		if !now.Before(s.fallbackAt(*mine)) {
 			return s.fallBack(ctx, err, fetch)

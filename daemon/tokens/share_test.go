@@ -370,3 +370,38 @@ func TestKeeperSharedEntry(t *testing.T) {
 		t.Errorf("%d token requests: the host asked on its own while the fleet backs off", ep.Calls.Load())
 	}
 }
+
+// A host that starts by reading a short token from the entry (it cannot
+// know the lifetime before) schedules its next attempt on its own
+// schedule, not the entry's late one: TestE2ESharedGrid caught hosts
+// reading again 20 s after a 10 s token was due.
+func TestKeeperShortSharedToken(t *testing.T) {
+	ep := daemontest.NewEndpoint(t, "basic+body", "cid", "pw")
+	clock := newFakeClock()
+	store := &memStore{}
+	cfg := tokenConfig(ep.TokenURL(), "basic+body")
+	cfg.SharePath, cfg.ShareMount = "tokend/shared/vibes", "secret"
+	cfg.MinRemaining, cfg.RequestTimeout = 2*time.Second, 10*time.Second
+	deps := testDeps(&fakeVault{creds: vaultsrc.Credentials{ID: "cid", Secret: "pw"}}, clock, zerolog.Nop())
+	deps.ShareID, deps.ShareStore = "me", store
+	k := New(*cfg, deps)
+	other := newTestSharer("other", store, clock.Now)
+	other.config, other.lifetime = shareConfig(&k.cfg), 10*time.Second
+	other.policy = k.share.policy
+
+	first := other.step(clock.Now(), nil, false).tok
+	wait := k.attempt(context.Background())
+	if s := k.Snapshot(clock.Now()); s.Token == nil || s.Token.Value != first.Token {
+		t.Fatalf("the host did not serve the entry's token: %+v", s)
+	}
+	// Alone, a 10 s token with min_remaining 2s and request_timeout 10s
+	// is refreshed 4 s after it was fetched (refreshAfter).
+	if own := refreshAfter(10*time.Second, 2*time.Second, 10*time.Second, 0.5); wait > own {
+		t.Errorf("next attempt in %s, want by %s: a host alone would refresh then", wait, own)
+	}
+	clock.Advance(wait)
+	k.attempt(context.Background())
+	if s := k.Snapshot(clock.Now()); s.Token == nil || s.Token.Value == first.Token || !k.servable(s.Token, clock.Now()) {
+		t.Errorf("at the next attempt the host serves %+v, want its own new token", s.Token)
+	}
+}
