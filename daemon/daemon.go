@@ -121,7 +121,7 @@ func (d *daemon) run(ctx context.Context) error {
 	kctx, stopKeepers := context.WithCancel(context.Background())
 	defer stopKeepers()
 	d.ctx = kctx
-	if err := d.startVault(d.cfg.Vault); err != nil {
+	if err := d.useVault(d.cfg, nil); err != nil {
 		ln.Close()
 		return err
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"errors"
 	"runtime"
 	"slices"
 	"time"
@@ -78,7 +79,7 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "goversion": runtime.Version()}})
 	buildInfo.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo, m.fetches, m.fetchTime, m.vaultReads, m.vaultLogins, m.requests, m.reloads, m.lastReload,
+		buildInfo, m.fetches, m.fetchTime, m.requests, m.reloads, m.lastReload,
 		m.shareReads, m.shareLeases, m.shareFallbacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokend_connections", Help: "Open client connections."},
 			func() float64 { return float64(conns()) }),
@@ -94,6 +95,21 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 		}
 	}
 	return m
+}
+
+// vaultUsed exports the Vault series while some token uses Vault, and
+// drops them when none does (a host without Vault has no Vault to watch).
+func (m *metrics) vaultUsed(used bool) {
+	if used {
+		for _, c := range []prometheus.Collector{m.vaultReads, m.vaultLogins} {
+			if err := m.reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+				panic(err) // a programming error: the series are ours
+			}
+		}
+		return
+	}
+	m.reg.Unregister(m.vaultReads)
+	m.reg.Unregister(m.vaultLogins)
 }
 
 // requestCodes are the verb×code pairs that can occur, created at start
@@ -182,6 +198,7 @@ type tokenState struct {
 	name         string
 	snap         tokens.Snapshot
 	minRemaining time.Duration
+	source       string // where the client credentials come from: "vault" or "file"
 }
 
 // tokenCollector reports the per-token gauges from the keepers'
@@ -202,6 +219,8 @@ var (
 	// Not in the table: the alert rules compare expiry with it.
 	descMinRemaining = prometheus.NewDesc("tokend_token_min_remaining_seconds",
 		"The token's min_remaining: it is served while at least this much is left.", []string{"token"}, nil)
+	descInfo = prometheus.NewDesc("tokend_token_info",
+		"Always 1; source says where the token's client credentials come from: vault or file.", []string{"token", "source"}, nil)
 )
 
 func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -210,6 +229,7 @@ func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descNext
 	ch <- descFailures
 	ch <- descMinRemaining
+	ch <- descInfo
 }
 
 func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
@@ -227,6 +247,7 @@ func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(t.snap.Failures), t.name)
 		ch <- prometheus.MustNewConstMetric(descMinRemaining, prometheus.GaugeValue, t.minRemaining.Seconds(), t.name)
+		ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, t.name, t.source)
 	}
 }
 

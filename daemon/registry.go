@@ -169,7 +169,8 @@ func (d *daemon) tokenStates(now time.Time) []tokenState {
 	out := make([]tokenState, 0, len(reg.names))
 	for _, n := range reg.names {
 		k := reg.entries[n].k
-		out = append(out, tokenState{name: n, snap: k.Snapshot(now), minRemaining: k.Config().MinRemaining})
+		cfg := k.Config()
+		out = append(out, tokenState{name: n, snap: k.Snapshot(now), minRemaining: cfg.MinRemaining, source: cfg.Source()})
 	}
 	return out
 }

@@ -39,12 +39,10 @@ func (d *daemon) reload() {
 	if cfg.MetricsListen != old.MetricsListen {
 		d.log.Warn().Str("metrics_listen", cfg.MetricsListen).Str("serving", old.MetricsListen).Msg("metrics_listen changes take effect at the next restart")
 	}
-	if cfg.Vault != old.Vault {
-		if err := d.startVault(cfg.Vault); err != nil {
-			d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
-			d.metrics.loaded(err, true)
-			return
-		}
+	if err := d.useVault(cfg, old); err != nil {
+		d.log.Error().Err(err).Msg("reload failed; the previous configuration keeps serving")
+		d.metrics.loaded(err, true)
+		return
 	}
 	d.logw.SetLevel(cfg.LogLevel)
 	d.srv.SetMaxConns(cfg.MaxConnections)

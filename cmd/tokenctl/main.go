@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -210,7 +211,7 @@ func status(client proto.Client, name string, stdout, stderr io.Writer) int {
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tEXPIRES IN\tNEXT REFRESH\tFAILURES\tLAST ERROR")
+	fmt.Fprintln(tw, "NAME\tSTATE\tEXPIRES IN\tNEXT REFRESH\tFAILURES\tCREDENTIALS\tLAST ERROR")
 	code := 0
 	for _, n := range names {
 		out, err := client.Do(ctx, proto.Request{Verb: proto.VerbStatus, Name: n}.String())
@@ -231,7 +232,7 @@ func status(client proto.Client, name string, stdout, stderr io.Writer) int {
 		if lastErr == "" {
 			lastErr = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", st.Name, st.State, human(st.ExpiresIn), human(st.RefreshIn), st.Failures, lastErr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", st.Name, st.State, human(st.ExpiresIn), human(st.RefreshIn), st.Failures, cmp.Or(st.Source, "-"), lastErr)
 	}
 	tw.Flush()
 	return code

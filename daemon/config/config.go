@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/rs/zerolog"
 
+	"github.com/tokend/tokend/daemon/filesrc"
 	"github.com/tokend/tokend/vaultsrc"
 )
 
@@ -91,10 +92,13 @@ type Fetch struct {
 	AssertionAlg      string
 	AssertionAudience string
 	// private_key_jwt with the key in Vault Transit: it signs there.
-	TransitMount   string
-	TransitKey     string
-	AssertionKID   string // the JWT's kid with Transit
-	Secret         vaultsrc.Secret
+	TransitMount string
+	TransitKey   string
+	AssertionKID string          // the JWT's kid with Transit
+	Secret       vaultsrc.Secret // the client credentials in Vault, unless Files are set
+	// Files: the client credentials from files (client_id,
+	// client_secret_file, …) instead of Vault.
+	Files          filesrc.Files
 	MinRemaining   time.Duration
 	RetryMax       time.Duration
 	RequestTimeout time.Duration
@@ -102,6 +106,15 @@ type Fetch struct {
 	// share_path and share_mount: the KV v2 entry the hosts sharing this
 	// token keep it in; "" for a token of this host alone.
 	SharePath, ShareMount string
+}
+
+// Source says where the client credentials come from: "vault" or "file"
+// (the metrics' and STATUS's source).
+func (f *Fetch) Source() string {
+	if f.Files.Set() {
+		return "file"
+	}
+	return "vault"
 }
 
 // The documented defaults.

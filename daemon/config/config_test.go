@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/daemontest"
+	"github.com/tokend/tokend/daemon/filesrc"
 )
 
 const goodConfig = `
@@ -424,5 +425,44 @@ func TestConfigSharePath(t *testing.T) {
 		if _, err := parseConfig("s.toml", []byte(base+extra), thisHost()); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %s", extra, err, want)
 		}
+	}
+}
+
+// Client credentials from files: each client_auth's keys, read into
+// Files; no [vault] needed; a token from files and one from Vault side by
+// side need [vault], and each says its source.
+func TestConfigFileCredentials(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/tokend.service")
+	head := "[token.a]\ntoken_url = \"https://i/t\"\n"
+	for body, want := range map[string]Fetch{
+		"client_id = \"cid\"\nclient_secret_file = \"${CREDENTIALS_DIRECTORY}/vibes-secret\"\n": {
+			ClientAuth: "basic+body", Files: filesrc.Files{ID: "cid", SecretFile: "/run/credentials/tokend.service/vibes-secret"}},
+		"client_id_file = \"/etc/tokend/id\"\nclient_secret_file = \"/etc/tokend/secret\"\nclient_auth = \"basic\"\n": {
+			ClientAuth: "basic", Files: filesrc.Files{IDFile: "/etc/tokend/id", SecretFile: "/etc/tokend/secret"}},
+		"client_auth = \"private_key_jwt\"\nclient_id = \"cid\"\nprivate_key_file = \"/etc/tokend/key.pem\"\nassertion_kid = \"k1\"\nassertion_alg = \"PS256\"\n": {
+			ClientAuth: "private_key_jwt", AssertionAlg: "PS256", Files: filesrc.Files{ID: "cid", PrivateKeyFile: "/etc/tokend/key.pem", KeyID: "k1"}},
+		"client_auth = \"tls_client_auth\"\nclient_id = \"cid\"\ntls_cert_file = \"/etc/tokend/c.pem\"\ntls_key_file = \"/etc/tokend/k.pem\"\n": {
+			ClientAuth: "tls_client_auth", Files: filesrc.Files{ID: "cid", CertFile: "/etc/tokend/c.pem", KeyFile: "/etc/tokend/k.pem"}},
+	} {
+		c, err := parseConfig("f.toml", []byte(head+body), thisHost())
+		if err != nil {
+			t.Errorf("%q: %v", body, err)
+			continue
+		}
+		f := c.Tokens["a"].Fetch
+		if f.Files != want.Files || f.ClientAuth != want.ClientAuth || f.AssertionAlg != want.AssertionAlg || f.Secret.Path != "" || f.Source() != "file" {
+			t.Errorf("%q: %+v, want %+v", body, f, want)
+		}
+		if c.UsesVault() {
+			t.Errorf("%q: uses Vault", body)
+		}
+	}
+	mixed := "[vault]\naddress = \"https://v\"\ntoken_file = \"/t\"\n" + head + "client_id = \"cid\"\nclient_secret_file = \"/s\"\n[token.b]\ntoken_url = \"https://i/t\"\nkv_path = \"b\"\n"
+	c, err := parseConfig("m.toml", []byte("default_token = \"a\"\n"+mixed), thisHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.UsesVault() || c.Tokens["a"].Source() != "file" || c.Tokens["b"].Source() != "vault" || c.Vault.Address != "https://v" {
+		t.Errorf("a file token and a Vault token: uses Vault %v, sources %s/%s", c.UsesVault(), c.Tokens["a"].Source(), c.Tokens["b"].Source())
 	}
 }

@@ -12,8 +12,7 @@ import (
 )
 
 // Warnings lists the operator mistakes that sshd's StrictModes would catch:
-// files that decide where secrets and tokens go, or hold a Vault
-// credential, that someone other than root or tokend could change (or,
+// files that decide where secrets and tokens go, or hold a credential, that someone other than root or tokend could change (or,
 // for credentials, read); a socket directory others could write (they
 // could swap the socket) or a file sink's directory owned by someone else;
 // a socket_mode that lets every local user in.
@@ -37,7 +36,7 @@ func Warnings(path string, cfg *Config, activated bool) []string {
 		case mode&0o022 != 0:
 			out = append(out, fmt.Sprintf("%s %q is writable by group or others (mode %04o): chmod go-w it", key, p, mode))
 		case secret && mode&0o004 != 0:
-			out = append(out, fmt.Sprintf("%s %q is readable by others (mode %04o): it holds a Vault credential; chmod o-r it", key, p, mode))
+			out = append(out, fmt.Sprintf("%s %q is readable by others (mode %04o): it holds a credential; chmod o-r it", key, p, mode))
 		}
 		if !trusted[st.Uid] {
 			out = append(out, fmt.Sprintf("%s %q is owned by uid %d, not root or tokend: chown root it", key, p, st.Uid))
@@ -51,6 +50,12 @@ func Warnings(path string, cfg *Config, activated bool) []string {
 	file("vault.jwt_file", cfg.Vault.JWTFile, true)
 	file("vault.cert_file", cfg.Vault.CertFile, false)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Tokens)) {
+		fl, key := cfg.Tokens[name].Files, "token."+name+"."
+		file(key+"client_id_file", fl.IDFile, false)
+		file(key+"client_secret_file", fl.SecretFile, true)
+		file(key+"private_key_file", fl.PrivateKeyFile, true)
+		file(key+"tls_cert_file", fl.CertFile, false)
+		file(key+"tls_key_file", fl.KeyFile, true)
 		if f := cfg.Tokens[name].File; f != nil {
 			dir := filepath.Dir(f.Path)
 			if fi, err := os.Stat(dir); err == nil && !trusted[fi.Sys().(*syscall.Stat_t).Uid] {

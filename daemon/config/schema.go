@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"maps"
 	"net"
 	"net/url"
@@ -33,7 +34,8 @@ var tokenKeys = []string{"token_url", "scope", "client_auth", "kv_mount", "kv_pa
 	"allow_users", "allow_groups", "allow_uids", "allow_gids", "allow_insecure_http",
 	"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
 	"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
-	"tls_cert_field", "tls_key_field", "max_fetches_per_hour", "share_path", "share_mount"}
+	"tls_cert_field", "tls_key_field", "max_fetches_per_hour", "share_path", "share_mount",
+	"client_id", "client_id_file", "client_secret_file", "private_key_file", "tls_cert_file", "tls_key_file"}
 
 func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, append(slices.Clone(topLevelKeys), "vault", "token")...)
@@ -59,14 +61,43 @@ func (r *reader) config(raw map[string]any) *Config {
 		r.fail("metrics_listen", "%q is the token socket's own path (socket): give the metrics a socket of their own, such as \"unix:/run/tokend/metrics.sock\"", c.MetricsListen)
 	}
 
+	r.tokens(raw["token"], c)
 	vault, _ := raw["vault"].(map[string]any)
-	if v, ok := raw["vault"]; ok && vault == nil {
+	v, present := raw["vault"]
+	if present && vault == nil {
 		r.fail("vault", "want one table [vault], got %s", tomlType(v))
 	}
-	c.Vault = r.vault(vault)
-	r.tokens(raw["token"], c)
+	switch user := c.vaultUser(); {
+	case user != "":
+		if !present && r.host.getenv("VAULT_ADDR") == "" {
+			r.fail("vault", "missing: %s uses Vault; add a [vault] table (address, auth), or give the token its client credentials from files (client_secret_file)", user)
+		}
+		c.Vault = r.vault(vault)
+	case present:
+		// Checked, so that a mistake shows before a token needs it, but
+		// not started: no token reads Vault.
+		r.vault(vault)
+		r.warn("vault", "no token uses Vault (every one reads its credentials from files, and none has share_path): the [vault] table is ignored")
+	}
 	return c
 }
+
+// vaultUser names the first token (and key) that needs Vault, or "".
+func (c *Config) vaultUser() string {
+	for _, name := range slices.Sorted(maps.Keys(c.Tokens)) {
+		switch f := c.Tokens[name].Fetch; {
+		case !f.Files.Set():
+			return fmt.Sprintf("token.%s (kv_path)", name)
+		case f.SharePath != "":
+			return fmt.Sprintf("token.%s.share_path (the shared entry is in Vault)", name)
+		}
+	}
+	return ""
+}
+
+// UsesVault reports whether some token reads Vault: only then is the
+// Vault source started.
+func (c *Config) UsesVault() bool { return c.vaultUser() != "" }
 
 // socket reads where the socket is made, and with what mode and group.
 func (r *reader) socket(top table, c *Config) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tokend/tokend/daemon/config"
@@ -31,15 +33,16 @@ func (k *Keeper) obtain(ctx context.Context, cached bool) (oauth.Grant, error) {
 	g, err := k.fetch(ctx, creds)
 	var ee *oauth.EndpointError
 	if errors.As(err, &ee) && ee.Rejected() {
-		k.log.Warn().Str("error", proto.Clean(err.Error())).Msg("client credentials rejected; reading them again from vault")
-		fresh, verr := k.readVault(ctx)
+		src := k.cfg.Source()
+		k.log.Warn().Str("error", proto.Clean(err.Error())).Str("source", src).Msg("client credentials rejected; reading them again")
+		fresh, verr := k.readCreds(ctx)
 		switch {
 		case verr != nil:
-			k.log.Warn().Err(verr).Msg("vault read failed; cannot check for rotated credentials")
+			k.log.Warn().Err(verr).Msg("reading the client credentials failed; cannot check for rotated ones")
 		case fresh == creds:
-			k.log.Error().Str("secret", k.cfg.Secret.String()).Msg("vault holds the same credentials the token endpoint rejects")
+			k.log.Error().Str("secret", k.secretName()).Msg("the token endpoint rejects the client credentials, and they have not changed: check the client id and secret there")
 		default:
-			k.log.Info().Msg("credentials changed in vault; retrying with them")
+			k.log.Info().Str("source", src).Msg("client credentials changed; retrying with them")
 			creds = fresh
 			g, err = k.fetch(ctx, creds)
 		}
@@ -105,7 +108,7 @@ func (k *Keeper) useCertificate(creds vaultsrc.Credentials) error {
 	}
 	cert, err := tls.X509KeyPair([]byte(creds.Cert), []byte(creds.Secret))
 	if err != nil {
-		return fmt.Errorf("the client certificate and key in %s: %w", k.cfg.Secret, err)
+		return fmt.Errorf("the client certificate and key in %s: %w", k.secretName(), err)
 	}
 	k.cert.Store(&cert)
 	k.certOf = creds.Cert + creds.Secret
@@ -169,21 +172,31 @@ func fetchResult(err error) string {
 	return fetchError
 }
 
-// credentials reads the secret from Vault, falling back to the last good
-// credentials when Vault cannot answer quickly.
+// credentials reads the client credentials, falling back to the last
+// good ones when Vault cannot answer quickly (or a file cannot be read).
 func (k *Keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) {
-	c, err := k.readVault(ctx)
+	c, err := k.readCreds(ctx)
 	if err == nil {
 		return c, nil
 	}
 	if k.cached.ID == "" {
 		return c, fmt.Errorf("no client credentials yet: %w", err)
 	}
-	k.log.Warn().Err(err).Msg("vault read failed; using the credentials in memory")
+	k.log.Warn().Err(err).Msg("reading the client credentials failed; using the ones in memory")
 	return k.cached, nil
 }
 
-func (k *Keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
+// readCreds reads the client credentials from their source: Vault, or
+// the files (at every request, so that a rotated file is used at once).
+func (k *Keeper) readCreds(ctx context.Context) (vaultsrc.Credentials, error) {
+	if k.cfg.Files.Set() {
+		c, err := k.cfg.Files.Read("token." + k.cfg.Name)
+		if err != nil {
+			return c, err
+		}
+		k.remember(c)
+		return c, nil
+	}
 	timeout := vaultTimeout
 	if k.share != nil {
 		// A shared token's refresh also waits on Vault for the entry: every
@@ -196,9 +209,23 @@ func (k *Keeper) readVault(ctx context.Context) (vaultsrc.Credentials, error) {
 	if err != nil {
 		return c, err
 	}
+	k.remember(c)
+	return c, nil
+}
+
+// remember keeps c as the last good credentials.
+func (k *Keeper) remember(c vaultsrc.Credentials) {
 	if k.cached.ID != "" && c != k.cached {
-		k.log.Info().Str("client_id", c.ID).Msg("client credentials changed in vault")
+		k.log.Info().Str("client_id", c.ID).Str("source", k.cfg.Source()).Msg("client credentials changed")
 	}
 	k.cached = c
-	return c, nil
+}
+
+// secretName says where the credentials are, for the log: the Vault
+// secret, or the files.
+func (k *Keeper) secretName() string {
+	if f := k.cfg.Files; f.Set() {
+		return "files " + strings.Join(slices.DeleteFunc([]string{f.IDFile, f.SecretFile, f.PrivateKeyFile, f.CertFile, f.KeyFile}, func(s string) bool { return s == "" }), ", ")
+	}
+	return k.cfg.Secret.String()
 }

@@ -21,12 +21,13 @@ type Snapshot struct {
 	Next        time.Time    // when the next attempt is due; zero before the first ends
 	Failures    int          // consecutive failed attempts
 	LastSuccess time.Time
+	Source      string // where the client credentials come from: "vault" or "file"
 }
 
 // Snapshot reads the keeper's state at now.
 func (k *Keeper) Snapshot(now time.Time) Snapshot {
 	t := k.tok.Load()
-	s := Snapshot{Token: t, Servable: k.servable(t, now)}
+	s := Snapshot{Token: t, Servable: k.servable(t, now), Source: k.cfg.Source()}
 	if st := k.state.Load(); st != nil {
 		s.Err, s.Next, s.Failures, s.LastSuccess = st.err, st.next, st.failures, st.lastSuccess
 	}
@@ -47,7 +48,7 @@ func (s Snapshot) State() string {
 // status is the snapshot as the STATUS verb answers it.
 func (s Snapshot) Status(name string, now time.Time) proto.Status {
 	st := proto.Status{Name: name, State: s.State(), ExpiresIn: proto.Unknown, RefreshIn: proto.Unknown,
-		Failures: s.Failures, LastSuccess: s.LastSuccess, LastError: s.Err}
+		Failures: s.Failures, LastSuccess: s.LastSuccess, LastError: s.Err, Source: s.Source}
 	if s.Token != nil {
 		st.ExpiresIn = int64(max(s.Token.ExpiresAt.Sub(now), 0) / time.Second)
 	}

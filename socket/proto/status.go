@@ -20,9 +20,11 @@ const Unknown = math.MinInt64
 
 // Status is the answer to STATUS:
 //
-//	OK name=NAME state=STATE expires_in=N refresh_in=N failures=N last_success=RFC3339|- last_error=TEXT|-
+//	OK name=NAME state=STATE expires_in=N refresh_in=N failures=N last_success=RFC3339|- source=vault|file last_error=TEXT|-
 //
 // last_error comes last because it may hold spaces; it is one cleaned line.
+// source (where the client credentials come from) is new in 0.2: a
+// parser takes answers without it.
 type Status struct {
 	Name        string
 	State       string
@@ -31,6 +33,7 @@ type Status struct {
 	Failures    int
 	LastSuccess time.Time // zero: never
 	LastError   string    // "": the last attempt succeeded
+	Source      string    // "vault" or "file"; "" from a tokend before 0.2
 }
 
 // String is the payload after "OK ".
@@ -42,8 +45,12 @@ func (s Status) String() string {
 	if s.LastError != "" {
 		lastErr = Clean(s.LastError)
 	}
-	return fmt.Sprintf("name=%s state=%s expires_in=%s refresh_in=%s failures=%d last_success=%s last_error=%s",
-		s.Name, s.State, seconds(s.ExpiresIn), seconds(s.RefreshIn), s.Failures, success, lastErr)
+	source := ""
+	if s.Source != "" {
+		source = "source=" + s.Source + " "
+	}
+	return fmt.Sprintf("name=%s state=%s expires_in=%s refresh_in=%s failures=%d last_success=%s %slast_error=%s",
+		s.Name, s.State, seconds(s.ExpiresIn), seconds(s.RefreshIn), s.Failures, success, source, lastErr)
 }
 
 func seconds(n int64) string {
@@ -57,8 +64,11 @@ func seconds(n int64) string {
 func ParseStatus(payload string) (Status, error) {
 	var s Status
 	rest := payload
-	for _, key := range []string{"name", "state", "expires_in", "refresh_in", "failures", "last_success", "last_error"} {
+	for _, key := range []string{"name", "state", "expires_in", "refresh_in", "failures", "last_success", "source", "last_error"} {
 		var val string
+		if key == "source" && !strings.HasPrefix(rest, key+"=") {
+			continue // an answer from before 0.2
+		}
 		if !strings.HasPrefix(rest, key+"=") {
 			return Status{}, fmt.Errorf("STATUS answer %q: want %s= next", clip([]byte(payload)), key)
 		}
@@ -84,6 +94,8 @@ func ParseStatus(payload string) (Status, error) {
 			if val != "-" {
 				s.LastSuccess, err = time.Parse(time.RFC3339, val)
 			}
+		case "source":
+			s.Source = val
 		case "last_error":
 			if val != "-" {
 				s.LastError = val

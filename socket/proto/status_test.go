@@ -12,6 +12,8 @@ func TestStatusRoundTrip(t *testing.T) {
 	at := time.Date(2026, 11, 28, 7, 0, 0, 0, time.UTC)
 	for _, st := range []Status{
 		{Name: "api", State: StateOK, ExpiresIn: 3120, RefreshIn: 2261, LastSuccess: at},
+		{Name: "api", State: StateOK, ExpiresIn: 3120, RefreshIn: 2261, LastSuccess: at, Source: "file"},
+		{Name: "x", State: StateDegraded, ExpiresIn: 1, RefreshIn: 1, Source: "vault", LastError: "vault sealed"},
 		{Name: "a.b-c_d", State: StateDegraded, ExpiresIn: 0, RefreshIn: 3, Failures: 3, LastSuccess: at,
 			LastError: "token endpoint answered 503: temporarily_unavailable (retry in 2s)"},
 		{Name: "x", State: StateUnavailable, ExpiresIn: Unknown, RefreshIn: Unknown, Failures: 12,
@@ -21,6 +23,10 @@ func TestStatusRoundTrip(t *testing.T) {
 		if err != nil || got != st {
 			t.Errorf("%q reads back as %+v, %v", st.String(), got, err)
 		}
+	}
+	// An answer from before source= (0.1) still parses.
+	if got, err := ParseStatus("name=x state=ok expires_in=1 refresh_in=- failures=0 last_success=- last_error=-"); err != nil || got.Source != "" || got.Name != "x" {
+		t.Errorf("a 0.1 answer reads as %+v, %v", got, err)
 	}
 	line := Status{Name: "x", State: StateDegraded, LastError: "a\nREADY=1"}.String()
 	if strings.Contains(line, "\n") {
