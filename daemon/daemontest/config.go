@@ -24,7 +24,7 @@ type Config struct {
 	MetricsListen        string                  `toml:"metrics_listen,omitempty"`
 	MetricsListenPublic  bool                    `toml:"metrics_listen_public,omitempty"`
 	FirstTokenWait       string                  `toml:"first_token_wait,omitempty"`
-	Vault                VaultConfig             `toml:"vault"`
+	Vault                VaultConfig             `toml:"vault,omitempty"` // left out when zero: a host without Vault
 	Token                map[string]*TokenConfig `toml:"token"`
 }
 
@@ -69,6 +69,12 @@ type TokenConfig struct {
 	AssertionKID      string            `toml:"assertion_kid,omitempty"`
 	TLSCertField      string            `toml:"tls_cert_field,omitempty"`
 	TLSKeyField       string            `toml:"tls_key_field,omitempty"`
+	ClientID          string            `toml:"client_id,omitempty"`
+	ClientIDFile      string            `toml:"client_id_file,omitempty"`
+	ClientSecretFile  string            `toml:"client_secret_file,omitempty"`
+	PrivateKeyFile    string            `toml:"private_key_file,omitempty"`
+	TLSCertFile       string            `toml:"tls_cert_file,omitempty"`
+	TLSKeyFile        string            `toml:"tls_key_file,omitempty"`
 	MinRemaining      string            `toml:"min_remaining,omitempty"`
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`
