@@ -182,6 +182,9 @@ var (
 	groupTeam   = "tokend-t-team" + testUsers
 )
 
+// UserListed is the client on vibes' allow list (see ClientsConfig).
+func UserListed() string { return userListed }
+
 // removeStaleUsers removes the test users and groups that a killed test
 // run left behind: those whose process is gone.
 func removeStaleUsers() {
