@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -24,7 +25,7 @@ const usage = `usage: tokend [COMMAND] [OPTIONS]
 
 commands:
   serve [--config FILE]    run the daemon (the default command)
-  check [--config FILE] [--credentials-dir DIR]
+  check [--config FILE] [--credentials-dir DIR] [--user NAME]
                            validate the configuration as serve would, and exit
   version                  print the version
   help [COMMAND]           print this help, or a command's
@@ -51,17 +52,20 @@ logged and the previous one keeps serving.
 Exit status: 0 stopped cleanly, 1 runtime error, 2 configuration error
 (systemd does not restart it: fix the file, then systemctl restart tokend).
 `,
-	"check": `usage: tokend check [--config FILE] [--credentials-dir DIR]
+	"check": `usage: tokend check [--config FILE] [--credentials-dir DIR] [--user NAME]
 
 Validate the configuration with serve's own checks, plus the files it
-names as the service user (tokend) would read them, and print what a
-start would refuse or warn about. Nothing is contacted.
+names as the service user would read them, and print what a start would
+refuse or warn about. Nothing is contacted.
 
   --config FILE           the configuration (default ` + config.DefaultPath + `)
   --credentials-dir DIR   where the files under ${CREDENTIALS_DIRECTORY} are
                           found before the service starts: the directory
                           LoadCredential= copies them from; without it
                           they are not checked (a note says so)
+  --user NAME             the user tokend runs as (default tokend, the
+                          unit's User=); give your own name for a tokend
+                          you start yourself
 
 Exit status: 0 the configuration would start (warnings may be printed),
 2 it would not (every problem is printed with its key and line).
@@ -108,6 +112,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {}
 	configPath := fs.String("config", config.DefaultPath, "configuration file")
 	credsDir := fs.String("credentials-dir", "", "where ${CREDENTIALS_DIRECTORY}'s files are, before the service starts")
+	svcUser := fs.String("user", "tokend", "the user tokend runs as")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, commands[cmd])
@@ -136,21 +141,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tokend: --credentials-dir is for tokend check; serve takes ${CREDENTIALS_DIRECTORY} from systemd\n")
 		return 2
 	}
+	if *svcUser != "tokend" && cmd != "check" {
+		fmt.Fprintf(stderr, "tokend: --user is for tokend check; serve runs as the user that starts it (User= in tokend.service)\n")
+		return 2
+	}
 	switch cmd {
 	case "version":
 		fmt.Fprintln(stdout, buildinfo.String("tokend"))
 		return 0
 	case "check":
-		return check(*configPath, *credsDir, stdout, stderr)
+		return check(*configPath, *credsDir, *svcUser, stdout, stderr)
 	}
 	return serve(*configPath, stderr)
 }
 
 // check runs serve's validation of the configuration and prints its
 // findings: problems and warnings on stderr, the summary on stdout.
-func check(path, credsDir string, stdout, stderr io.Writer) int {
+func check(path, credsDir, svcUser string, stdout, stderr io.Writer) int {
+	if me, err := user.Current(); err == nil && me.Username == svcUser {
+		svcUser = "" // this process: its own access is what counts
+	}
 	cfg, rep, err := config.Check(path, config.CheckOptions{
-		BeforeStart: true, CredentialsDir: credsDir, ServiceUser: "tokend", Unit: "tokend.service"})
+		BeforeStart: true, CredentialsDir: credsDir, ServiceUser: svcUser, Unit: "tokend.service"})
 	for _, n := range rep.Notes {
 		fmt.Fprintf(stderr, "tokend: note: %s\n", n)
 	}
