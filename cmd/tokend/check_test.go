@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -124,5 +125,34 @@ kv_path = "tokend/vibes"
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "metrics_listen: \""+ln.Addr().String()+"\"") ||
 		!strings.Contains(string(out), "address already in use") {
 		t.Errorf("serve with metrics_listen in use: %v\n%s", err, out)
+	}
+}
+
+// Every configuration the README shows passes `tokend check`, with the
+// credentials directory given (a shell has none).
+func TestCheckREADMEConfigs(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	if len(blocks) < 3 {
+		t.Fatalf("the README shows %d TOML blocks, want the 3 or more it has", len(blocks))
+	}
+	creds := t.TempDir()
+	for _, f := range []string{"vault-token", "vault-secret-id", "vibes-secret"} {
+		os.WriteFile(filepath.Join(creds, f), []byte("x\n"), 0o600)
+	}
+	os.WriteFile(filepath.Join(creds, "vault-role-id"), []byte("x\n"), 0o600)
+	for i, b := range blocks {
+		// The README's paths under /etc/tokend are the host's; here they
+		// are in the test's directory.
+		text := strings.ReplaceAll(b[1], "/etc/tokend/", creds+"/")
+		file := filepath.Join(t.TempDir(), "tokend.toml")
+		os.WriteFile(file, []byte(text), 0o600)
+		var out, errOut bytes.Buffer
+		if code := run([]string{"check", "--config", file, "--credentials-dir", creds, "--user", "root"}, &out, &errOut); code != 0 {
+			t.Errorf("README block %d: tokend check exit %d:\n%s\n%s%s", i+1, code, text, out.String(), errOut.String())
+		}
 	}
 }
