@@ -146,6 +146,14 @@ func (d *daemon) run(ctx context.Context) error {
 		defer stopMetrics()
 	}
 
+	stopProxies, err := d.startProxies(d.cfg)
+	if err != nil {
+		stopServer()
+		<-served
+		return err
+	}
+	defer stopProxies()
+
 	superCtx, stopSuper := context.WithCancel(context.Background())
 	superDone := make(chan struct{})
 	go func() { defer close(superDone); d.supervise(superCtx, d.notify) }()

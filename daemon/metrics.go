@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,9 @@ type metrics struct {
 	shareReads     *prometheus.CounterVec // token, result
 	shareLeases    *prometheus.CounterVec // token
 	shareFallbacks *prometheus.CounterVec // token
+	// The proxies ([proxy.NAME]).
+	proxyRequests *prometheus.CounterVec   // proxy, code
+	proxyTime     *prometheus.HistogramVec // proxy
 
 	// requestCounters holds every verb×code counter, resolved up front:
 	// counting a request must not allocate on the read path.
@@ -73,6 +77,11 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 		shareFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokend_share_fallback_total",
 			Help: "Token requests this host made for itself because sharing failed (Vault unreachable, a lease that produced no token, a foreign entry)."},
 			[]string{"token"}),
+		proxyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokend_proxy_requests_total",
+			Help: "Requests a proxy answered, by HTTP status code."}, []string{"proxy", "code"}),
+		proxyTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tokend_proxy_request_duration_seconds",
+			Help:    "How long a proxy took to answer, the upstream included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60}}, []string{"proxy"}),
 		requestCounters: map[[2]string]prometheus.Counter{},
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokend_build_info", Help: "Always 1; the labels say which build runs.",
@@ -80,7 +89,7 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 	buildInfo.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.fetches, m.fetchTime, m.requests, m.reloads, m.lastReload,
-		m.shareReads, m.shareLeases, m.shareFallbacks,
+		m.shareReads, m.shareLeases, m.shareFallbacks, m.proxyRequests, m.proxyTime,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokend_connections", Help: "Open client connections."},
 			func() float64 { return float64(conns()) }),
 		&tokenCollector{states: tokens})
@@ -95,6 +104,12 @@ func newMetrics(tokens func(now time.Time) []tokenState, conns func() int64) *me
 		}
 	}
 	return m
+}
+
+// Proxied implements proxy.Observer.
+func (m *metrics) Proxied(proxy string, code int, took time.Duration) {
+	m.proxyRequests.WithLabelValues(proxy, strconv.Itoa(code)).Inc()
+	m.proxyTime.WithLabelValues(proxy).Observe(took.Seconds())
 }
 
 // vaultUsed exports the Vault series while some token uses Vault, and

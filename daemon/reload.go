@@ -36,6 +36,9 @@ func (d *daemon) reload() {
 	if cfg.Listen != old.Listen {
 		d.log.Warn().Msg("socket, socket_mode, socket_group and idle_timeout changes take effect at the next restart")
 	}
+	if proxiesChanged(old, cfg) {
+		d.log.Warn().Msg("[proxy.NAME] changes take effect at the next restart")
+	}
 	if cfg.MetricsListen != old.MetricsListen {
 		d.log.Warn().Str("metrics_listen", cfg.MetricsListen).Str("serving", old.MetricsListen).Msg("metrics_listen changes take effect at the next restart")
 	}

@@ -13,6 +13,7 @@ package vaultsrc
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -123,6 +124,9 @@ func New(cfg Config, log zerolog.Logger, obs Observer) (*Source, error) {
 		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.CAFile, TLSServerName: cfg.TLSServerName}); err != nil {
 			return nil, fmt.Errorf("vault ca_file %q: %w", cfg.CAFile, err)
 		}
+	}
+	if cfg.CertFile != "" && cfg.KeyFile != "" {
+		presentCertificate(vc, cfg.CertFile, cfg.KeyFile)
 	}
 	u, err := url.Parse(vc.Address)
 	if err != nil || u.Host == "" {
@@ -298,4 +302,26 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 func isForbidden(err error) bool {
 	var re *api.ResponseError
 	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
+}
+
+// presentCertificate has every connection to Vault present the host's
+// certificate (auth = "cert"), not only the login's: a Vault that
+// requires client certificates on its listener
+// (tls_require_and_verify_client_cert) refuses any connection without
+// one. Read at each handshake, so that a renewed certificate is used.
+func presentCertificate(vc *api.Config, certFile, keyFile string) {
+	t, ok := vc.HttpClient.Transport.(*http.Transport)
+	if !ok {
+		return
+	}
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("vault cert_file/key_file: %w", err)
+		}
+		return &c, nil
+	}
 }

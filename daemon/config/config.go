@@ -42,6 +42,8 @@ type Config struct {
 	FirstTokenWait time.Duration
 	Vault          vaultsrc.Config
 	Tokens         map[string]*TokenConfig
+	// Proxies are the [proxy.NAME] tables. A change takes a restart.
+	Proxies map[string]*Proxy
 }
 
 // Listen is what the socket is made with; a change takes a restart.

@@ -17,7 +17,7 @@ func TestManPageKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sections := map[string][]string{"TOP-LEVEL KEYS": topLevelKeys, "[vault]": vaultKeys, "[token.NAME]": tokenKeys}
+	sections := map[string][]string{"TOP-LEVEL KEYS": topLevelKeys, "[vault]": vaultKeys, "[token.NAME]": tokenKeys, "[proxy.NAME]": proxyKeys}
 	parts := regexp.MustCompile(`(?m)^\.SH `).Split(string(page), -1)
 	seen := map[string]bool{}
 	for _, part := range parts {

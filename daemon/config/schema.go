@@ -38,7 +38,7 @@ var tokenKeys = []string{"token_url", "scope", "client_auth", "kv_mount", "kv_pa
 	"client_id", "client_id_file", "client_secret_file", "private_key_file", "tls_cert_file", "tls_key_file"}
 
 func (r *reader) config(raw map[string]any) *Config {
-	top := r.table("", raw, append(slices.Clone(topLevelKeys), "vault", "token")...)
+	top := r.table("", raw, append(slices.Clone(topLevelKeys), "vault", "token", "proxy")...)
 	c := &Config{
 		Listen: Listen{
 			Socket:      top.str("socket", proto.DefaultPath),
@@ -52,6 +52,7 @@ func (r *reader) config(raw map[string]any) *Config {
 		MetricsListen:  top.str("metrics_listen", ""),
 		FirstTokenWait: top.dur("first_token_wait", defaultFirstWait),
 		Tokens:         map[string]*TokenConfig{},
+		Proxies:        map[string]*Proxy{},
 	}
 	r.socket(top, c)
 	c.LogLevel = r.logLevel(top.str("log_level", "info"))
@@ -62,6 +63,7 @@ func (r *reader) config(raw map[string]any) *Config {
 	}
 
 	r.tokens(raw["token"], c)
+	r.proxies(raw["proxy"], c)
 	vault, _ := raw["vault"].(map[string]any)
 	v, present := raw["vault"]
 	if present && vault == nil {

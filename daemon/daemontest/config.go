@@ -26,6 +26,17 @@ type Config struct {
 	FirstTokenWait       string                  `toml:"first_token_wait,omitempty"`
 	Vault                VaultConfig             `toml:"vault,omitempty"` // left out when zero: a host without Vault
 	Token                map[string]*TokenConfig `toml:"token"`
+	Proxy                map[string]*ProxyConfig `toml:"proxy,omitempty"`
+}
+
+// ProxyConfig is a [proxy.NAME] table.
+type ProxyConfig struct {
+	Token             string `toml:"token,omitempty"`
+	Listen            string `toml:"listen,omitempty"`
+	Upstream          string `toml:"upstream,omitempty"`
+	AllowInsecureHTTP bool   `toml:"allow_insecure_http,omitempty"`
+	SocketMode        string `toml:"socket_mode,omitempty"`
+	SocketGroup       string `toml:"socket_group,omitempty"`
 }
 
 type VaultConfig struct {

@@ -185,7 +185,7 @@ func New(cfg config.Fetch, deps Deps) *Keeper {
 	if cfg.ClientAuth == "tls_client_auth" || deps.Roots != nil || k.hc == nil {
 		var cert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 		if cfg.ClientAuth == "tls_client_auth" {
-			cert = k.clientCertificate
+			cert = k.ClientCertificate
 		}
 		k.hc = oauth.NewClient(deps.Roots, cert)
 	}

@@ -120,8 +120,9 @@ func (k *Keeper) useCertificate(creds vaultsrc.Credentials) error {
 	return nil
 }
 
-// clientCertificate is the TLS client's GetClientCertificate.
-func (k *Keeper) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+// ClientCertificate is the TLS client's GetClientCertificate: the
+// token's own requests, and the proxy's to its upstream, present it.
+func (k *Keeper) ClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	if c := k.cert.Load(); c != nil {
 		return c, nil
 	}

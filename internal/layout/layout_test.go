@@ -30,6 +30,8 @@ var rules = []struct {
 	{"daemon/config", []string{"socket/server", "daemon", "daemon/oauth", "cmd/..."}},
 	{"daemon/oauth", []string{"socket/server", "daemon", "daemon/tokens", "cmd/..."}},
 	{"daemon/tokens", []string{"socket/server", "daemon", "cmd/..."}},
+	{"daemon/proxy", []string{"daemon", "daemon/tokens", "daemon/oauth", "cmd/..."}},
+	{"daemon/filesrc", []string{"daemon", "daemon/config", "daemon/tokens", "daemon/oauth", "socket/...", "cmd/..."}},
 	{"daemon/...", []string{"cmd/..."}},
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,11 @@ type kernelGroups struct {
 	groups []uint32
 	err    error
 }
+
+// PeerOf reads the kernel's view of the process at the other end of c
+// (SO_PEERCRED, SO_PEERGROUPS): for other listeners that apply the
+// token's allow lists, such as the proxy's.
+func PeerOf(c *net.UnixConn) (Peer, error) { return peerOf(c) }
 
 // InGroup reports whether gid is the peer's primary or a supplementary
 // group. Groups the kernel cannot tell count as no match (fail closed).
