@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
+	"sync/atomic"
 )
 
 // maxBody caps what is read of any Vault answer. The library reads error
@@ -19,7 +21,24 @@ const maxBody = 1 << 20
 type guard struct {
 	base http.RoundTripper
 	host string // host:port of the configured address
+	// tlsErr is the last handshake Vault refused, with its fix: HTTP/2
+	// then reports the next attempts only as "client conn could not be
+	// established", and the operator needs the cause.
+	tlsErr atomic.Pointer[error]
 }
+
+// CertRequiredError is a Vault that refused the TLS handshake for want
+// of a client certificate, with the fix.
+type CertRequiredError struct {
+	Host string
+	Err  error // the handshake's own error
+}
+
+func (e *CertRequiredError) Error() string {
+	return "vault at " + e.Host + " requires a client certificate: set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY (Environment= in a drop-in for tokend.service), or auth = \"cert\" with cert_file and key_file"
+}
+
+func (e *CertRequiredError) Unwrap() error { return e.Err }
 
 func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Host != g.host {
@@ -28,8 +47,19 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := g.base.RoundTrip(req)
 	if err != nil {
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "tls: certificate required") || strings.Contains(msg, "tls: bad certificate"):
+			err = &CertRequiredError{Host: g.host, Err: err}
+			g.tlsErr.Store(&err)
+		case strings.Contains(msg, "http2: client conn could not be established"):
+			if last := g.tlsErr.Load(); last != nil {
+				err = *last
+			}
+		}
 		return nil, err
 	}
+	g.tlsErr.Store(nil)
 	resp.Body = capped{io.LimitReader(resp.Body, maxBody), resp.Body}
 	return resp, nil
 }

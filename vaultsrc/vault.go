@@ -252,6 +252,12 @@ func field(data map[string]any, sec Secret, name string) (string, error) {
 // text stays Vault's (it may hold anything, even a proxy's HTML page):
 // whoever repeats it cleans it first (socket.Clean in the daemon).
 func compact(err error) error {
+	// A refused handshake says all there is, with the fix: the layers
+	// around it (the library's, the URL's) only repeat the path.
+	var cre *CertRequiredError
+	if errors.As(err, &cre) {
+		return cre
+	}
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
 		return err

@@ -124,7 +124,7 @@ api_addr = %q
 	t.Run("no certificate", func(t *testing.T) {
 		d := daemontest.StartTokend(t, cfg.Clone())
 		_, errs, code := d.Ctl("get")
-		if code != 1 || !strings.Contains(errs, "certificate required") {
+		if code != 1 || !strings.Contains(errs, "requires a client certificate: set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY") {
 			t.Errorf("without a client certificate: exit %d %q", code, errs)
 		}
 	})
