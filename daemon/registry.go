@@ -54,7 +54,10 @@ func (d *daemon) Token(ctx context.Context, q server.Query, p server.Peer) (serv
 	if err != nil {
 		return server.Token{}, err
 	}
-	if q.Min > 0 {
+	switch {
+	case q.Rejected != "":
+		return e.k.GetReplacing(ctx, q.Wait, q.Rejected)
+	case q.Min > 0:
 		return e.k.GetFresh(ctx, q.Wait, q.Min)
 	}
 	return e.k.Get(ctx, q.Wait)

@@ -196,6 +196,39 @@ func TestE2EProxy(t *testing.T) {
 		}
 	}
 
+	// 100 idle keep-alive connections: what they cost tokend in memory.
+	rss := func() int {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))
+		var kb int
+		for _, l := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				fmt.Sscan(strings.TrimPrefix(l, "VmRSS:"), &kb)
+			}
+		}
+		return kb
+	}
+	before = rss()
+	var idle []net.Conn
+	for range 100 {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("an idle connection's request: %v %v", resp, err)
+		}
+		idle = append(idle, c)
+	}
+	time.Sleep(500 * time.Millisecond)
+	after := rss()
+	t.Logf("RSS %d kB, with 100 idle proxy connections %d kB (+%d kB, %.1f kB each; a race-built binary: %v)",
+		before, after, after-before, float64(after-before)/100, daemontest.Race)
+	if after-before > 64<<10 {
+		t.Errorf("100 idle connections cost %d kB", after-before)
+	}
+
 	m, err := proto.Client{Path: d.Sock}.Metrics(t.Context())
 	if err != nil {
 		t.Fatal(err)

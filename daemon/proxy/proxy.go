@@ -215,9 +215,9 @@ func (rt *retry) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok || req.Body != nil && req.GetBody == nil {
 		return resp, nil // a streamed body cannot be sent twice
 	}
-	// A forced refresh (min=: at most one per 30 s, shared with clients).
-	min := time.Until(c.tok.ExpiresAt) + time.Second
-	fresh, ferr := rt.p.deps.Tokens.Token(req.Context(), server.Query{Name: rt.p.cfg.Token, Min: min, Wait: 5 * time.Second}, c.peer)
+	// A forced refresh (as min='s: at most one per 30 s, shared with
+	// clients), unless a newer token is there already.
+	fresh, ferr := rt.p.deps.Tokens.Token(req.Context(), server.Query{Name: rt.p.cfg.Token, Rejected: c.tok.Value, Wait: 5 * time.Second}, c.peer)
 	if ferr != nil || fresh.Value == c.tok.Value {
 		rt.p.deps.Log.Warn().Str("upstream", rt.p.upstream.Host).Msg("upstream rejected the token (invalid_token) and no newer one came: answering its 401")
 		return resp, nil

@@ -183,7 +183,7 @@ func (k *Keeper) credentials(ctx context.Context) (vaultsrc.Credentials, error) 
 	if k.cached.ID == "" {
 		return c, fmt.Errorf("no client credentials yet: %w", err)
 	}
-	k.log.Warn().Err(err).Msg("reading the client credentials failed; using the ones in memory")
+	k.log.Warn().Err(err).Msg(k.cfg.Source() + " read failed; using the credentials in memory")
 	return k.cached, nil
 }
 

@@ -102,21 +102,45 @@ func (k *Keeper) Unservable(t *proto.Token, now time.Time) *proto.Error {
 	return nil
 }
 
-// getFresh is get for a token with at least min left (min=). When the
+// GetFresh is Get for a token with at least min left (min=). When the
 // current one has less, the keeper refreshes now, or the request joins
 // the attempt in flight, and waits up to freshWait. Early refreshes are
 // forced at most once per forceEvery per token.
 func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.Token, error) {
+	if lt := time.Duration(k.lifetime.Load()); lt <= min && lt > 0 {
+		if t, err := k.Get(ctx, wait); err != nil || t.ExpiresAt.Sub(k.clock.Now()) >= min {
+			return t, err
+		}
+		return proto.Token{}, &proto.Error{Code: proto.CodeUnavailable,
+			Msg: fmt.Sprintf("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)}
+	}
+	return k.getNewer(ctx, wait, fmt.Sprintf("with %ds left", int(min/time.Second)), "min=",
+		func(t *proto.Token, now time.Time) bool { return k.Left(t, now) >= min })
+}
+
+// GetReplacing is Get for a token other than rejected, which an API
+// refused (the proxy's 401 invalid_token): a refresh is forced as by
+// min=, at most once per forceEvery, unless a newer token is there.
+func (k *Keeper) GetReplacing(ctx context.Context, wait time.Duration, rejected string) (proto.Token, error) {
+	return k.getNewer(ctx, wait, "other than the one the API rejected", "an API rejected the token",
+		func(t *proto.Token, _ time.Time) bool { return t.Value != rejected })
+}
+
+// getNewer returns the current token when enough says it will do, and
+// otherwise forces a refresh (or joins one) and waits for one that does.
+// want and why say what was wanted, for the errors and the log.
+func (k *Keeper) getNewer(ctx context.Context, wait time.Duration, want, why string, enough func(*proto.Token, time.Time) bool) (proto.Token, error) {
 	t, err := k.Get(ctx, wait)
 	now := k.clock.Now()
-	if err != nil || t.ExpiresAt.Sub(now) >= min {
+	if err != nil || enough(&t, now) {
 		return t, err
 	}
 	unavailable := func(format string, args ...any) (proto.Token, error) {
 		return proto.Token{}, &proto.Error{Code: proto.CodeUnavailable, Msg: fmt.Sprintf(format, args...)}
 	}
-	if lt := time.Duration(k.lifetime.Load()); lt <= min {
-		return unavailable("token %s cannot have min=%d: the token endpoint issues tokens for %s", k.cfg.Name, int(min/time.Second), lt)
+	refused := func() (proto.Token, error) {
+		return unavailable("token %s has %ds left; a token %s needs a refresh, and a refresh was forced less than %s ago (at most one per %s)",
+			k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), want, forceEvery, forceEvery)
 	}
 	wake := k.Next()
 	// Join a refresh in flight, or one another client asked for already;
@@ -125,10 +149,9 @@ func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.T
 	if k.busySince.Load() == 0 && k.forcing.CompareAndSwap(false, true) {
 		if !k.mayForce(now) {
 			k.refuseForce()
-			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
-				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
+			return refused()
 		}
-		k.log.Info().Dur("min", min).Msg("refreshing early: a client asked for a token with more time left (min=)")
+		k.log.Info().Str("why", why).Msg("refreshing early: a client asked for a token " + want)
 		select {
 		case k.kick <- struct{}{}:
 		default:
@@ -140,24 +163,23 @@ func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.T
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return unavailable("gave up waiting for token %s with %ds left: %v", k.cfg.Name, int(min/time.Second), ctx.Err())
+			return unavailable("gave up waiting for token %s %s: %v", k.cfg.Name, want, ctx.Err())
 		case <-timer.C:
-			return unavailable("no token %s with %ds left within %s", k.cfg.Name, int(min/time.Second), freshWait)
+			return unavailable("no token %s %s within %s", k.cfg.Name, want, freshWait)
 		}
 		wake = k.Next()
 		now = k.clock.Now()
-		if t := k.tok.Load(); k.servable(t, now) && k.Left(t, now) >= min {
+		if t := k.tok.Load(); k.servable(t, now) && enough(t, now) {
 			return *t, nil
 		}
 		if s := k.Snapshot(now); s.Err != "" {
-			return unavailable("no token %s with %ds left: %s", k.cfg.Name, int(min/time.Second), s.Err)
+			return unavailable("no token %s %s: %s", k.cfg.Name, want, s.Err)
 		}
 		if k.busySince.Load() == 0 && !k.forcing.Load() && k.forcedWithin(now) {
 			// No refresh is on its way: the one this request joined was
 			// refused (at most one per forceEvery), or it came and did
 			// not bring enough. Say so now, not after freshWait.
-			return unavailable("token %s has %ds left, under min=%d, and a refresh was forced less than %s ago (at most one per %s)",
-				k.cfg.Name, int64(t.ExpiresAt.Sub(now)/time.Second), int(min/time.Second), forceEvery, forceEvery)
+			return refused()
 		}
 	}
 }

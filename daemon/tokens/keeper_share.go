@@ -67,7 +67,7 @@ func (k *Keeper) attemptShared(ctx context.Context, forced bool) time.Duration {
 		// credentials in memory, to fetch for itself should Vault go away.
 		// Once per token: it also sees a rotation before it needs it.
 		if _, err := k.readCreds(ctx); err != nil {
-			k.log.Warn().Err(err).Msg("reading the client credentials failed; keeping those in memory")
+			k.log.Warn().Err(err).Msg(k.cfg.Source() + " read of the client credentials failed; keeping those in memory")
 		}
 	}
 	return max(r.next.Sub(k.clock.Now()), 0)

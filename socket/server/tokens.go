@@ -15,6 +15,10 @@ type Query struct {
 	Name string        // "" for the default token
 	Min  time.Duration // min=: at least this long left (0: min_remaining alone)
 	Wait time.Duration // how long to wait for a first token that is on its way
+	// Rejected is a token an API refused (the proxy, after a 401
+	// invalid_token): another one is wanted, by a forced refresh if need
+	// be (limited as min='s).
+	Rejected string
 }
 
 // NamedError is a *proto.Error about the token called Name: what a query
