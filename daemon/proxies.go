@@ -52,6 +52,9 @@ func (d *daemon) startProxies(cfg *config.Config) (stop func(), err error) {
 		if tc.ClientAuth == "tls_client_auth" {
 			deps.ClientCert = d.clientCertificate(pc.Token)
 		}
+		if tc.DPoP {
+			deps.Proof, deps.Nonce = d.dpopOf(pc.Token)
+		}
 		p := proxy.New(*pc, deps)
 		running = append(running, p)
 		go func() {
@@ -82,6 +85,23 @@ func (d *daemon) clientCertificate(name string) func(*tls.CertificateRequestInfo
 		}
 		return nil, errors.New("no token " + name)
 	}
+}
+
+// dpopOf makes the current keeper's DPoP proofs and keeps the nonces
+// resource servers give, for the token called name.
+func (d *daemon) dpopOf(name string) (proof func(token, method, url string) (string, error), nonce func(url, nonce string)) {
+	proof = func(token, method, url string) (string, error) {
+		if e := d.reg.Load().entries[name]; e != nil {
+			return e.k.ProofFor(token, method, url)
+		}
+		return "", errors.New("no token " + name)
+	}
+	nonce = func(url, n string) {
+		if e := d.reg.Load().entries[name]; e != nil {
+			e.k.DPoPNonce(url, n)
+		}
+	}
+	return proof, nonce
 }
 
 // proxiesChanged reports whether a reload changed the proxies, which

@@ -63,6 +63,15 @@ func (d *daemon) Token(ctx context.Context, q server.Query, p server.Peer) (serv
 	return e.k.Get(ctx, q.Wait)
 }
 
+// Proof implements server.Tokens.
+func (d *daemon) Proof(ctx context.Context, q server.Query, method, url string, p server.Peer) (string, error) {
+	e, _, err := d.lookup(q.Name, p)
+	if err != nil {
+		return "", err
+	}
+	return e.k.Proof(ctx, q.Wait, method, url)
+}
+
 // Watch implements server.Tokens.
 func (d *daemon) Watch(ctx context.Context, q server.Query, p server.Peer, send func(server.Token, error) error) error {
 	return d.follow(ctx, q.Name, &p, send)

@@ -52,6 +52,10 @@ func (f *tokens) Token(_ context.Context, q server.Query, _ server.Peer) (server
 	return f.current(q)
 }
 func (f *tokens) Names(server.Peer) []string { return []string{"api"} }
+
+func (f *tokens) Proof(context.Context, server.Query, string, string, server.Peer) (string, error) {
+	return "", &proto.Error{Code: proto.CodeBadRequest, Msg: "not a DPoP token"}
+}
 func (f *tokens) Status(string, server.Peer) (proto.Status, error) {
 	return proto.Status{}, errors.New("unused")
 }

@@ -105,6 +105,10 @@ type Fetch struct {
 	RetryMax       time.Duration
 	RequestTimeout time.Duration
 	MaxPerHour     int // max_fetches_per_hour
+	// DPoP (dpop = true): tokens bound to a key tokend makes at start
+	// (RFC 9449), of DPoPAlg ("ES256", "EdDSA" or "RS256").
+	DPoP    bool
+	DPoPAlg string
 	// share_path and share_mount: the KV v2 entry the hosts sharing this
 	// token keep it in; "" for a token of this host alone.
 	SharePath, ShareMount string

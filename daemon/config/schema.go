@@ -35,7 +35,7 @@ var tokenKeys = []string{"token_url", "scope", "client_auth", "kv_mount", "kv_pa
 	"file", "file_format", "file_mode", "file_owner", "file_group", "audience", "resource", "extra_params", "issuer", "ca_file", "ca_only",
 	"private_key_field", "key_id_field", "assertion_alg", "assertion_audience", "transit_mount", "transit_key", "assertion_kid",
 	"tls_cert_field", "tls_key_field", "max_fetches_per_hour", "share_path", "share_mount",
-	"client_id", "client_id_file", "client_secret_file", "private_key_file", "tls_cert_file", "tls_key_file"}
+	"client_id", "client_id_file", "client_secret_file", "private_key_file", "tls_cert_file", "tls_key_file", "dpop", "dpop_alg"}
 
 func (r *reader) config(raw map[string]any) *Config {
 	top := r.table("", raw, append(slices.Clone(topLevelKeys), "vault", "token", "proxy")...)

@@ -50,6 +50,7 @@ func (r *reader) token(name string, m map[string]any) *TokenConfig {
 	}
 	r.checkDurations(prefix, tc.Fetch)
 	r.share(t, &tc.Fetch)
+	r.dpop(t, &tc.Fetch)
 	tc.Params = r.params(t, t.m)
 	tc.Access = r.access(t)
 	tc.File = r.file(t, t.m)
@@ -156,6 +157,23 @@ func (r *reader) secret(prefix string, f *Fetch) {
 		if fl.val == "" && !(fl.key == "client_secret_field" && f.TransitKey != "") {
 			r.fail(prefix+"."+fl.key, "must not be empty")
 		}
+	}
+}
+
+// dpop reads dpop and dpop_alg.
+func (r *reader) dpop(t table, f *Fetch) {
+	f.DPoP = t.bool("dpop", false)
+	f.DPoPAlg = t.str("dpop_alg", "")
+	switch {
+	case f.DPoPAlg != "" && !f.DPoP:
+		r.fail(t.prefix+".dpop_alg", "set without dpop = true")
+	case f.DPoPAlg != "" && f.DPoPAlg != "ES256" && f.DPoPAlg != "EdDSA" && f.DPoPAlg != "RS256":
+		r.fail(t.prefix+".dpop_alg", "%q: want \"ES256\" (the default), \"EdDSA\" or \"RS256\"", f.DPoPAlg)
+	case f.DPoP && f.SharePath != "":
+		r.fail(t.prefix+".dpop", "set with share_path: a DPoP token is bound to this host's own key, which other hosts cannot use; drop one of them")
+	}
+	if f.DPoP && f.DPoPAlg == "" {
+		f.DPoPAlg = "ES256"
 	}
 }
 

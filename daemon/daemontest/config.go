@@ -86,6 +86,8 @@ type TokenConfig struct {
 	PrivateKeyFile    string            `toml:"private_key_file,omitempty"`
 	TLSCertFile       string            `toml:"tls_cert_file,omitempty"`
 	TLSKeyFile        string            `toml:"tls_key_file,omitempty"`
+	DPoP              bool              `toml:"dpop,omitempty"`
+	DPoPAlg           string            `toml:"dpop_alg,omitempty"`
 	MinRemaining      string            `toml:"min_remaining,omitempty"`
 	RetryMax          string            `toml:"retry_max,omitempty"`
 	RequestTimeout    string            `toml:"request_timeout,omitempty"`

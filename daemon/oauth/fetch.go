@@ -132,18 +132,33 @@ func basicEncoded(c vaultsrc.Credentials) string {
 }
 
 // Fetch performs one token request.
-func Fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsrc.Credentials) (Grant, error) {
+//
+// With dp (dpop = true) the request carries a DPoP proof, and a
+// DPoP-Nonce the endpoint sends is kept for the next proofs; an answer
+// use_dpop_nonce is the caller's to retry (a new client assertion may be
+// needed too).
+func Fetch(ctx context.Context, hc *http.Client, tc *config.Fetch, creds vaultsrc.Credentials, dp *DPoP) (Grant, error) {
 	ctx, cancel := context.WithTimeout(ctx, tc.RequestTimeout)
 	defer cancel()
 	req, err := tokenRequest(ctx, tc, creds)
 	if err != nil {
 		return Grant{}, err
 	}
+	if dp != nil {
+		proof, err := dp.Proof(http.MethodPost, tc.TokenURL, "", time.Now())
+		if err != nil {
+			return Grant{}, err
+		}
+		req.Header.Set("DPoP", proof)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return Grant{}, &EndpointError{Err: scrubURLError(err)}
 	}
 	defer resp.Body.Close()
+	if dp != nil {
+		dp.SetNonce(tc.TokenURL, resp.Header.Get("DPoP-Nonce"))
+	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		// Never followed (the client's CheckRedirect): the request carries
 		// the secret, and a redirect may point anywhere.

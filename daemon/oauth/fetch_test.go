@@ -34,7 +34,7 @@ func TestFetchRecipe(t *testing.T) {
 	for _, mode := range []string{"basic+body", "basic", "body"} {
 		t.Run(mode, func(t *testing.T) {
 			e := daemontest.NewEndpoint(t, mode, id, pw)
-			g, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw})
+			g, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), mode), vaultsrc.Credentials{ID: id, Secret: pw}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,7 +76,7 @@ func TestFetchAnswers(t *testing.T) {
 			if tt.f.Status != 0 {
 				e.Push(tt.f)
 			}
-			g, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
+			g, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"}, nil)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)
@@ -96,7 +96,7 @@ func TestFetchAnswers(t *testing.T) {
 
 func TestFetchRejectedAndTimeout(t *testing.T) {
 	e := daemontest.NewEndpoint(t, "basic+body", "id", "right")
-	_, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"})
+	_, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "wrong"}, nil)
 	var ee *EndpointError
 	if !errors.As(err, &ee) || !ee.Rejected() || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("want a rejection without the secret, got %v", err)
@@ -106,7 +106,7 @@ func TestFetchRejectedAndTimeout(t *testing.T) {
 	tc := tokenConfig(e.TokenURL(), "basic+body")
 	tc.RequestTimeout = 200 * time.Millisecond
 	start := time.Now()
-	_, err = Fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "id", Secret: "right"})
+	_, err = Fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "id", Secret: "right"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "timed out") || time.Since(start) > 5*time.Second {
 		t.Fatalf("hang: %v after %v", err, time.Since(start))
 	}
@@ -152,7 +152,7 @@ func TestFetchErrorHidesEchoedSecret(t *testing.T) {
 				body = `{"error":` + text + `}`
 			}
 			e.Push(daemontest.Fault{Status: 401, Body: body})
-			_, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw})
+			_, err := Fetch(context.Background(), http.DefaultClient, tokenConfig(e.TokenURL(), "basic+body"), vaultsrc.Credentials{ID: id, Secret: pw}, nil)
 			var ee *EndpointError
 			if !errors.As(err, &ee) || !ee.Rejected() {
 				t.Fatalf("%s in %s: %v", name, field, err)
@@ -185,7 +185,7 @@ func TestFetchNoRedirect(t *testing.T) {
 		}))
 		hc := NewClient(nil, nil)
 		hc.Transport.(*http.Transport).TLSClientConfig = redirector.Client().Transport.(*http.Transport).TLSClientConfig
-		_, err := Fetch(context.Background(), hc, tokenConfig(redirector.URL+"/oauth2/token", "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"})
+		_, err := Fetch(context.Background(), hc, tokenConfig(redirector.URL+"/oauth2/token", "basic+body"), vaultsrc.Credentials{ID: "id", Secret: "pw"}, nil)
 		redirector.Close()
 		want := fmt.Sprintf("answered %d: a redirect to %s; tokend does not follow redirects", status, strings.TrimSuffix(catcher.URL, "/steal"))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -213,7 +213,7 @@ func TestFetchParams(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Expect("&audience=https%3A%2F%2Fapi.example.com%2F&resource=https%3A%2F%2Fa.example.com%2Fv1&resource=urn%3Aexample%3Ab&a_first=x&tenant=t+1%262")
-	if _, err := Fetch(context.Background(), http.DefaultClient, &c.Tokens["vibes"].Fetch, vaultsrc.Credentials{ID: id, Secret: pw}); err != nil {
+	if _, err := Fetch(context.Background(), http.DefaultClient, &c.Tokens["vibes"].Fetch, vaultsrc.Credentials{ID: id, Secret: pw}, nil); err != nil {
 		t.Fatalf("fetch with the parameters: %v", err)
 	}
 
@@ -242,7 +242,7 @@ func TestFetchErrorHidesEchoedAssertion(t *testing.T) {
 	for _, echo := range []string{assertion, "c2lnbmF0dXJlLW9mLXRoZS1hc3NlcnRpb24"} {
 		e.Push(daemontest.Fault{Status: 401, Body: `{"error":"invalid_client","error_description":"bad assertion ` + echo + `"}`})
 		tc := tokenConfig(e.TokenURL(), "private_key_jwt")
-		_, err := Fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "c", Assertion: assertion})
+		_, err := Fetch(context.Background(), http.DefaultClient, tc, vaultsrc.Credentials{ID: "c", Assertion: assertion}, nil)
 		var ee *EndpointError
 		if !errors.As(err, &ee) || !ee.Rejected() {
 			t.Fatalf("%v", err)

@@ -44,8 +44,12 @@ type Deps struct {
 	// that certificate-bound tokens work upstream; nil: none.
 	ClientCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	Roots      *x509.CertPool // the upstream's roots: the system's when nil (ca_file adds to them)
-	Observer   Observer
-	Log        zerolog.Logger
+	// DPoP: a proof for a request with the token, and the nonce a
+	// resource server gave; nil for a token that is not DPoP.
+	Proof    func(token, method, url string) (string, error)
+	Nonce    func(url, nonce string)
+	Observer Observer
+	Log      zerolog.Logger
 	// MaxPerUID caps a uid's open connections (max_connections_per_uid);
 	// root and tokend's own uid are exempt.
 	MaxPerUID int
@@ -116,9 +120,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error { return p.srv.Shutdown(ctx)
 
 // call is one request's state, for rewrite and the retry.
 type call struct {
-	peer server.Peer
-	tok  proto.Token
+	peer  server.Peer
+	tok   proto.Token
+	proof string // the DPoP proof for the first attempt; "" for a bearer token
 }
+
+// dpop reports whether the call's token is DPoP-bound.
+func (c *call) dpop() bool { return strings.EqualFold(c.tok.Type, "DPoP") }
 
 type callKey struct{}
 
@@ -168,7 +176,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	ctx := context.WithValue(r.Context(), callKey{}, &call{peer: peer, tok: tok})
+	c := &call{peer: peer, tok: tok}
+	if c.dpop() {
+		// Every request its own proof, for the URL the upstream sees.
+		if c.proof, err = p.proof(r, tok); err != nil {
+			http.Error(rec, "tokend proxy: "+proto.Clean(err.Error()), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	ctx := context.WithValue(r.Context(), callKey{}, c)
 	p.rp.ServeHTTP(rec, r.WithContext(ctx))
 }
 
@@ -177,9 +193,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(p.upstream)
 	pr.Out.Header.Del("Authorization")
+	pr.Out.Header.Del("DPoP")
 	if c, ok := pr.In.Context().Value(callKey{}).(*call); ok {
 		pr.Out.Header.Set("Authorization", authorization(c.tok))
+		if c.proof != "" {
+			pr.Out.Header.Set("DPoP", c.proof)
+		}
 	}
+}
+
+// proof is a DPoP proof for r as it will reach the upstream.
+func (p *Proxy) proof(r *http.Request, tok proto.Token) (string, error) {
+	if p.deps.Proof == nil {
+		return "", fmt.Errorf("token %s is DPoP-bound, and this proxy cannot make proofs", tok.Name)
+	}
+	pr := &httputil.ProxyRequest{In: r, Out: &http.Request{URL: new(url.URL)}}
+	*pr.Out.URL = *r.URL
+	pr.SetURL(p.upstream)
+	return p.deps.Proof(tok.Value, r.Method, pr.Out.URL.String())
 }
 
 func authorization(t proto.Token) string {
@@ -208,38 +239,68 @@ type retry struct {
 
 func (rt *retry) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := rt.base.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !invalidToken(resp.Header) {
+	if err != nil {
 		return resp, err
 	}
 	c, ok := req.Context().Value(callKey{}).(*call)
-	if !ok || req.Body != nil && req.GetBody == nil {
-		return resp, nil // a streamed body cannot be sent twice
-	}
-	// A forced refresh (as min='s: at most one per 30 s, shared with
-	// clients), unless a newer token is there already.
-	fresh, ferr := rt.p.deps.Tokens.Token(req.Context(), server.Query{Name: rt.p.cfg.Token, Rejected: c.tok.Value, Wait: 5 * time.Second}, c.peer)
-	if ferr != nil || fresh.Value == c.tok.Value {
-		rt.p.deps.Log.Warn().Str("upstream", rt.p.upstream.Host).Msg("upstream rejected the token (invalid_token) and no newer one came: answering its 401")
+	if !ok {
 		return resp, nil
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	if n := resp.Header.Get("DPoP-Nonce"); n != "" && c.dpop() && rt.p.deps.Nonce != nil {
+		rt.p.deps.Nonce(req.URL.String(), n)
+	}
+	replayable := req.Body == nil || req.GetBody != nil // a streamed body cannot be sent twice
+	if resp.StatusCode != http.StatusUnauthorized || !replayable {
+		return resp, nil
+	}
+	switch {
+	case c.dpop() && authError(resp.Header, "use_dpop_nonce") && resp.Header.Get("DPoP-Nonce") != "":
+		// RFC 9449 §9: the resource server wants its nonce in the proof.
+		return rt.resend(req, resp, c.tok, "the upstream asked for a DPoP nonce: sending the request once more with it")
+	case authError(resp.Header, "invalid_token"):
+		// A forced refresh (as min='s: at most one per 30 s, shared with
+		// clients), unless a newer token is there already.
+		fresh, ferr := rt.p.deps.Tokens.Token(req.Context(), server.Query{Name: rt.p.cfg.Token, Rejected: c.tok.Value, Wait: 5 * time.Second}, c.peer)
+		if ferr != nil || fresh.Value == c.tok.Value {
+			rt.p.deps.Log.Warn().Str("upstream", rt.p.upstream.Host).Msg("upstream rejected the token (invalid_token) and no newer one came: answering its 401")
+			return resp, nil
+		}
+		return rt.resend(req, resp, fresh, "upstream rejected the token (invalid_token): refreshed it, sending the request once more")
+	}
+	return resp, nil
+}
+
+// resend sends req once more with tok (and a new proof for a DPoP
+// token), after discarding the first answer.
+func (rt *retry) resend(req *http.Request, first *http.Response, tok proto.Token, why string) (*http.Response, error) {
 	again := req.Clone(req.Context())
 	if req.GetBody != nil {
-		if again.Body, err = req.GetBody(); err != nil {
-			return nil, err
+		body, err := req.GetBody()
+		if err != nil {
+			return first, nil
 		}
+		again.Body = body
 	}
-	again.Header.Set("Authorization", authorization(fresh))
-	rt.p.deps.Log.Info().Str("upstream", rt.p.upstream.Host).Msg("upstream rejected the token (invalid_token): refreshed it, sending the request once more")
+	again.Header.Set("Authorization", authorization(tok))
+	if strings.EqualFold(tok.Type, "DPoP") {
+		proof, err := rt.p.deps.Proof(tok.Value, req.Method, req.URL.String())
+		if err != nil {
+			return first, nil
+		}
+		again.Header.Set("DPoP", proof)
+	}
+	io.Copy(io.Discard, io.LimitReader(first.Body, 64<<10))
+	first.Body.Close()
+	rt.p.deps.Log.Info().Str("upstream", rt.p.upstream.Host).Msg(why)
 	return rt.base.RoundTrip(again)
 }
 
-// invalidToken reports whether a 401's WWW-Authenticate says the token
-// was rejected (RFC 6750 §3.1), rather than missing or insufficient.
-func invalidToken(h http.Header) bool {
+// authError reports whether a 401's WWW-Authenticate names the error
+// code: invalid_token (RFC 6750 §3.1: the token was rejected, rather than
+// missing or insufficient) or use_dpop_nonce (RFC 9449 §9).
+func authError(h http.Header, code string) bool {
 	for _, v := range h.Values("WWW-Authenticate") {
-		if strings.Contains(v, `error="invalid_token"`) {
+		if strings.Contains(v, `error="`+code+`"`) {
 			return true
 		}
 	}

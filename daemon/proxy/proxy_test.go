@@ -62,7 +62,7 @@ func TestInvalidToken(t *testing.T) {
 		`Bearer realm="api"`:                                        false,
 		`Bearer error="insufficient_scope"`:                         false,
 	} {
-		if got := invalidToken(http.Header{"Www-Authenticate": {h}}); got != want {
+		if got := authError(http.Header{"Www-Authenticate": {h}}, "invalid_token"); got != want {
 			t.Errorf("%q: %v", h, got)
 		}
 	}

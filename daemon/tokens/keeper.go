@@ -116,6 +116,8 @@ type Keeper struct {
 	// which PEM it was made from (run loop only).
 	cert   atomic.Pointer[tls.Certificate]
 	certOf string
+	// dpop holds the DPoP key (dpop = true); nil: bearer tokens.
+	dpop *oauth.DPoP
 	// share is the shared entry's side (share_path); nil for a token of
 	// this host alone.
 	share *sharer
@@ -191,6 +193,17 @@ func New(cfg config.Fetch, deps Deps) *Keeper {
 	}
 	if cfg.SharePath != "" {
 		k.share = newSharer(cfg, deps.ShareID, deps.ShareStore, k.obs, k.rand, k.log)
+	}
+	if cfg.DPoP {
+		// The algorithm was checked with the configuration: only the
+		// system's randomness can fail here, and then every request
+		// fails with the reason.
+		dp, err := oauth.NewDPoP(cfg.DPoPAlg)
+		if err != nil {
+			k.log.Error().Err(err).Msg("no DPoP key: token requests will fail")
+		}
+		k.dpop = dp
+		k.log.Info().Str("alg", cfg.DPoPAlg).Str("jkt", dp.Thumbprint()).Msg("DPoP key made (in memory only): tokens are bound to it")
 	}
 	return k
 }

@@ -92,8 +92,21 @@ func (k *Keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 		return oauth.Grant{}, err
 	}
 	start := time.Now()
-	g, err := oauth.Fetch(ctx, k.hc, &tc, creds)
+	if tc.DPoP && k.dpop == nil {
+		return oauth.Grant{}, errors.New("dpop = true, but no DPoP key could be made (see the log at start)")
+	}
+	g, err := oauth.Fetch(ctx, k.hc, &tc, creds, k.dpop)
 	k.obs.Fetched(fetchResult(err), time.Since(start))
+	var ee *oauth.EndpointError
+	if k.dpop != nil && errors.As(err, &ee) && ee.Code == "use_dpop_nonce" && !retried(ctx) && k.dpop.Nonce(tc.TokenURL) != "" {
+		// RFC 9449 §8: the endpoint wants its nonce in the proof. Once,
+		// with everything made afresh (a client assertion's jti too).
+		k.log.Debug().Msg("the token endpoint asked for a DPoP nonce: asking again with it")
+		return k.fetch(context.WithValue(ctx, retriedKey{}, true), creds)
+	}
+	if err == nil && k.dpop != nil && !strings.EqualFold(g.TokenType, "DPoP") {
+		k.log.Warn().Str("token_type", g.TokenType).Msg("dpop = true, but the token endpoint issued a token that is not DPoP-bound: it may not support DPoP for this client")
+	}
 	if err != nil {
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
 	}
@@ -156,6 +169,11 @@ func (k *Keeper) transitAssertion(ctx context.Context, tc *config.Fetch, clientI
 	}
 	return a, err
 }
+
+// retriedKey marks a token request made again with the DPoP nonce.
+type retriedKey struct{}
+
+func retried(ctx context.Context) bool { return ctx.Value(retriedKey{}) != nil }
 
 // fetchResult is the result label of a token request's outcome.
 func fetchResult(err error) string {

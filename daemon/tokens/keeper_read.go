@@ -118,6 +118,41 @@ func (k *Keeper) GetFresh(ctx context.Context, wait, min time.Duration) (proto.T
 		func(t *proto.Token, now time.Time) bool { return k.Left(t, now) >= min })
 }
 
+// Proof is a fresh DPoP proof for method and url, bound to the token
+// served now (ath) and carrying the url's origin's latest nonce: what a
+// program that calls the API itself sends beside the token (PROOF).
+func (k *Keeper) Proof(ctx context.Context, wait time.Duration, method, url string) (string, error) {
+	if k.dpop == nil {
+		return "", &proto.Error{Code: proto.CodeBadRequest, Msg: fmt.Sprintf("token %s is not a DPoP token (dpop = true in its [token.%s])", k.cfg.Name, k.cfg.Name)}
+	}
+	t, err := k.Get(ctx, wait)
+	if err != nil {
+		return "", err
+	}
+	return k.ProofFor(t.Value, method, url)
+}
+
+// ProofFor is a DPoP proof for method and url bound to token, a token
+// this keeper served (the proxy's, which sends that token with it).
+func (k *Keeper) ProofFor(token, method, url string) (string, error) {
+	if k.dpop == nil {
+		return "", &proto.Error{Code: proto.CodeBadRequest, Msg: fmt.Sprintf("token %s is not a DPoP token (dpop = true in its [token.%s])", k.cfg.Name, k.cfg.Name)}
+	}
+	proof, err := k.dpop.Proof(method, url, token, time.Now())
+	if err != nil {
+		return "", &proto.Error{Code: proto.CodeBadRequest, Msg: err.Error()}
+	}
+	return proof, nil
+}
+
+// DPoPNonce keeps a nonce a resource server gave (a DPoP-Nonce header
+// on its answer to url), for the next proofs to it.
+func (k *Keeper) DPoPNonce(url, nonce string) {
+	if k.dpop != nil {
+		k.dpop.SetNonce(url, nonce)
+	}
+}
+
 // GetReplacing is Get for a token other than rejected, which an API
 // refused (the proxy's 401 invalid_token): a refresh is forced as by
 // min=, at most once per forceEvery, unless a newer token is there.

@@ -16,6 +16,7 @@
 //	LIST           →  OK <names this peer may read>
 //	STATUS [NAME]  →  OK name=… state=… expires_in=… refresh_in=… failures=… last_success=… source=… last_error=…
 //	METRICS        →  OK <n>, then n bytes of Prometheus text exposition
+//	PROOF [NAME] METHOD URL  →  OK <DPoP proof for METHOD URL, bound to the token> (dpop = true)
 //	PING           →  OK PONG
 //
 // and any failure is "ERR <code> <message>". A client that sends nothing and
@@ -72,6 +73,7 @@ const (
 	VerbMetrics Verb = "METRICS"
 	VerbJSON    Verb = "JSON"
 	VerbWatch   Verb = "WATCH"
+	VerbProof   Verb = "PROOF"
 )
 
 // Request is one parsed request line. Name is empty for the default token.
@@ -81,6 +83,8 @@ type Request struct {
 	// Min is min=SECONDS: the token must have at least this long left
 	// (0: min_remaining decides alone).
 	Min int
+	// Method and URL are PROOF's: what the DPoP proof is for.
+	Method, URL string
 }
 
 // String is the request's wire form, without the newline.
@@ -92,13 +96,16 @@ func (r Request) String() string {
 	if r.Min > 0 {
 		s += " min=" + strconv.Itoa(r.Min)
 	}
+	if r.Verb == VerbProof {
+		s += " " + r.Method + " " + r.URL
+	}
 	return s
 }
 
 // TakesName reports whether the verb accepts an optional NAME.
 func (v Verb) TakesName() bool {
 	switch v {
-	case VerbToken, VerbHeader, VerbInfo, VerbStatus, VerbJSON, VerbWatch:
+	case VerbToken, VerbHeader, VerbInfo, VerbStatus, VerbJSON, VerbWatch, VerbProof:
 		return true
 	}
 	return false
@@ -114,12 +121,12 @@ func (v Verb) TakesMin() bool { return v == VerbToken || v == VerbHeader || v ==
 func Parse(line []byte) (Request, *Error) { return ParseReusing(line, nil) }
 
 // verbs are the known verbs, matched without regard to case.
-var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing, VerbStatus, VerbMetrics, VerbJSON, VerbWatch}
+var verbs = [...]Verb{VerbToken, VerbHeader, VerbInfo, VerbList, VerbPing, VerbStatus, VerbMetrics, VerbJSON, VerbWatch, VerbProof}
 
 // Verbs are the known verbs.
 func Verbs() []Verb { return verbs[:] }
 
-const try = "try PING, TOKEN [NAME] [min=SECONDS], HEADER, JSON, INFO, WATCH, STATUS [NAME], LIST or METRICS"
+const try = "try PING, TOKEN [NAME] [min=SECONDS], HEADER, JSON, INFO, WATCH, STATUS [NAME], PROOF [NAME] METHOD URL, LIST or METRICS"
 
 // ParseReusing is Parse without allocating on the way to success: the verb
 // is one of the constants, and a name equal to *last is *last (a
@@ -148,6 +155,9 @@ func ParseReusing(line []byte, last *string) (Request, *Error) {
 	}
 	if req.Verb == "" {
 		return Request{}, errorf(CodeBadRequest, "unknown verb %q; "+try, clip(first))
+	}
+	if req.Verb == VerbProof {
+		return parseProof(rest)
 	}
 	// The words after the verb: at most one NAME, and options (a word
 	// with "=": names never hold one).
@@ -183,6 +193,40 @@ func ParseReusing(line []byte, last *string) (Request, *Error) {
 	default:
 		req.Name = string(name)
 	}
+	return req, nil
+}
+
+// parseProof reads PROOF's words: [NAME] METHOD URL. A URL may hold
+// "=", so no word is an option here.
+func parseProof(rest []byte) (Request, *Error) {
+	req := Request{Verb: VerbProof}
+	var words [][]byte
+	for {
+		var w []byte
+		if w, rest = nextWord(rest); w == nil {
+			break
+		}
+		words = append(words, w)
+	}
+	switch len(words) {
+	case 2:
+	case 3:
+		if !validName(words[0]) {
+			return req, errorf(CodeBadRequest, "malformed token name %q: want 1-64 of A-Z a-z 0-9 . _ -", clip(words[0]))
+		}
+		req.Name, words = string(words[0]), words[1:]
+	default:
+		return req, errorf(CodeBadRequest, "PROOF takes [NAME] METHOD URL, such as PROOF GET https://api.example.com/v1/things")
+	}
+	for _, c := range words[0] {
+		if c < 'A' || c > 'Z' {
+			return req, errorf(CodeBadRequest, "PROOF: method %q: want an HTTP method in capitals, such as GET", clip(words[0]))
+		}
+	}
+	if len(words[0]) > 16 || !bytes.HasPrefix(words[1], []byte("https://")) && !bytes.HasPrefix(words[1], []byte("http://")) {
+		return req, errorf(CodeBadRequest, "PROOF: %q %q: want METHOD and an http(s) URL", clip(words[0]), clip(words[1]))
+	}
+	req.Method, req.URL = string(words[0]), string(words[1])
 	return req, nil
 }
 

@@ -165,6 +165,14 @@ func (cn *conn) answerTo(ctx context.Context, w *bufio.Writer, req proto.Request
 		fmt.Fprintf(w, "OK %d\n", len(text))
 		w.Write(text[:len(text)-1])
 		return nil
+	case proto.VerbProof:
+		proof, err := cn.s.Tokens.Proof(ctx, Query{Name: req.Name, Wait: requestWait}, req.Method, req.URL, cn.peer)
+		if err != nil {
+			return cn.failed(req.Name, err)
+		}
+		w.WriteString("OK ")
+		w.WriteString(proof)
+		return nil
 	}
 	t, err := cn.token(ctx, Query{Name: req.Name, Min: time.Duration(req.Min) * time.Second, Wait: requestWait})
 	if err != nil {

@@ -87,6 +87,19 @@ func (f *fakeTokens) seen() []Peer {
 
 func (f *fakeTokens) Names(Peer) []string { return []string{"main", "other"} }
 
+// Proof is a stand-in proof that shows what it was asked for; "main" is
+// the DPoP token.
+func (f *fakeTokens) Proof(ctx context.Context, q Query, method, url string, p Peer) (string, error) {
+	t, err := f.Token(ctx, q, p)
+	if err != nil {
+		return "", err
+	}
+	if t.Name != "main" {
+		return "", &proto.Error{Code: proto.CodeBadRequest, Msg: "token " + t.Name + " is not a DPoP token"}
+	}
+	return "proof." + method + "." + url, nil
+}
+
 func (f *fakeTokens) Status(name string, p Peer) (proto.Status, error) {
 	t, err := f.Token(context.Background(), Query{Name: name}, p)
 	if err != nil {
@@ -162,7 +175,13 @@ func TestServerProtocol(t *testing.T) {
 		{"unknown", "TOKEN nope\n", "ERR unknown-token no such token\n"},
 		{"denied", "TOKEN locked\n", "ERR denied no\n"},
 		{"unavailable", "HEADER down\n", "ERR unavailable endpoint down\n"},
-		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME] [min=SECONDS], HEADER, JSON, INFO, WATCH, STATUS [NAME], LIST or METRICS\nOK PONG\n"},
+		{"bad then good", "\nPING\n", "ERR bad-request empty request; try PING, TOKEN [NAME] [min=SECONDS], HEADER, JSON, INFO, WATCH, STATUS [NAME], PROOF [NAME] METHOD URL, LIST or METRICS\nOK PONG\n"},
+		{"proof", "PROOF GET https://api.example.com/v1/x?a=b\n", "OK proof.GET.https://api.example.com/v1/x?a=b\n"},
+		{"proof named", "PROOF main POST https://api.example.com/\n", "OK proof.POST.https://api.example.com/\n"},
+		{"proof of a bearer token", "PROOF other GET https://a/\n", "ERR bad-request token other is not a DPoP token\n"},
+		{"proof denied", "PROOF locked GET https://a/\n", "ERR denied no\n"},
+		{"proof without url", "PROOF GET\n", "ERR bad-request PROOF takes [NAME] METHOD URL, such as PROOF GET https://api.example.com/v1/things\n"},
+		{"proof bad method", "PROOF get https://a/\n", "ERR bad-request PROOF: method \"get\": want an HTTP method in capitals, such as GET\n"},
 		{"connect and read", "", "tok-main"},
 	}
 	for _, tt := range tests {

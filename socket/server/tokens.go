@@ -44,6 +44,10 @@ type Tokens interface {
 	// lookup's error when the token is gone or peer lost access to it (at
 	// once, or after a reload).
 	Watch(ctx context.Context, q Query, peer Peer, send func(Token, error) error) error
+	// Proof is a fresh DPoP proof (RFC 9449) for method and url, bound
+	// to the token q names (ath), if peer may read it; a token that is
+	// not DPoP is a bad-request error.
+	Proof(ctx context.Context, q Query, method, url string, peer Peer) (string, error)
 	// Names lists the tokens peer may read.
 	Names(peer Peer) []string
 	// Status reports on the token called name ("" for the default) if

@@ -10,9 +10,14 @@
 // the documented API recipe sends), JWKS (the client's public keys, JSON,
 // for AUTH_METHOD=private_key_jwt), TLS_CERT, TLS_KEY and CLIENT_CA (PEM
 // files: serve https, asking for client certificates from CLIENT_CA) and
-// CLIENT_DN (AUTH_METHOD=tls_client_auth: the certificate subject).
+// CLIENT_DN (AUTH_METHOD=tls_client_auth: the certificate subject),
+// DPOP=1 (the client must send DPoP proofs: dpop_bound_access_tokens) and
+// DPOP_NONCE=1 (every proof must carry the server's nonce: a first request
+// without one is answered use_dpop_nonce), CERT_BOUND=1 (tokens bound to
+// the client certificate, RFC 8705 §3: cnf.x5t#S256). Introspection is at
+// /token/introspection, for the client itself.
 // Test-only: POST /__fault?status=503&count=2 fails the next token requests.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Provider, { errors } from 'oidc-provider';
@@ -36,6 +41,8 @@ const provider = new Provider(ISSUER, {
     token_endpoint_auth_method: env.AUTH_METHOD || 'client_secret_basic',
     ...(env.JWKS ? { jwks: JSON.parse(env.JWKS) } : {}),
     ...(env.CLIENT_DN ? { tls_client_auth_subject_dn: env.CLIENT_DN } : {}),
+    ...(env.DPOP === '1' ? { dpop_bound_access_tokens: true } : {}),
+    ...(env.CERT_BOUND === '1' ? { tls_client_certificate_bound_access_tokens: true } : {}),
   }],
   routes: { token: '/oauth2/token' },
   clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', ...(TLS ? ['tls_client_auth'] : [])],
@@ -44,9 +51,14 @@ const provider = new Provider(ISSUER, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    dPoP: {
+      enabled: true,
+      ...(env.DPOP_NONCE === '1' ? { nonceSecret: randomBytes(32), requireNonce: () => true } : {}),
+    },
     mTLS: {
       enabled: TLS,
       tlsClientAuth: TLS,
+      certificateBoundAccessTokens: env.CERT_BOUND === '1',
       // The certificate the TLS layer received (verified against CLIENT_CA
       // there, without refusing the handshake).
       getCertificate: (ctx) => {
