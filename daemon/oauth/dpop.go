@@ -69,12 +69,17 @@ func NewDPoP(alg string) (*DPoP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("making the DPoP key: %w", err)
 	}
-	// RFC 7638: the required members, in lexicographic order, no spaces;
-	// json.Marshal sorts map keys.
-	canon, _ := json.Marshal(d.jwk)
-	sum := sha256.Sum256(canon)
-	d.jkt = b64(sum[:])
+	d.jkt = jwkThumbprint(d.jwk)
 	return d, nil
+}
+
+// jwkThumbprint is RFC 7638's: the SHA-256 of the required members, in
+// lexicographic order, without spaces (json.Marshal sorts map keys, and
+// jwk holds the required members only).
+func jwkThumbprint(jwk map[string]string) string {
+	canon, _ := json.Marshal(jwk)
+	sum := sha256.Sum256(canon)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // Thumbprint is the key's JWK thumbprint: a DPoP-bound token's cnf.jkt.
