@@ -17,6 +17,8 @@ type invocation struct {
 	socket string
 	req    proto.Request
 	exec   string // watch --exec
+	// header --method --url: a DPoP proof for that request too.
+	method, url string
 }
 
 // usageError is a command line tokenctl cannot run: exit 2, msg and the
@@ -59,6 +61,10 @@ func parse(args []string, getenv func(string) string) (invocation, error) {
 	if c.verb == proto.VerbWatch {
 		opts.StringVar(&inv.exec, "exec", "", "command to run after each change")
 	}
+	if c.verb == proto.VerbHeader {
+		opts.StringVar(&inv.method, "method", "", "the request's method, for a DPoP proof")
+		opts.StringVar(&inv.url, "url", "", "the request's URL, for a DPoP proof")
+	}
 	rest, err := interleaved(opts, fs.Args()[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return invocation{print: commandUsage(c)}, nil
@@ -75,6 +81,8 @@ func parse(args []string, getenv func(string) string) (invocation, error) {
 	switch {
 	case len(rest) > 1 || (len(rest) == 1 && !c.verb.TakesName()):
 		return inv, &usageError{"too many arguments for " + c.name, commandUsage(c)}
+	case (inv.method == "") != (inv.url == ""):
+		return inv, &usageError{"--method and --url go together: the DPoP proof is for one request, such as --method GET --url https://api.example.com/v1/things", commandUsage(c)}
 	case min < 0 || min > proto.MaxMin:
 		return inv, &usageError{fmt.Sprintf("--min %d: want 0 to %d seconds", min, proto.MaxMin), commandUsage(c)}
 	case len(rest) == 1 && !proto.ValidName(rest[0]):

@@ -55,12 +55,18 @@ func TestParse(t *testing.T) {
 		{[]string{"get", "--exec", "x"}, "flag provided but not defined: -exec"},
 		{[]string{"--nope", "get"}, "flag provided but not defined: -nope"},
 		{[]string{"help", "fetch"}, `unknown command "fetch"`},
+		{[]string{"header", "--method", "GET"}, "--method and --url go together"},
+		{[]string{"get", "--url", "https://a/"}, "flag provided but not defined: -url"},
 	} {
 		_, err := parse(c.args, env(""))
 		var ue *usageError
 		if !errors.As(err, &ue) || !strings.Contains(ue.msg, c.msg) || ue.usage == "" {
 			t.Errorf("parse(%q): %v, want a usage error with %q", c.args, err, c.msg)
 		}
+	}
+	if inv, err := parse([]string{"header", "vibes", "--method", "POST", "--url", "https://api.example.com/v1?x=1"}, env("")); err != nil ||
+		inv.method != "POST" || inv.url != "https://api.example.com/v1?x=1" || inv.req.Name != "vibes" {
+		t.Errorf("header --method --url: %+v, %v", inv, err)
 	}
 	for _, args := range [][]string{{"-h"}, {"help"}, {"help", "get"}, {"get", "-h"}, {"--version"}, {"version"}} {
 		if inv, err := parse(args, env("")); err != nil || inv.print == "" {

@@ -7,6 +7,9 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +33,7 @@ type command struct {
 // commands are tokenctl's commands, in the order the usage lists them.
 var commands = []command{
 	{"get", "[--min N] [NAME]", "print the access token", proto.VerbToken},
-	{"header", "[--min N] [NAME]", `print "Authorization: <type> <token>", for curl -H @-`, proto.VerbHeader},
+	{"header", "[--min N] [--method M --url URL] [NAME]", `print "Authorization: <type> <token>", for curl -H @-; with --method and --url, also "DPoP: <proof>" for that request (a DPoP token)`, proto.VerbHeader},
 	{"json", "[--min N] [NAME]", "print the token as the token endpoint's JSON answer", proto.VerbJSON},
 	{"info", "[NAME]", "print the token's metadata (never the token)", proto.VerbInfo},
 	{"watch", "[--exec CMD] [NAME]", "print the token now and at every change; with --exec, run CMD (sh -c) after each change, with the token in $TOKEND_TOKEN", proto.VerbWatch},
@@ -136,6 +139,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		stdout.Write(text)
 		return 0
 	}
+	if inv.url != "" {
+		return dpopHeader(client, inv, stdout, stderr)
+	}
 	out, err := client.Do(context.Background(), inv.req.String())
 	if err != nil {
 		return failed(stderr, client, err)
@@ -148,6 +154,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, out)
 	return 0
+}
+
+// dpopHeader prints the two headers a DPoP request needs: Authorization
+// and a proof for inv's method and URL bound to that very token (asked
+// once more if the token changed between the two answers).
+func dpopHeader(client proto.Client, inv invocation, stdout, stderr io.Writer) int {
+	for range 2 {
+		header, err := client.Do(context.Background(), inv.req.String())
+		if err != nil {
+			return failed(stderr, client, err)
+		}
+		proof, err := client.Do(context.Background(), proto.Request{Verb: proto.VerbProof, Name: inv.req.Name, Method: inv.method, URL: inv.url}.String())
+		if err != nil {
+			return failed(stderr, client, err)
+		}
+		_, tok, _ := strings.Cut(header, " ")
+		if proofAth(proof) == ath(tok) {
+			fmt.Fprintf(stdout, "Authorization: %s\nDPoP: %s\n", header, proof)
+			return 0
+		}
+	}
+	fmt.Fprintln(stderr, "tokenctl: the token changed twice while the proof was made; try again")
+	return 1
+}
+
+// ath is RFC 9449's hash of an access token.
+func ath(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// proofAth is the ath claim of a DPoP proof, or "".
+func proofAth(proof string) string {
+	parts := strings.Split(proof, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Ath string `json:"ath"`
+	}
+	json.Unmarshal(b, &c)
+	return c.Ath
 }
 
 // failed prints err and returns the exit status: 1 for an answer from

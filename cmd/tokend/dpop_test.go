@@ -255,6 +255,18 @@ func TestE2EDPoP(t *testing.T) {
 			if rs.ok-before != 3 {
 				t.Errorf("%d requests verified, want 3", rs.ok-before)
 			}
+			// tokenctl header --method --url: both lines, for curl -H @-.
+			out, errs, code := d.Ctl("header", "--method", "GET", "--url", rs.URL+"/v1/report", "api")
+			lines := strings.Split(out, "\n")
+			if code != 0 || len(lines) != 2 || lines[0] != "Authorization: DPoP "+tok || !strings.HasPrefix(lines[1], "DPoP: ") {
+				t.Fatalf("tokenctl header --method --url: exit %d %q %q", code, out, errs)
+			}
+			req, _ := http.NewRequest("GET", rs.URL+"/v1/report", nil)
+			req.Header.Set("Authorization", strings.TrimPrefix(lines[0], "Authorization: "))
+			req.Header.Set("DPoP", strings.TrimPrefix(lines[1], "DPoP: "))
+			if resp, err := rs.Client().Do(req); err != nil || resp.StatusCode != 200 {
+				t.Errorf("with tokenctl's headers: %v %v; problems %v", resp, err, rs.problems)
+			}
 			// A bearer-style PROOF for a method in lower case is refused.
 			if _, err := c.Do(t.Context(), "PROOF api get https://x/"); err == nil || !strings.Contains(err.Error(), "bad-request") {
 				t.Errorf("PROOF with a bad method: %v", err)
