@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tokend/tokend/daemon/daemontest"
+	"github.com/tokend/tokend/socket"
 	"github.com/tokend/tokend/socket/proto"
 )
 
@@ -266,6 +267,16 @@ func TestE2EDPoP(t *testing.T) {
 			req.Header.Set("DPoP", strings.TrimPrefix(lines[1], "DPoP: "))
 			if resp, err := rs.Client().Do(req); err != nil || resp.StatusCode != 200 {
 				t.Errorf("with tokenctl's headers: %v %v; problems %v", resp, err, rs.problems)
+			}
+			// The Go client's Transport: token and proof on every request.
+			hc := &http.Client{Transport: &socket.Transport{Client: socket.Client{Path: d.Sock}, Name: "api", Base: rs.Client().Transport}}
+			for range 2 {
+				resp, err := hc.Get(rs.URL + "/v1/go")
+				if err != nil || resp.StatusCode != 200 {
+					t.Errorf("socket.Transport: %v %v; problems %v", resp, err, rs.problems)
+				} else {
+					resp.Body.Close()
+				}
 			}
 			// A bearer-style PROOF for a method in lower case is refused.
 			if _, err := c.Do(t.Context(), "PROOF api get https://x/"); err == nil || !strings.Contains(err.Error(), "bad-request") {

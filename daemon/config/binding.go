@@ -23,6 +23,9 @@ func (r *reader) dpop(t table, f *Fetch) {
 	if f.DPoP && f.DPoPAlg == "" {
 		f.DPoPAlg = "ES256"
 	}
+	if _, sink := t.m["file"]; f.DPoP && sink {
+		r.warn(t.prefix+".file", "the token is DPoP-bound: whoever reads the file also needs a fresh proof for each request (PROOF, or tokenctl header --method --url), or can call the API through a [proxy.NAME]")
+	}
 }
 
 // share reads share_path and share_mount.
