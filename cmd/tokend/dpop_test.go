@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -297,4 +299,72 @@ func writeCert(t *testing.T, file string, s *httptest.Server) {
 	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Certificate-bound tokens (RFC 8705 §3) through the proxy: oidc-provider
+// binds the token to the client certificate tokend presents
+// (tls_client_auth, the certificate and key from files), and the proxy
+// presents the same certificate to the resource server, which checks the
+// token's cnf.x5t#S256 (by introspection) against it.
+func TestE2EProxyCertificateBound(t *testing.T) {
+	dir := t.TempDir()
+	caFile, issue := testCA(t, dir, "mtls")
+	serverCert, serverKey := issue("127.0.0.1")
+	clientCert, clientKey := issue("tokend-client")
+	os.Chmod(clientKey, 0o600)
+	idp := daemontest.StartIdP(t, "CLIENT_ID=mtls-client", "AUTH_METHOD=tls_client_auth", "CLIENT_DN=CN=tokend-client", "TTL=600",
+		"TLS_CERT="+serverCert, "TLS_KEY="+serverKey, "CLIENT_CA="+caFile, "CERT_BOUND=1")
+	pair, err := tls.LoadX509KeyPair(serverCert, serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := os.ReadFile(caFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	var mu sync.Mutex
+	var seen []string
+	rs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// Introspection over mutual TLS as the client itself.
+		cert, _ := tls.LoadX509KeyPair(clientCert, clientKey)
+		ic := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+		resp, err := ic.PostForm(idp.URL+"/token/introspection", url.Values{"token": {tok}, "client_id": {"mtls-client"}})
+		info := map[string]any{}
+		if err == nil {
+			json.NewDecoder(resp.Body).Decode(&info)
+			resp.Body.Close()
+		}
+		cnf, _ := info["cnf"].(map[string]any)
+		var presented string
+		if len(r.TLS.PeerCertificates) > 0 {
+			sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
+			presented = base64.RawURLEncoding.EncodeToString(sum[:])
+		}
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("active=%v cnf=%v presented=%s", info["active"], cnf, presented))
+		mu.Unlock()
+		if info["active"] != true || cnf == nil || cnf["x5t#S256"] != presented || presented == "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, "bound ok")
+	}))
+	rs.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAnyClientCert}
+	rs.StartTLS()
+	defer rs.Close()
+
+	port := daemontest.FreePort(t)
+	d := daemontest.StartTokend(t, daemontest.Config{
+		Token: map[string]*daemontest.TokenConfig{"api": {TokenURL: idp.URL + "/oauth2/token", Scope: daemontest.Scope,
+			ClientAuth: "tls_client_auth", ClientID: "mtls-client", TLSCertFile: clientCert, TLSKeyFile: clientKey, CAFile: caFile}},
+		Proxy: map[string]*daemontest.ProxyConfig{"rs": {Listen: fmt.Sprintf("127.0.0.1:%d", port), Upstream: rs.URL}},
+	})
+	d.Token("api")
+	if code, body := curlAs(t, 0, fmt.Sprintf("http://127.0.0.1:%d/v1/bound", port)); code != "200" || body != "bound ok" {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Errorf("through the proxy: %s %q; the resource server saw %v", code, body, seen)
+	}
+	key, _ := os.ReadFile(clientKey)
+	d.NoLeaks(strings.Split(string(key), "\n")[1])
 }
