@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -38,7 +39,11 @@ func (d *daemon) startProxies(cfg *config.Config) (stop func(), err error) {
 		ln, err := listenProxy(pc)
 		if err != nil {
 			stop()
-			return nil, &config.ConfigError{File: d.path, Problems: []string{fmt.Sprintf("proxy.%s.listen: %v", name, err)}}
+			problem := fmt.Sprintf("proxy.%s.listen: %v", name, err)
+			if errors.Is(err, os.ErrPermission) && pc.SocketGID != -1 {
+				problem += fmt.Sprintf(" (tokend.service's system call filter refuses chown: drop proxy.%s.socket_group, set socket_mode = \"0666\" and let the token's allow lists decide, as on loopback TCP)", name)
+			}
+			return nil, &config.ConfigError{File: d.path, Problems: []string{problem}}
 		}
 		tc := cfg.Tokens[pc.Token]
 		var roots *x509.CertPool

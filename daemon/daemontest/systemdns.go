@@ -182,8 +182,10 @@ var (
 	groupTeam   = "tokend-t-team" + testUsers
 )
 
-// UserListed is the client on vibes' allow list (see ClientsConfig).
+// UserListed is the client on vibes' allow list (see ClientsConfig);
+// UserMember is in tokend-clients but on no list.
 func UserListed() string { return userListed }
+func UserMember() string { return userMember }
 
 // removeStaleUsers removes the test users and groups that a killed test
 // run left behind: those whose process is gone.
@@ -258,6 +260,25 @@ func (s *SystemdNS) CtlAs(name, tokenctl string, args ...string) (out string, co
 	}
 	cmd := exec.Command("nsenter", append([]string{"-t", s.PID, "-m", "-p", "--",
 		"setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups", tokenctl, "--socket", "/run/tokend/tokend.sock"}, args...)...)
+	b, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		s.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b)), code
+}
+
+// RunAs runs a command inside the namespaces as a user with its groups,
+// the way a login shell or a unit with User= would.
+func (s *SystemdNS) RunAs(name string, args ...string) (out string, code int) {
+	s.t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", append([]string{"-t", s.PID, "-m", "-p", "--",
+		"setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups"}, args...)...)
 	b, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()

@@ -16,7 +16,9 @@ import (
 // `ss -e` shows. The caller's socket is on this host (the proxy listens
 // on loopback only), so it is listed there while it is connected.
 func tcpOwner(caller, us netip.AddrPort) (uint32, error) {
-	files := []string{"/proc/net/tcp", "/proc/net/tcp6"}
+	// /proc/self/net, not /proc/net: the unit's ProcSubset=pid hides the
+	// latter, and both list the whole network namespace.
+	files := []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"}
 	if caller.Addr().Is6() && !caller.Addr().Is4In6() {
 		files = files[1:]
 	}
