@@ -148,6 +148,11 @@ func TestCheckREADMEConfigs(t *testing.T) {
 		// The README's paths under /etc/tokend are the host's; here they
 		// are in the test's directory.
 		text := strings.ReplaceAll(b[1], "/etc/tokend/", creds+"/")
+		if !strings.Contains(text, "[token.") {
+			// A fragment (a [proxy.NAME]): checked beside the README's
+			// token from a systemd credential.
+			text = "[token.vibes]\ntoken_url = \"https://api.example.com/oauth2/token\"\nclient_id = \"my-client\"\nclient_secret_file = \"${CREDENTIALS_DIRECTORY}/vibes-secret\"\n" + text
+		}
 		file := filepath.Join(t.TempDir(), "tokend.toml")
 		os.WriteFile(file, []byte(text), 0o600)
 		var out, errOut bytes.Buffer
