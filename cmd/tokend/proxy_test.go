@@ -36,17 +36,17 @@ type upstreamAPI struct {
 }
 
 type seenRequest struct {
-	auth, method, path, query string
+	auth, method, path, query, proto string
 	bodySHA                   string
 	bodyLen                   int
 }
 
 func newUpstreamAPI(t *testing.T) (*upstreamAPI, string) {
 	u := &upstreamAPI{rejected: map[string]bool{}}
-	u.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		n, _ := io.Copy(h, r.Body)
-		s := seenRequest{auth: r.Header.Get("Authorization"), method: r.Method, path: r.URL.Path, query: r.URL.RawQuery,
+		s := seenRequest{auth: r.Header.Get("Authorization"), method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, proto: r.Proto,
 			bodySHA: hex.EncodeToString(h.Sum(nil)), bodyLen: int(n)}
 		u.mu.Lock()
 		u.seen = append(u.seen, s)
@@ -61,6 +61,8 @@ func newUpstreamAPI(t *testing.T) (*upstreamAPI, string) {
 		w.Header().Set("X-Upstream", "yes")
 		fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, n)
 	}))
+	u.EnableHTTP2 = true
+	u.StartTLS()
 	t.Cleanup(u.Close)
 	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: u.Certificate().Raw}), 0o644)
@@ -131,8 +133,8 @@ func TestE2EProxy(t *testing.T) {
 		t.Fatalf("listed caller through the socket: %s %q", code, body)
 	}
 	last := api.requests()[len(api.requests())-1]
-	if last.auth != "Bearer "+tok || last.query != "q=secret-query" {
-		t.Errorf("the upstream saw Authorization %q and query %q", last.auth, last.query)
+	if last.auth != "Bearer "+tok || last.query != "q=secret-query" || last.proto != "HTTP/2.0" {
+		t.Errorf("the upstream saw Authorization %q, query %q, over %s (want HTTP/2)", last.auth, last.query, last.proto)
 	}
 	// Off the list, through either listener: 403, nothing reaches the API.
 	before := len(api.requests())

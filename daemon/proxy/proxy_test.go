@@ -1,11 +1,19 @@
 package proxy
 
 import (
+	"context"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokend/tokend/daemon/config"
 )
 
 // Addresses are written as /proc/net/tcp writes them.
@@ -65,5 +73,42 @@ func TestInvalidToken(t *testing.T) {
 		if got := authError(http.Header{"Www-Authenticate": {h}}, "invalid_token"); got != want {
 			t.Errorf("%q: %v", h, got)
 		}
+	}
+}
+
+// A caller that sends its headers slowly (slowloris) is cut off after
+// the header timeout; the proxy answers others meanwhile.
+func TestProxySlowHeaders(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer api.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(config.Proxy{Name: "api", Token: "api", Listen: ln.Addr().String(), Upstream: api.URL},
+		Deps{Tokens: staticTokens{}, Log: zerolog.Nop(), IdleTimeout: time.Second})
+	go p.Serve(ln)
+	defer p.Shutdown(context.Background())
+	slow, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	io.WriteString(slow, "GET / HTTP/1.1\r\nHost: x\r\n") // and never the end of the headers
+	start := time.Now()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("another caller meanwhile: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	for {
+		if _, err := slow.Read(buf); err != nil {
+			break // closed by the proxy (or its 408 read, then closed)
+		}
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("the slow caller held its connection %s; the header timeout is 1s", took)
 	}
 }
