@@ -37,8 +37,8 @@ type upstreamAPI struct {
 
 type seenRequest struct {
 	auth, method, path, query, proto string
-	bodySHA                   string
-	bodyLen                   int
+	bodySHA                          string
+	bodyLen                          int
 }
 
 func newUpstreamAPI(t *testing.T) (*upstreamAPI, string) {
