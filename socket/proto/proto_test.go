@@ -92,7 +92,8 @@ func FuzzParse(f *testing.F) {
 			f.Add([]byte(s))
 		}
 	}
-	for _, s := range []string{"", "\x00\xff", "TOKEN a b", strings.Repeat("T", 2000)} {
+	for _, s := range []string{"", "\x00\xff", "TOKEN a b", strings.Repeat("T", 2000), "PROOF GET https://a/x?y=1",
+		"PROOF vibes POST http://b/", "proof x get https://a/", "PROOF GET"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -123,6 +124,11 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("min= on %s", req.Verb)
 		case req.Min < 0 || req.Min > MaxMin:
 			t.Fatalf("min=%d accepted", req.Min)
+		case (req.Method != "" || req.URL != "") != (req.Verb == VerbProof):
+			t.Fatalf("method %q url %q on %s", req.Method, req.URL, req.Verb)
+		case req.Verb == VerbProof && (strings.ToUpper(req.Method) != req.Method ||
+			!strings.HasPrefix(req.URL, "http://") && !strings.HasPrefix(req.URL, "https://")):
+			t.Fatalf("PROOF %q %q accepted", req.Method, req.URL)
 		}
 	})
 }
