@@ -114,7 +114,8 @@ func TestE2EProxy(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	proxySock := filepath.Join(sockDir, "api.sock")
 	cfg := daemontest.Config{
-		LogLevel: "debug",
+		LogLevel:             "debug",
+		MaxConnectionsPerUID: 4,
 		Token: map[string]*daemontest.TokenConfig{"vibes": {TokenURL: ep.TokenURL(), Scope: daemontest.Scope,
 			ClientID: "cid", ClientSecretFile: secretFile, CAFile: caFile, AllowUIDs: []int{listed}}},
 		Proxy: map[string]*daemontest.ProxyConfig{
@@ -196,6 +197,29 @@ func TestE2EProxy(t *testing.T) {
 		if strings.Contains(r.path, "steal") {
 			t.Errorf("an absolute-form request reached the upstream: %+v", r)
 		}
+	}
+
+	// max_connections_per_uid applies to the proxy's callers: uid 4242's
+	// fifth connection is closed unanswered while it holds four.
+	const holder = `
+import socket, sys
+held, answered = [], 0
+for i in range(5):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.settimeout(5)
+    s.sendall(b"GET /cap HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        if s.recv(100).startswith(b"HTTP/1.1 200"):
+            answered += 1
+    except OSError:
+        pass
+    held.append(s)
+print(answered)
+`
+	capCmd := exec.Command("/usr/bin/python3", "-c", holder, fmt.Sprint(port))
+	capCmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: listed, Gid: listed}}
+	if out, err := capCmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "4" {
+		t.Errorf("uid %d's five connections with max_connections_per_uid 4: %s answered (%v)", listed, out, err)
 	}
 
 	// 100 idle keep-alive connections: what they cost tokend in memory.
