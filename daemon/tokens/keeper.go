@@ -198,12 +198,12 @@ func New(cfg config.Fetch, deps Deps) *Keeper {
 		// The algorithm was checked with the configuration: only the
 		// system's randomness can fail here, and then every request
 		// fails with the reason.
-		dp, err := oauth.NewDPoP(cfg.DPoPAlg)
-		if err != nil {
+		if dp, err := oauth.NewDPoP(cfg.DPoPAlg); err != nil {
 			k.log.Error().Err(err).Msg("no DPoP key: token requests will fail")
+		} else {
+			k.dpop = dp
+			k.log.Info().Str("alg", cfg.DPoPAlg).Str("jkt", dp.Thumbprint()).Msg("DPoP key made (in memory only): tokens are bound to it")
 		}
-		k.dpop = dp
-		k.log.Info().Str("alg", cfg.DPoPAlg).Str("jkt", dp.Thumbprint()).Msg("DPoP key made (in memory only): tokens are bound to it")
 	}
 	return k
 }
