@@ -41,7 +41,7 @@ func (d *daemon) startProxies(cfg *config.Config) (stop func(), err error) {
 			stop()
 			problem := fmt.Sprintf("proxy.%s.listen: %v", name, err)
 			if errors.Is(err, os.ErrPermission) && pc.SocketGID != -1 {
-				problem += fmt.Sprintf(" (tokend.service's system call filter refuses chown: drop proxy.%s.socket_group, set socket_mode = \"0666\" and let the token's allow lists decide, as on loopback TCP)", name)
+				problem += fmt.Sprintf(" (tokend can give a file only a group it is in: add SupplementaryGroups=%s to tokend.service in a drop-in, or drop proxy.%s.socket_group, set socket_mode = \"0666\" and let the token's allow lists decide)", pc.SocketGroupName, name)
 			}
 			return nil, &config.ConfigError{File: d.path, Problems: []string{problem}}
 		}

@@ -37,17 +37,16 @@ func TestRealSystemdProxy(t *testing.T) {
 		tc.ClientID, tc.ClientSecretFile = "cid", "${CREDENTIALS_DIRECTORY}/vibes-secret"
 	}
 	cfg.Proxy = map[string]*daemontest.ProxyConfig{
-		// The unit's system call filter refuses chown (@privileged): the
-		// socket is open to all local users, and the allow lists decide,
-		// as on loopback TCP.
-		"sock": {Token: "vibes", Listen: "unix:/run/tokend-proxy/api.sock", Upstream: api.URL, SocketMode: "0666"},
+		// Group tokend-clients, as the token socket: tokend is in it by
+		// the drop-in's SupplementaryGroups=.
+		"sock": {Token: "vibes", Listen: "unix:/run/tokend-proxy/api.sock", Upstream: api.URL, SocketGroup: "tokend-clients"},
 		"tcp":  {Token: "vibes", Listen: fmt.Sprintf("127.0.0.1:%d", port), Upstream: api.URL},
 	}
 	s := daemontest.BootSystemd(t, map[string]string{
 		"tokend.service": read("tokend.service"),
 		"tokend.socket":  read("tokend.socket"),
 		"tokend.service.d/test.conf": "[Service]\nExecStart=\nExecStart=/srv/tokend --config /srv/tokend.toml\n" +
-			"LoadCredential=vibes-secret:/srv/secret.txt\nRuntimeDirectory=tokend-proxy\n",
+			"LoadCredential=vibes-secret:/srv/secret.txt\nRuntimeDirectory=tokend-proxy\nSupplementaryGroups=tokend-clients\n",
 	}, map[string][]byte{"tokend": tokendBin, "tokenctl": tokenctlBin, "tokend.toml": []byte(cfg.TOML()), "secret.txt": []byte("csecret\n")})
 	s.Must("start", "tokend.service")
 
@@ -75,7 +74,7 @@ func TestRealSystemdProxy(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(auths) != 2 || auths[0] != "Bearer "+ep.LastToken() || auths[1] != auths[0] {
+	if len(auths) != 2 || !ep.IssuedSince(0, strings.TrimPrefix(auths[0], "Bearer ")) || auths[1] != auths[0] {
 		t.Errorf("the API saw %q; want the token twice (and nothing from denied callers)", auths)
 	}
 }

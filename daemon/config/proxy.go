@@ -25,6 +25,8 @@ type Proxy struct {
 	InsecureHTTP bool        // allow_insecure_http: plain http to a host that is not loopback
 	SocketMode   os.FileMode // for a unix: listener
 	SocketGID    int         // -1: leave the group alone
+	// SocketGroupName is socket_group as written, for messages.
+	SocketGroupName string
 }
 
 // proxyKeys are the keys of a [proxy.NAME] table.
@@ -62,6 +64,7 @@ func (r *reader) proxies(v any, c *Config) {
 		}
 		p.SocketMode = r.mode(key+".socket_mode", m["socket_mode"], p.SocketMode)
 		if g := t.str("socket_group", ""); g != "" {
+			p.SocketGroupName = g
 			gid, err := r.host.group(g)
 			if err != nil {
 				r.fail(key+".socket_group", "%v", err)
