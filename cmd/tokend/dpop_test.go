@@ -51,6 +51,13 @@ func newResourceServer(t *testing.T, introspect func(string) map[string]any, non
 	return rs
 }
 
+// counts are the requests verified and the problems seen so far.
+func (rs *resourceServer) counts() (ok int, problems []string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.ok, append([]string(nil), rs.problems...)
+}
+
 func (rs *resourceServer) serve(w http.ResponseWriter, r *http.Request) {
 	fail := func(code, why string) {
 		rs.mu.Lock()
@@ -238,25 +245,26 @@ func TestE2EDPoP(t *testing.T) {
 				}
 				resp.Body.Close()
 				if resp.StatusCode != want {
-					t.Errorf("request %d with PROOF's proof: %d, want %d; problems %v", i+1, resp.StatusCode, want, rs.problems)
+					t.Errorf("request %d with PROOF's proof: %d, want %d; problems %v", i+1, resp.StatusCode, want, problemsOf(rs))
 				}
 				if i == 0 {
 					// A program learns the nonce from the 401; tokend
 					// learns it when its proxy meets it. Here: through it.
 					if code, _ := curlAs(t, 0, fmt.Sprintf("http://127.0.0.1:%d/warm", port)); code != "200" {
-						t.Fatalf("through the proxy: %s; problems %v", code, rs.problems)
+						t.Fatalf("through the proxy: %s; problems %v", code, problemsOf(rs))
 					}
 				}
 			}
 			// Through the proxy: a proof per request, each verified.
-			before := rs.ok
+			before, _ := rs.counts()
 			for range 3 {
 				if code, body := curlAs(t, 0, "-X", "POST", "-d", "x=1", fmt.Sprintf("http://127.0.0.1:%d/v1/orders", port)); code != "200" || body != "ok POST /v1/orders" {
-					t.Errorf("through the proxy: %s %q; problems %v", code, body, rs.problems)
+					_, problems := rs.counts()
+					t.Errorf("through the proxy: %s %q; problems %v", code, body, problems)
 				}
 			}
-			if rs.ok-before != 3 {
-				t.Errorf("%d requests verified, want 3", rs.ok-before)
+			if after, _ := rs.counts(); after-before != 3 {
+				t.Errorf("%d requests verified, want 3", after-before)
 			}
 			// tokenctl header --method --url: both lines, for curl -H @-.
 			out, errs, code := d.Ctl("header", "--method", "GET", "--url", rs.URL+"/v1/report", "api")
@@ -268,14 +276,14 @@ func TestE2EDPoP(t *testing.T) {
 			req.Header.Set("Authorization", strings.TrimPrefix(lines[0], "Authorization: "))
 			req.Header.Set("DPoP", strings.TrimPrefix(lines[1], "DPoP: "))
 			if resp, err := rs.Client().Do(req); err != nil || resp.StatusCode != 200 {
-				t.Errorf("with tokenctl's headers: %v %v; problems %v", resp, err, rs.problems)
+				t.Errorf("with tokenctl's headers: %v %v; problems %v", resp, err, problemsOf(rs))
 			}
 			// The Go client's Transport: token and proof on every request.
 			hc := &http.Client{Transport: &socket.Transport{Client: socket.Client{Path: d.Sock}, Name: "api", Base: rs.Client().Transport}}
 			for range 2 {
 				resp, err := hc.Get(rs.URL + "/v1/go")
 				if err != nil || resp.StatusCode != 200 {
-					t.Errorf("socket.Transport: %v %v; problems %v", resp, err, rs.problems)
+					t.Errorf("socket.Transport: %v %v; problems %v", resp, err, problemsOf(rs))
 				} else {
 					resp.Body.Close()
 				}
@@ -367,4 +375,9 @@ func TestE2EProxyCertificateBound(t *testing.T) {
 	}
 	key, _ := os.ReadFile(clientKey)
 	d.NoLeaks(strings.Split(string(key), "\n")[1])
+}
+
+func problemsOf(rs *resourceServer) []string {
+	_, p := rs.counts()
+	return p
 }

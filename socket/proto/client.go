@@ -64,8 +64,7 @@ var errDied = errors.New("connection ended before the answer")
 const maxBody = 64 << 20
 
 func (c Client) roundTrip(ctx context.Context, request string, counted bool) (string, []byte, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Path)
+	conn, err := dial(ctx, c.Path)
 	if err != nil {
 		return "", nil, fmt.Errorf("connecting to tokend at %q: %w", c.Path, err)
 	}
@@ -160,8 +159,7 @@ func (c Client) watchOnce(ctx context.Context, req string, each func(string, err
 		timeout = 15 * time.Second
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "unix", c.Path)
+	conn, err := dial(dctx, c.Path)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("connecting to tokend at %q: %w", c.Path, err)
@@ -189,5 +187,27 @@ func (c Client) watchOnce(ctx context.Context, req string, each func(string, err
 		if cerr := each(tok, err); cerr != nil {
 			return callbackError{cerr}
 		}
+	}
+}
+
+// dial connects to the socket at path. A full listen backlog (EAGAIN: a
+// flood of connections from someone, or a burst) is tried again, for up
+// to two seconds within ctx: the kernel says to, and tokend accepts
+// quickly even while it refuses others.
+func dial(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	wait := time.Millisecond
+	giveUp := time.Now().Add(2 * time.Second)
+	for {
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Now().After(giveUp) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
 	}
 }
