@@ -12,6 +12,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -93,7 +94,6 @@ func New(cfg config.Proxy, deps Deps) *Proxy {
 		Transport:     &retry{base: transport, p: p},
 		FlushInterval: -1, // stream: server-sent events and long downloads arrive as they come
 		ErrorHandler:  p.upstreamFailed,
-		ErrorLog:      nil,
 	}
 	p.srv = &http.Server{
 		Handler:           p,
@@ -101,7 +101,6 @@ func New(cfg config.Proxy, deps Deps) *Proxy {
 		IdleTimeout:       deps.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ConnContext:       connContext,
-		ErrorLog:          nil,
 	}
 	return p
 }
@@ -214,14 +213,7 @@ func (p *Proxy) proof(r *http.Request, tok proto.Token) (string, error) {
 }
 
 func authorization(t proto.Token) string {
-	return cmpOr(t.Type, "Bearer") + " " + t.Value
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return cmp.Or(t.Type, "Bearer") + " " + t.Value
 }
 
 // upstreamFailed answers 502 when the upstream could not be reached.
