@@ -2,9 +2,6 @@ package socket
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -55,33 +52,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		if athOf(proof) != ath(tok.AccessToken) {
+		if !proto.ProofBinds(proof, tok.AccessToken) {
 			continue
 		}
 		out.Header.Set("DPoP", proof)
 		return base.RoundTrip(out)
 	}
 	return nil, errors.New("tokend: the token changed twice while its DPoP proof was made")
-}
-
-func ath(tok string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-// athOf is a proof's ath claim, or "".
-func athOf(proof string) string {
-	parts := strings.Split(proof, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
-	var c struct {
-		Ath string `json:"ath"`
-	}
-	json.Unmarshal(b, &c)
-	return c.Ath
 }

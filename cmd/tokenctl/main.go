@@ -7,9 +7,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -170,36 +167,13 @@ func dpopHeader(client proto.Client, inv invocation, stdout, stderr io.Writer) i
 			return failed(stderr, client, err)
 		}
 		_, tok, _ := strings.Cut(header, " ")
-		if proofAth(proof) == ath(tok) {
+		if proto.ProofBinds(proof, tok) {
 			fmt.Fprintf(stdout, "Authorization: %s\nDPoP: %s\n", header, proof)
 			return 0
 		}
 	}
 	fmt.Fprintln(stderr, "tokenctl: the token changed twice while the proof was made; try again")
 	return 1
-}
-
-// ath is RFC 9449's hash of an access token.
-func ath(tok string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-// proofAth is the ath claim of a DPoP proof, or "".
-func proofAth(proof string) string {
-	parts := strings.Split(proof, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
-	var c struct {
-		Ath string `json:"ath"`
-	}
-	json.Unmarshal(b, &c)
-	return c.Ath
 }
 
 // failed prints err and returns the exit status: 1 for an answer from

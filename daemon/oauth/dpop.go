@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tokend/tokend/socket/proto"
 )
 
 // DPoP (RFC 9449): a key pair made at start, in memory only, whose
@@ -100,8 +102,7 @@ func (d *DPoP) Proof(method, rawURL, accessToken string, now time.Time) (string,
 	rand.Read(jti[:])
 	claims := map[string]any{"htm": method, "htu": htu, "iat": now.Unix(), "jti": hex.EncodeToString(jti[:])}
 	if accessToken != "" {
-		sum := sha256.Sum256([]byte(accessToken))
-		claims["ath"] = base64.RawURLEncoding.EncodeToString(sum[:])
+		claims["ath"] = proto.Ath(accessToken)
 	}
 	d.mu.Lock()
 	if n := d.nonces[origin]; n != "" {
