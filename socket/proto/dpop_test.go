@@ -15,7 +15,7 @@ func TestProofBinds(t *testing.T) {
 		t.Errorf("Ath = %s", got)
 	}
 	for proof, want := range map[string]bool{
-		claims(`{"ath":"` + Ath(tok) + `"}`): true,
+		claims(`{"ath":"` + Ath(tok) + `"}`):     true,
 		claims(`{"ath":"` + Ath("other") + `"}`): false,
 		claims(`{}`):                             false,
 		"not a proof":                            false,
