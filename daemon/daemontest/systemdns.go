@@ -250,23 +250,11 @@ func ClientsConfig(vaultAddr, tokenFile, tokenURL string) Config {
 	}
 }
 
-// CtlAs runs tokenctl inside the namespaces as a user with its groups, the
-// way a login shell or a unit with User= would.
+// CtlAs runs tokenctl inside the namespaces as a user with its groups
+// (RunAs), on the token socket.
 func (s *SystemdNS) CtlAs(name, tokenctl string, args ...string) (out string, code int) {
 	s.t.Helper()
-	u, err := user.Lookup(name)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	cmd := exec.Command("nsenter", append([]string{"-t", s.PID, "-m", "-p", "--",
-		"setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups", tokenctl, "--socket", "/run/tokend/tokend.sock"}, args...)...)
-	b, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		s.t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b)), code
+	return s.RunAs(name, append([]string{tokenctl, "--socket", "/run/tokend/tokend.sock"}, args...)...)
 }
 
 // RunAs runs a command inside the namespaces as a user with its groups,
