@@ -105,7 +105,7 @@ func (k *Keeper) fetch(ctx context.Context, creds vaultsrc.Credentials) (oauth.G
 		return k.fetch(context.WithValue(ctx, retriedKey{}, true), creds)
 	}
 	if err == nil && k.dpop != nil && !strings.EqualFold(g.TokenType, "DPoP") {
-		k.log.Warn().Str("token_type", g.TokenType).Msg("dpop = true, but the token endpoint issued a token that is not DPoP-bound: it may not support DPoP for this client")
+		k.log.Warn().Str("token_type", g.TokenType).Msg("dpop = true, but the token endpoint issued a token that is not DPoP-bound (it ignored the proof): enable DPoP for this client at the authorization server, or set dpop = false to use it as a bearer token")
 	}
 	if err != nil {
 		k.endpoint = "" // the issuer may have moved it: read the metadata again
