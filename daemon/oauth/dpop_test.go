@@ -1,18 +1,13 @@
 package oauth
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokend/tokend/daemon/daemontest"
 )
 
 // RFC 7638 §3.1's example: the thumbprint of its RSA key.
@@ -81,36 +76,9 @@ func TestDPoPProof(t *testing.T) {
 
 func verifyJWS(t *testing.T, jws string) (header, claims map[string]any) {
 	t.Helper()
-	parts := strings.Split(jws, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWS: %q", jws)
-	}
-	dec := func(s string, v any) {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		if err != nil || json.Unmarshal(b, v) != nil {
-			t.Fatalf("bad part %q", s)
-		}
-	}
-	dec(parts[0], &header)
-	dec(parts[1], &claims)
-	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
-	jwk := header["jwk"].(map[string]any)
-	b := func(k string) []byte { v, _ := base64.RawURLEncoding.DecodeString(jwk[k].(string)); return v }
-	input := []byte(parts[0] + "." + parts[1])
-	h := sha256.Sum256(input)
-	ok := false
-	switch header["alg"] {
-	case "ES256":
-		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(b("x")), Y: new(big.Int).SetBytes(b("y"))}
-		ok = ecdsa.Verify(pub, h[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
-	case "EdDSA":
-		ok = ed25519.Verify(b("x"), input, sig)
-	case "RS256":
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(b("n")), E: int(new(big.Int).SetBytes(b("e")).Int64())}
-		ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, h[:], sig) == nil
-	}
-	if !ok {
-		t.Fatalf("%v signature does not verify", header["alg"])
+	header, claims, err := daemontest.VerifyDPoPProof(jws)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return header, claims
 }
