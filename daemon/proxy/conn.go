@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tokend/tokend/socket/server"
 )
 
@@ -57,7 +59,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		if !l.p.conns.take(peer.UID) {
-			l.p.deps.Log.Warn().Uint32("uid", peer.UID).Int("max_connections_per_uid", l.p.conns.max).Msg("proxy caller holds too many connections: connection closed")
+			l.p.warnings.Warn(l.p.deps.Log, "proxy caller holds too many connections (max_connections_per_uid): connection closed", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+				return e.Int("max_connections_per_uid", l.p.conns.max)
+			})
 			c.Close()
 			continue
 		}

@@ -68,6 +68,9 @@ type Proxy struct {
 	rp       *httputil.ReverseProxy
 	srv      *http.Server
 	conns    *perUID
+	// warnings are what callers can provoke (refusals, denials), logged
+	// as on the token socket: once, then summed per uid per interval.
+	warnings server.LimitedLog
 }
 
 // replayMax is the largest request body kept in memory so that the
@@ -140,7 +143,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// The path, never the query (its values may be secrets), never a token.
 		ev := p.deps.Log.Debug()
-		if rec.code >= 400 {
+		switch {
+		case rec.code == http.StatusForbidden:
+			// A caller can repeat it at will: counted, not logged each time.
+			p.warnings.Warn(p.deps.Log, "proxy caller denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+				return e.Str("method", r.Method).Str("path", r.URL.EscapedPath())
+			})
+		case rec.code >= 400:
 			ev = p.deps.Log.Info()
 		}
 		ev.Uint32("uid", peer.UID).Str("method", r.Method).Str("path", r.URL.EscapedPath()).Int("status", rec.code).

@@ -8,12 +8,16 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/tokend/tokend/daemon/config"
+	"github.com/tokend/tokend/socket/proto"
+	"github.com/tokend/tokend/socket/server"
 )
 
 // Addresses are written as /proc/net/tcp writes them.
@@ -111,4 +115,49 @@ func TestProxySlowHeaders(t *testing.T) {
 	if took := time.Since(start); took > 8*time.Second {
 		t.Errorf("the slow caller held its connection %s; the header timeout is 1s", took)
 	}
+}
+
+// deniedTokens denies everyone.
+type deniedTokens struct{ server.Tokens }
+
+func (deniedTokens) Token(context.Context, server.Query, server.Peer) (server.Token, error) {
+	return server.Token{}, &proto.Error{Code: proto.CodeDenied, Msg: "uid 1000 may not read token \"api\""}
+}
+
+// A denied caller repeating its request gets 403 each time, and one log
+// line, not one per request (as on the token socket).
+func TestProxyDeniedLogOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	var mu sync.Mutex
+	p := New(config.Proxy{Name: "api", Token: "api", Listen: ln.Addr().String(), Upstream: "http://127.0.0.1:1"},
+		Deps{Tokens: deniedTokens{}, Log: zerolog.New(lockedWriter{&mu, &logs}), IdleTimeout: time.Second})
+	go p.Serve(ln)
+	defer p.Shutdown(context.Background())
+	for range 50 {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/x?secret=1")
+		if err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("%v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "proxy caller denied"); n != 1 || strings.Contains(logs.String(), "secret") {
+		t.Errorf("%d log lines for 50 denials, want 1 (and no query):\n%s", n, logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

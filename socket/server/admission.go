@@ -54,7 +54,7 @@ func (s *Server) release(c net.Conn, uid uint32) {
 // (by a few goroutines, never the accept loop) and closed, rather than
 // piling up goroutines.
 func (s *Server) refuseBusy(c net.Conn, peer Peer, why string) {
-	s.warnings.warn(s.Log, "connections refused: "+why, peer.UID, func(e *zerolog.Event) *zerolog.Event {
+	s.warnings.Warn(s.Log, "connections refused: "+why, peer.UID, func(e *zerolog.Event) *zerolog.Event {
 		return e.Int64("max_connections", s.maxConns.Load()).Int64("max_connections_per_uid", s.maxPerUID.Load())
 	})
 	line := (&proto.Error{Code: proto.CodeBusy, Msg: why + ", try again"}).Line()

@@ -68,7 +68,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, peer Peer) {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(bytes.TrimRight(line, "\r\n")) > proto.MaxLine {
 			peer := cn.peer
-			s.warnings.warn(s.Log, "request line too long; connection closed", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+			s.warnings.Warn(s.Log, "request line too long; connection closed", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 				return e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Int("max", proto.MaxLine)
 			})
 			s.count(VerbOther, proto.CodeTooLong)
@@ -215,7 +215,7 @@ func (cn *conn) failed(name string, err error) *proto.Error {
 	}
 	peer := cn.peer
 	if perr.Code == proto.CodeDenied {
-		cn.s.warnings.warn(cn.s.Log, "peer denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+		cn.s.warnings.Warn(cn.s.Log, "peer denied", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 			return e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("addr", peer.Addr)
 		})
 	} else {
@@ -297,7 +297,7 @@ func (cn *conn) serveBare(ctx context.Context) {
 	}
 	if perr != nil {
 		cn.s.count(VerbBare, perr.Code)
-		cn.s.warnings.warn(cn.s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
+		cn.s.warnings.Warn(cn.s.Log, "connect-and-read client gets nothing", peer.UID, func(e *zerolog.Event) *zerolog.Event {
 			e = e.Uint32("gid", peer.GID).Int32("pid", peer.PID).Str("token", name).Str("code", perr.Code).Str("reason", proto.Clean(perr.Msg))
 			if isCred {
 				e = e.Str("claimed_unit", unit).Str("credential", id)

@@ -10,12 +10,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// limitedLog logs a warning that clients can provoke (busy refusals,
+// LimitedLog logs a warning that clients can provoke (busy refusals,
 // denied peers, connect-and-read clients that get nothing) at most once
 // per interval and kind: the first after a quiet interval at once, with
 // its details; the rest summed per uid into one line at the interval's
 // end. A flood of clients must not flood the log too.
-type limitedLog struct {
+type LimitedLog struct {
 	interval time.Duration // default 10s
 
 	mu    sync.Mutex
@@ -32,9 +32,9 @@ type pendingLog struct {
 // maxUIDsLogged bounds the per-uid counts in one summary line.
 const maxUIDsLogged = 10
 
-// warn counts one event of kind msg by uid. detail adds the first event's
+// Warn counts one event of kind msg by uid. detail adds the first event's
 // fields when it is logged at once.
-func (l *limitedLog) warn(log zerolog.Logger, msg string, uid uint32, detail func(*zerolog.Event) *zerolog.Event) {
+func (l *LimitedLog) Warn(log zerolog.Logger, msg string, uid uint32, detail func(*zerolog.Event) *zerolog.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.interval <= 0 {

@@ -28,7 +28,7 @@ type Server struct {
 	maxPerUID    atomic.Int64
 	exempt       func(uid uint32) bool // root and the server's own uid, unless a test says otherwise
 	active       atomic.Int64
-	warnings     limitedLog
+	warnings     LimitedLog
 	lingering    atomic.Int64 // refused connections not yet closed
 	maxLingering int64        // bound on lingering; default 1024
 	glances      chan refusal // refusals past the bound, for the glancers
