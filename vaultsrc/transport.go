@@ -1,6 +1,7 @@
 package vaultsrc
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,10 +22,25 @@ const maxBody = 1 << 20
 type guard struct {
 	base http.RoundTripper
 	host string // host:port of the configured address
-	// tlsErr is the last handshake Vault refused, with its fix: HTTP/2
-	// then reports the next attempts only as "client conn could not be
-	// established", and the operator needs the cause.
-	tlsErr atomic.Pointer[error]
+	// certAsked says that Vault asked for a client certificate in a
+	// handshake since the last answer, and tokend had none to give. Under
+	// TLS 1.3 the refusal that follows reaches the client in many forms
+	// (the alert, a broken pipe, a reset, HTTP/2's "client conn could not
+	// be established"): this is the one sure sign of the cause.
+	certAsked atomic.Bool
+}
+
+// watchCertRequests sets certAsked whenever a server asks for a client
+// certificate that t has none of (neither VAULT_CLIENT_CERT nor
+// cert_file); the handshake then goes on without one, as before.
+func (g *guard) watchCertRequests(t *http.Transport) {
+	if t.TLSClientConfig == nil || len(t.TLSClientConfig.Certificates) > 0 || t.TLSClientConfig.GetClientCertificate != nil {
+		return
+	}
+	t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		g.certAsked.Store(true)
+		return &tls.Certificate{}, nil
+	}
 }
 
 // CertRequiredError is a Vault that refused the TLS handshake for want
@@ -47,19 +63,12 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := g.base.RoundTrip(req)
 	if err != nil {
-		msg := err.Error()
-		switch {
-		case strings.Contains(msg, "tls: certificate required") || strings.Contains(msg, "tls: bad certificate"):
+		if g.certAsked.Load() || strings.Contains(err.Error(), "tls: certificate required") {
 			err = &CertRequiredError{Host: g.host, Err: err}
-			g.tlsErr.Store(&err)
-		case strings.Contains(msg, "http2: client conn could not be established"):
-			if last := g.tlsErr.Load(); last != nil {
-				err = *last
-			}
 		}
 		return nil, err
 	}
-	g.tlsErr.Store(nil)
+	g.certAsked.Store(false)
 	resp.Body = capped{io.LimitReader(resp.Body, maxBody), resp.Body}
 	return resp, nil
 }

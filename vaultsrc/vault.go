@@ -132,7 +132,11 @@ func New(cfg Config, log zerolog.Logger, obs Observer) (*Source, error) {
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("vault address %q is not a URL", vc.Address)
 	}
-	vc.HttpClient.Transport = &guard{base: vc.HttpClient.Transport, host: u.Host}
+	g := &guard{base: vc.HttpClient.Transport, host: u.Host}
+	if t, ok := g.base.(*http.Transport); ok {
+		g.watchCertRequests(t)
+	}
+	vc.HttpClient.Transport = g
 	client, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client for %q: %w", vc.Address, err)
